@@ -1,0 +1,76 @@
+"""Supervised (prompt, response) data for SFT and every method that starts from SFT prompts (SPIN, OTR, ...).
+
+Training batches come from the task's `train` split (optionally its first `train_size` examples); validation runs
+one dataloader per held-out split (`val`, `test_ood`, ...) whose batches also carry left-padded prompts for
+generation-based accuracy.
+"""
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from datamodules.collate import Encoder, SFTCollator
+from datamodules.sampler import EpochShuffleSampler
+from posttrain.utils.config import check
+
+
+class SFTDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        tokenizer,
+        task,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        max_length: int = 256,
+        prompt_template: str = "{prompt}",
+        train_size: int | None = None,
+        eval_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        check(batch_size > 0, "data.batch_size", f"must be > 0, got {batch_size}")
+        check(train_size is None or train_size > 0, "data.train_size", f"must be > 0 or null, got {train_size}")
+        self.task, self.batch_size, self.eval_batch_size = task, batch_size, eval_batch_size
+        self.train_size, self.eval_size, self.num_workers, self.seed = train_size, eval_size, num_workers, seed
+        self.encoder = Encoder(tokenizer, max_length=max_length, prompt_template=prompt_template)
+        self.eval_splits = tuple(task.eval_splits)
+        self.splits: dict[str, list[dict]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train = self.task.examples("train")[: self.train_size]
+        self.splits["train"] = [{**e, "index": i} for i, e in enumerate(train)]
+        for split in self.eval_splits:
+            held_out = self.task.examples(split)[: self.eval_size]
+            self.splits[split] = [{**e, "index": i} for i, e in enumerate(held_out)]
+
+    def is_correct(self, example: dict, completion: str) -> bool:
+        return self.task.is_correct(example, completion)
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.splits["train"]
+        return DataLoader(
+            train,
+            batch_size=self.batch_size,
+            sampler=EpochShuffleSampler(len(train), seed=self.seed),
+            collate_fn=SFTCollator(self.encoder),
+            num_workers=self.num_workers,
+            drop_last=len(train) >= self.batch_size,
+        )
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self.eval_dataloader(split) for split in self.eval_splits]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self.val_dataloader()
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=SFTCollator(self.encoder, with_prompts=True),
+            num_workers=self.num_workers,
+        )

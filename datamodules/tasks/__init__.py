@@ -1,0 +1,3 @@
+from datamodules.tasks.arithmetic import ArithmeticTask
+
+__all__ = ["ArithmeticTask"]

@@ -1,0 +1,74 @@
+"""Built-in verifiable task: n-digit addition, subtraction and multiplication, seeded.
+
+Splits: `train` and `val` share the in-distribution digit range; `test_ood` uses more digits.
+Every held-out problem is distinct from every training problem.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from posttrain.utils.config import check
+
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+class ArithmeticTask:
+    eval_splits = ("val", "test_ood")
+
+    def __init__(
+        self,
+        operations: Sequence[str] = ("+",),
+        digits: Sequence[int] = (1, 3),
+        ood_digits: Sequence[int] = (4, 4),
+        train_size: int = 10000,
+        val_size: int = 1000,
+        test_ood_size: int = 1000,
+        seed: int = 0,
+    ):
+        for op in operations:
+            check(op in _OPS, "data.task.operations", f"unknown operation {op!r}; choose from {sorted(_OPS)}")
+        check(1 <= digits[0] <= digits[1], "data.task.digits", f"must be [min, max] with 1 <= min <= max, got {list(digits)}")
+        check(1 <= ood_digits[0] <= ood_digits[1], "data.task.ood_digits", f"must be [min, max], got {list(ood_digits)}")
+        for key, size in (("train_size", train_size), ("val_size", val_size), ("test_ood_size", test_ood_size)):
+            check(size >= 0, f"data.task.{key}", f"must be >= 0, got {size}")
+        self.operations, self.digits, self.ood_digits = tuple(operations), tuple(digits), tuple(ood_digits)
+        rng = random.Random(seed)
+        held_out = self._draw(rng, self.digits, val_size, exclude=set())
+        self._splits = {
+            "val": held_out,
+            "train": self._draw(rng, self.digits, train_size, exclude={e["prompt"] for e in held_out}),
+            "test_ood": self._draw(rng, self.ood_digits, test_ood_size, exclude=set()),
+        }
+
+    def examples(self, split: str) -> list[dict]:
+        check(split in self._splits, "split", f"unknown split {split!r}; this task has {sorted(self._splits)}")
+        return self._splits[split]
+
+    @staticmethod
+    def is_correct(example: dict, completion: str) -> bool:
+        return completion.strip() == example["answer"]
+
+    def _draw(self, rng: random.Random, digits, n: int, exclude: set) -> list[dict]:
+        capacity = self._capacity(digits)
+        check(n <= capacity - len(exclude), "data.task", f"cannot draw {n} distinct problems from {capacity}")
+        seen, out = set(exclude), []
+        while len(out) < n:
+            op = rng.choice(self.operations)
+            a, b = self._operand(rng, digits), self._operand(rng, digits)
+            prompt = f"{a}{op}{b}="
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            answer = str(_OPS[op](a, b))
+            out.append({"prompt": prompt, "response": answer, "answer": answer})
+        return out
+
+    @staticmethod
+    def _operand(rng: random.Random, digits) -> int:
+        n = rng.randint(digits[0], digits[1])
+        return rng.randint(0 if n == 1 else 10 ** (n - 1), 10**n - 1)
+
+    def _capacity(self, digits) -> int:
+        numbers = 10 ** digits[1]  # every operand in range, an upper bound good enough to reject impossible sizes
+        return len(self.operations) * numbers * numbers

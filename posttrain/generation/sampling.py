@@ -1,0 +1,134 @@
+"""Batched sampling with a KV cache for any HF causal LM: the one rollout path of every online method.
+
+Prompts arrive left-padded, so every row's next token is predicted from the last column. Each step feeds one token
+per row through the cache; rows that emitted eos keep feeding padding and are masked out of the result.
+The per-token log-probs are those of the distribution actually sampled from (after temperature, top-k and top-p),
+which is what importance ratios of off-policy updates need.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from posttrain.utils.config import check
+
+
+@dataclass
+class Generation:
+    tokens: torch.Tensor  # (R, L) response tokens, pad after the first eos; R = B * num_samples
+    logprobs: torch.Tensor  # (R, L) float32 log-prob of each token under the sampling distribution; 0 on padding
+    mask: torch.Tensor  # (R, L) bool, True on response tokens (eos included)
+    finished: torch.Tensor  # (R,) bool, the row emitted eos within max_new_tokens
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(-1)  # (R,)
+
+    def token_lists(self) -> list[list[int]]:
+        """Each row's response tokens (eos included when emitted), without padding."""
+        return [row[m].tolist() for row, m in zip(self.tokens, self.mask)]
+
+
+def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Log-probs of the distribution a sampler with these settings draws from; truncated tokens get -inf.
+
+    Args:
+        logits: (R, V). temperature > 0 (greedy is handled by the caller).
+    Returns:
+        (R, V) float32.
+    """
+    scaled = logits.float() / temperature  # (R, V)
+    if 0 < top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]  # (R, 1)
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)  # (R, V)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (R, V)
+        drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scaled = scaled.masked_fill(drop, float("-inf"))
+    return torch.log_softmax(scaled, dim=-1)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _accepts(model, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompt_input_ids: torch.Tensor,
+    prompt_attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int | None,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> Generation:
+    """Samples `num_samples` responses per prompt (temperature 0 = greedy).
+
+    Args:
+        prompt_input_ids, prompt_attention_mask: (B, P), left-padded.
+        generator: the torch.Generator on the model's device that all sampling draws from (seeded => reproducible).
+    Returns:
+        Generation with R = B * num_samples rows, the samples of prompt i in rows i*n .. i*n+n-1.
+    """
+    check(max_new_tokens > 0, "max_new_tokens", f"must be > 0, got {max_new_tokens}")
+    check(temperature >= 0, "temperature", f"must be >= 0, got {temperature}")
+    check(0 < top_p <= 1, "top_p", f"must be in (0, 1], got {top_p}")
+    check(num_samples >= 1, "num_samples", f"must be >= 1, got {num_samples}")
+    device = prompt_input_ids.device
+    input_ids = prompt_input_ids.repeat_interleave(num_samples, dim=0)  # (R, P)
+    attention_mask = prompt_attention_mask.repeat_interleave(num_samples, dim=0)  # (R, P)
+    rows = input_ids.shape[0]
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (R, P)
+    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"  # renamed in transformers 5
+
+    tokens = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)  # (R, L)
+    logprobs = torch.zeros((rows, max_new_tokens), dtype=torch.float32, device=device)  # (R, L)
+    mask = torch.zeros((rows, max_new_tokens), dtype=torch.bool, device=device)  # (R, L)
+    alive = torch.ones(rows, dtype=torch.bool, device=device)  # (R,)
+    past, step_ids, step_pos = None, input_ids, position_ids
+    with _eval_mode(model):
+        for t in range(max_new_tokens):
+            out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_pos,
+                        use_cache=True, **{cache_arg: past}, **extra)
+            past = out[cache_arg]
+            logits = out.logits[:, -1]  # (R, V)
+            if temperature == 0:
+                next_ids = logits.argmax(-1)  # (R,)
+                next_logps = torch.zeros(rows, device=device)
+            else:
+                logp = sampling_logprobs(logits, temperature, top_k, top_p)  # (R, V)
+                next_ids = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)  # (R,)
+                next_logps = logp.gather(-1, next_ids[:, None]).squeeze(-1)  # (R,)
+            tokens[:, t] = torch.where(alive, next_ids, torch.full_like(next_ids, pad_token_id))
+            logprobs[:, t] = torch.where(alive, next_logps, torch.zeros_like(next_logps))
+            mask[:, t] = alive
+            if eos_token_id is not None:
+                alive = alive & (next_ids != eos_token_id)
+            if not alive.any():
+                break
+            step_ids = tokens[:, t : t + 1]  # (R, 1)
+            step_pos = step_pos[:, -1:] + 1  # (R, 1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=-1)  # (R, P+t+1)
+    finished = ~alive if eos_token_id is not None else torch.zeros_like(alive)
+    return Generation(tokens=tokens, logprobs=logprobs, mask=mask, finished=finished)

@@ -1,0 +1,80 @@
+"""Model and tokenizer builders named by `conf/model/*.yaml` through Hydra's `_target_`.
+
+Each returns `(model, tokenizer)`: the tiny random-init default, or any causal LM from a local directory or the Hub.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from posttrain.models.tokenizer import build_char_tokenizer
+from posttrain.utils.config import ConfigError, check
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def tiny_llama(
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 256,
+    max_position_embeddings: int = 256,
+    seed: int = 0,
+    name_or_path: str | None = None,
+):
+    """A small Llama with seeded random init over the repo's character tokenizer (no files, no network).
+
+    `name_or_path`, when given, loads a saved model and tokenizer instead (e.g. a warm-up stage's output).
+    """
+    if name_or_path:
+        return from_pretrained(name_or_path)
+    check(hidden_size % num_heads == 0, "model.hidden_size", f"must be divisible by model.num_heads={num_heads}")
+    tokenizer = build_char_tokenizer(model_max_length=max_position_embeddings)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model, tokenizer
+
+
+def from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """Any `AutoModelForCausalLM` with its tokenizer; a missing pad token falls back to eos (or a new <pad>)."""
+    check(dtype in _DTYPES, "model.dtype", f"must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if not name_or_path:
+        raise ConfigError("model.name_or_path: required for model=hf (a local directory or a Hub id)")
+    local = os.path.isdir(name_or_path)
+    if not local and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(f"model.name_or_path: {name_or_path!r} is not a directory and HF_HUB_OFFLINE=1")
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code
+    )
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<pad>"})
+            model.resize_token_embeddings(len(tokenizer))
+    return model, tokenizer
+
+
+def save(model: PreTrainedModel, tokenizer, directory: str) -> None:
+    """Writes a directory that `from_pretrained` (and `model=hf model.name_or_path=...`) loads back."""
+    os.makedirs(directory, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)

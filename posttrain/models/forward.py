@@ -1,0 +1,29 @@
+"""Forward passes that turn a packed batch into per-token and per-sequence log-probs of its labels."""
+from __future__ import annotations
+
+import torch
+
+from posttrain.ops import token_logprobs
+
+IGNORE_INDEX = -100  # label of positions outside the loss (prompt, padding), as in Hugging Face
+
+
+def label_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+    """log p_θ(label_t | tokens_<t) for every position that has a label.
+
+    Args:
+        input_ids, attention_mask, labels: (B, T); labels are -100 where no loss applies.
+    Returns:
+        logps (B, T-1) float32, 0 where masked; mask (B, T-1) bool.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]  # (B, T-1, V)
+    targets = labels[:, 1:]  # (B, T-1)
+    batch, steps, vocab = logits.shape
+    logps = token_logprobs(logits.reshape(batch * steps, vocab), targets.reshape(-1)).view(batch, steps)  # (B, T-1)
+    return logps, targets != IGNORE_INDEX
+
+
+def sequence_logprobs(model, batch: dict) -> torch.Tensor:
+    """Σ_t log p_θ(y_t | x, y_<t) over response tokens: (B,). Sums, not means (DPO-family losses need sums)."""
+    logps, mask = label_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return (logps * mask).sum(-1)

@@ -1,0 +1,118 @@
+"""train(cfg): the pipeline behind `python train.py`.
+
+Stages, each a Lightning fit over the same DataModule:
+  warmup  (optional) SFT from the initial model; its result is cached under paths.cache_dir and reused;
+  main    the experiment's method, from the warm-up model (resumable with ckpt_path=...);
+  control (optional) a baseline from the same start with the same trainer settings, e.g. continued SFT.
+Every evaluation of every stage becomes a row of the results table, printed and written to results.json.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from posttrain.models import builders
+from posttrain.utils.config import ConfigError
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
+
+
+def train(cfg: DictConfig) -> dict:
+    register_resolvers()
+    L.seed_everything(cfg.seed, workers=True)
+    model, tokenizer = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    rows: list[dict] = []
+    start = model
+    if cfg.get("warmup"):
+        start, warm_row = warmup_stage(cfg, model, tokenizer, datamodule)
+        rows.append(warm_row)
+    module = instantiate(cfg.method, model=copy.deepcopy(start) if cfg.get("control") else start,
+                         tokenizer=tokenizer, _convert_="all")
+    trainer = make_trainer(cfg, "main")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    rows += history_rows(cfg.name, module.eval_history)
+    if cfg.get("control"):
+        control = instantiate(cfg.control.method, model=start, tokenizer=tokenizer, _convert_="all")
+        control_trainer = make_trainer(cfg, "control")
+        control_trainer.fit(control, datamodule=datamodule)
+        rows += history_rows(cfg.control.name, control.eval_history)
+    report(cfg, rows)
+    if cfg.get("save_model") and trainer.is_global_zero:
+        builders.save(module.model, tokenizer, os.path.join(cfg.paths.output_dir, "model"))
+    return {"module": module, "trainer": trainer, "rows": rows, "datamodule": datamodule}
+
+
+def make_trainer(cfg: DictConfig, stage: str | None, **overrides) -> L.Trainer:
+    """The configured trainer with this stage's checkpoint folder and log name (stage None: no logs, no checkpoints)."""
+    if stage is None:
+        return instantiate(cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False, **overrides)
+    callbacks = []
+    for callback_cfg in (cfg.get("callbacks") or {}).values():
+        callback = instantiate(callback_cfg)
+        if isinstance(callback, ModelCheckpoint):
+            callback.dirpath = os.path.join(cfg.paths.output_dir, "checkpoints", stage)
+        callbacks.append(callback)
+    loggers = [instantiate(logger_cfg, name=stage) for logger_cfg in (cfg.get("logger") or {}).values()]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+
+
+def warmup_stage(cfg: DictConfig, model, tokenizer, datamodule):
+    """SFT from the initial model; reuses the cached result of an identical earlier warm-up."""
+    if "method" not in cfg.warmup or "max_epochs" not in cfg.warmup:
+        raise ConfigError("warmup: needs warmup.method (an SFT method config) and warmup.max_epochs")
+    key = OmegaConf.to_yaml(OmegaConf.create({"model": cfg.model, "data": cfg.data, "warmup": cfg.warmup,
+                                              "seed": cfg.seed, "trainer": cfg.trainer.get("limit_train_batches")}))
+    directory = os.path.join(cfg.paths.cache_dir, "warmup-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+    metrics_path = os.path.join(directory, "metrics.json")
+    if os.path.isfile(metrics_path):
+        warmed, _ = builders.from_pretrained(directory)
+        with open(metrics_path) as handle:
+            return warmed.to(torch.float32), json.load(handle)
+    module = instantiate(cfg.warmup.method, model=model, tokenizer=tokenizer, _convert_="all")
+    trainer = make_trainer(cfg, "warmup", max_epochs=cfg.warmup.max_epochs, limit_val_batches=0,
+                           check_val_every_n_epoch=None, val_check_interval=None)
+    trainer.fit(module, datamodule=datamodule)
+    validator = make_trainer(cfg, None, enable_progress_bar=False)
+    validator.validate(module, datamodule=datamodule, verbose=False)
+    row = {"run": "sft (start)", **module.eval_history[-1], "step": trainer.global_step}
+    if trainer.is_global_zero:
+        builders.save(module.model, tokenizer, directory)
+        with open(metrics_path, "w") as handle:
+            json.dump(row, handle, indent=1)
+    return module.model, row
+
+
+def history_rows(name: str, history: list[dict]) -> list[dict]:
+    rows = []
+    for entry in history:
+        label = f"{name} iteration {entry['iteration']}" if "iteration" in entry else f"{name} epoch {entry['epoch'] + 1}"
+        rows.append({"run": label, **entry})
+    return rows
+
+
+@rank_zero_only
+def report(cfg: DictConfig, rows: list[dict]) -> None:
+    if not rows:
+        return
+    metrics = sorted({k for r in rows for k in r if "/" in k}, key=lambda k: (k.split("/")[1], k))
+    header = ["run", "step", *metrics]
+    table = [[str(r["run"]), str(r.get("step", "")), *(f"{r[m]:.4f}" if m in r else "" for m in metrics)] for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(t, widths)) for t in table]
+    print("\n" + "\n".join(lines) + "\n", flush=True)
+    os.makedirs(cfg.paths.output_dir, exist_ok=True)
+    with open(os.path.join(cfg.paths.output_dir, "results.json"), "w") as handle:
+        json.dump({"name": cfg.name, "seed": cfg.seed, "rows": rows}, handle, indent=1)

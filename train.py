@@ -1,0 +1,18 @@
+"""python train.py experiment=<name> [key=value ...]  — see README.md and conf/train.yaml."""
+import hydra
+from omegaconf import DictConfig
+
+from posttrain.run import register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from posttrain.run import train
+
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
