@@ -1,0 +1,33 @@
+import pytest
+
+from datamodules.tasks import ArithmeticTask
+from posttrain.utils.config import ConfigError
+
+
+def test_splits_are_seeded_disjoint_and_correct():
+    task = ArithmeticTask(operations=["+", "-", "*"], digits=[1, 2], ood_digits=[3, 3], train_size=500,
+                          val_size=100, test_ood_size=50, seed=3)
+    again = ArithmeticTask(operations=["+", "-", "*"], digits=[1, 2], ood_digits=[3, 3], train_size=500,
+                           val_size=100, test_ood_size=50, seed=3)
+    assert task.examples("train") == again.examples("train")
+    train = {e["prompt"] for e in task.examples("train")}
+    assert len(train) == 500 and not train & {e["prompt"] for e in task.examples("val")}
+    for e in task.examples("train") + task.examples("test_ood"):
+        assert str(eval(e["prompt"][:-1])) == e["answer"] == e["response"]
+    for e in task.examples("test_ood"):
+        a, b = e["prompt"][:-1].replace("*", "+").replace("-", "+").split("+")
+        assert len(a) == len(b) == 3
+
+
+def test_is_correct_strips_whitespace():
+    assert ArithmeticTask.is_correct({"answer": "42"}, " 42\n")
+    assert not ArithmeticTask.is_correct({"answer": "42"}, "420")
+
+
+def test_bad_settings_name_the_key():
+    with pytest.raises(ConfigError, match="data.task.operations"):
+        ArithmeticTask(operations=["/"])
+    with pytest.raises(ConfigError, match="data.task.digits"):
+        ArithmeticTask(digits=[3, 1])
+    with pytest.raises(ConfigError, match="data.task"):
+        ArithmeticTask(digits=[1, 1], train_size=1000, val_size=10)

@@ -1,0 +1,46 @@
+"""Shared test helpers: compose the real Hydra config the way train.py does."""
+from __future__ import annotations
+
+import os
+
+from hydra import compose, initialize_config_dir
+from lightning.pytorch import Callback
+from omegaconf import DictConfig, open_dict
+
+from posttrain.run import register_resolvers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONF = os.path.join(ROOT, "conf")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def compose_config(overrides: list[str], output_dir) -> DictConfig:
+    """The composed config of `python train.py <overrides>`, writing under `output_dir`, no progress bar."""
+    register_resolvers()
+    overrides = [*overrides, f"paths.output_dir={output_dir}", f"paths.cache_dir={output_dir}/cache",
+                 "name=test", "~callbacks.progress_bar"]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.trainer.enable_progress_bar = False
+    return cfg
+
+
+def experiments() -> list[str]:
+    return sorted(f[:-5] for f in os.listdir(os.path.join(CONF, "experiment")) if f.endswith(".yaml"))
+
+
+
+class Killed(RuntimeError):
+    pass
+
+
+class KillAtStep(Callback):
+    """Stops training abruptly at a global step, as a crash would; checkpoints written before it stay."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args, **kwargs):
+        if trainer.global_step >= self.step:
+            raise Killed(f"killed at step {self.step}")
