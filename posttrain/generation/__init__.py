@@ -1,3 +1,3 @@
-from posttrain.generation.sampling import Generation, generate, sampling_logprobs
+from posttrain.generation.sampling import Generation, generate, sampling_logprobs, sampling_probs
 
-__all__ = ["Generation", "generate", "sampling_logprobs"]
+__all__ = ["Generation", "generate", "sampling_logprobs", "sampling_probs"]

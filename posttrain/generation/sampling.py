@@ -32,25 +32,30 @@ class Generation:
         return [row[m].tolist() for row, m in zip(self.tokens, self.mask)]
 
 
-def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Log-probs of the distribution a sampler with these settings draws from; truncated tokens get -inf.
+def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """The distribution a sampler with these settings draws from; truncated tokens get probability 0.
 
     Args:
         logits: (R, V). temperature > 0 (greedy is handled by the caller).
     Returns:
-        (R, V) float32.
+        (R, V) float32, rows summing to 1.
     """
     scaled = logits.float() / temperature  # (R, V)
     if 0 < top_k < scaled.shape[-1]:
         kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]  # (R, 1)
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)  # (R, V)
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)  # (R, V)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)  # (R, V)
-        drop_sorted = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        scaled = scaled.masked_fill(drop, float("-inf"))
-    return torch.log_softmax(scaled, dim=-1)
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)  # (R, V)
+        drop_sorted = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keep the smallest prefix reaching top_p
+        probs = probs.masked_fill(torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted), 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """log of `sampling_probs`: (R, V) float32, -inf on truncated tokens."""
+    return sampling_probs(logits, temperature, top_k, top_p).log()
 
 
 @contextlib.contextmanager
@@ -117,9 +122,9 @@ def generate(
                 next_ids = logits.argmax(-1)  # (R,)
                 next_logps = torch.zeros(rows, device=device)
             else:
-                logp = sampling_logprobs(logits, temperature, top_k, top_p)  # (R, V)
-                next_ids = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)  # (R,)
-                next_logps = logp.gather(-1, next_ids[:, None]).squeeze(-1)  # (R,)
+                probs = sampling_probs(logits, temperature, top_k, top_p)  # (R, V)
+                next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (R,)
+                next_logps = probs.gather(-1, next_ids[:, None]).squeeze(-1).log()  # (R,)
             tokens[:, t] = torch.where(alive, next_ids, torch.full_like(next_ids, pad_token_id))
             logprobs[:, t] = torch.where(alive, next_logps, torch.zeros_like(next_logps))
             mask[:, t] = alive

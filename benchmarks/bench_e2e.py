@@ -1,0 +1,124 @@
+"""End-to-end throughput on the default tiny model: training tokens/s of SFT and SPIN steps, and generation tokens/s
+of posttrain.generation against Hugging Face `model.generate` on the same prompts.
+
+    python benchmarks/bench_e2e.py [--threads 2] [--batch 64] [--prompts 256] [--new-tokens 16]
+
+Prints a table and writes benchmarks/results/bench_e2e.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datamodules.collate import Encoder, SFTCollator, left_pad, pack  # noqa: E402
+from datamodules.tasks import ArithmeticTask  # noqa: E402
+from lightning_modules.base import frozen_copy  # noqa: E402
+from posttrain.generation import generate  # noqa: E402
+from posttrain.losses.sft import sft_loss  # noqa: E402
+from posttrain.losses.spin import spin_loss  # noqa: E402
+from posttrain.models import tiny_llama  # noqa: E402
+from posttrain.models.forward import label_logprobs, sequence_logprobs  # noqa: E402
+
+
+def timed(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_e2e.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    model, tok = tiny_llama()
+    encoder = Encoder(tok, max_length=64)
+    task = ArithmeticTask(digits=[1, 3], train_size=max(args.batch, args.prompts), val_size=0, test_ood_size=0)
+    examples = [{**e, "index": i} for i, e in enumerate(task.examples("train"))]
+    batch = SFTCollator(encoder)(examples[: args.batch])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    rows = []
+
+    def sft_step():
+        logps, mask = label_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        sft_loss(logps, mask)[0].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    seconds = timed(sft_step, args.repeats)
+    tokens = int(batch["attention_mask"].sum())
+    rows.append({"what": "train SFT step", "ms": seconds * 1e3, "tokens_per_s": tokens / seconds})
+
+    opponent = frozen_copy(model)
+    prompts = [ids[:n] for ids, n in zip(batch["input_ids"].tolist(), batch["prompt_lengths"].tolist())]
+    real = [ids[n:m] for ids, n, m in zip(batch["input_ids"].tolist(), batch["prompt_lengths"].tolist(),
+                                           batch["attention_mask"].sum(-1).tolist())]
+    generated = [r[::-1] for r in real]  # any other response of similar length
+    pairs = pack(prompts + prompts, real + generated, encoder.pad_id, encoder.max_length)
+
+    def spin_step():
+        policy = sequence_logprobs(model, pairs)
+        with torch.no_grad():
+            ref = sequence_logprobs(opponent, pairs)
+        b = len(prompts)
+        spin_loss(policy[:b], policy[b:], ref[:b], ref[b:], beta=0.1)[0].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    seconds = timed(spin_step, args.repeats)
+    tokens = int(pairs["attention_mask"].sum())
+    rows.append({"what": "train SPIN step (pairs)", "ms": seconds * 1e3, "tokens_per_s": tokens / seconds})
+
+    model.eval()
+    left = left_pad([encoder.prompt(e["prompt"]) for e in examples[: args.prompts]], encoder.pad_id)
+    for temperature in (0.0, 1.0):
+        def ours():
+            out = generate(model, left["prompt_input_ids"], left["prompt_attention_mask"], max_new_tokens=args.new_tokens,
+                           temperature=temperature, eos_token_id=None, pad_token_id=tok.pad_token_id,
+                           generator=torch.Generator().manual_seed(0))
+            return int(out.mask.sum())
+
+        def theirs():
+            with torch.no_grad():
+                out = model.generate(input_ids=left["prompt_input_ids"], attention_mask=left["prompt_attention_mask"],
+                                     max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                                     do_sample=temperature > 0, temperature=temperature or None, top_k=0,
+                                     pad_token_id=tok.pad_token_id, eos_token_id=None)
+            return (out.shape[1] - left["prompt_input_ids"].shape[1]) * out.shape[0]
+
+        mode = "greedy" if temperature == 0 else "sample T=1"
+        for name, fn in (("posttrain.generation", ours), ("HF model.generate", theirs)):
+            tokens = fn()
+            seconds = timed(fn, max(2, args.repeats // 3), warmup=1)
+            rows.append({"what": f"generate {mode}: {name}", "ms": seconds * 1e3, "tokens_per_s": tokens / seconds})
+
+    width = max(len(r["what"]) for r in rows)
+    print(f"{'what'.ljust(width)}  {'ms':>9}  {'tokens/s':>10}")
+    for r in rows:
+        print(f"{r['what'].ljust(width)}  {r['ms']:9.1f}  {r['tokens_per_s']:10.0f}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump({"threads": args.threads, "batch": args.batch, "prompts": args.prompts,
+                   "new_tokens": args.new_tokens, "rows": rows}, handle, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
