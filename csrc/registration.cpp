@@ -8,7 +8,19 @@
 #endif
 
 TORCH_LIBRARY(posttrain, m) {
-  // Op schemas are added by the kernel files' issue; the namespace exists so the library loads.
+  // Token log-probs: logp[i] = log_softmax(logits[i])[labels[i]] (0 where labels[i] == ignore_index) and the row's
+  // log-sum-exp, saved for a backward that recomputes softmax instead of storing it.
+  m.def("token_logprobs(Tensor logits, Tensor labels, int ignore_index) -> (Tensor logp, Tensor lse)");
+  m.def(
+      "token_logprobs_backward(Tensor grad_logp, Tensor grad_lse, Tensor logits, Tensor labels, Tensor lse, "
+      "int ignore_index) -> Tensor");
+  // The same, fused with the lm-head: logits = hidden @ weight.T formed chunk_size rows at a time (0 = auto).
+  m.def(
+      "lm_head_logprobs(Tensor hidden, Tensor weight, Tensor labels, int ignore_index, int chunk_size) -> "
+      "(Tensor logp, Tensor lse)");
+  m.def(
+      "lm_head_logprobs_backward(Tensor grad_logp, Tensor grad_lse, Tensor hidden, Tensor weight, Tensor labels, "
+      "Tensor lse, int ignore_index, int chunk_size) -> (Tensor grad_hidden, Tensor grad_weight)");
 }
 
 static pybind11::dict build_info() {
