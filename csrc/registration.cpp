@@ -21,6 +21,15 @@ TORCH_LIBRARY(posttrain, m) {
   m.def(
       "lm_head_logprobs_backward(Tensor grad_logp, Tensor grad_lse, Tensor hidden, Tensor weight, Tensor labels, "
       "Tensor lse, int ignore_index, int chunk_size) -> (Tensor grad_hidden, Tensor grad_weight)");
+  // Token divergences between softmax(student/T) = q and softmax(teacher/T) = p, kind in forward_kl = KL(p||q),
+  // reverse_kl = KL(q||p), jsd = beta KL(p||m) + (1-beta) KL(q||m) with m = beta p + (1-beta) q, tvd = |p-q|_1 / 2.
+  // aux is a per-row scalar the backward needs (reverse_kl: the value; jsd: KL(q||m); tvd: E_q[sign(q-p)/2]).
+  m.def(
+      "token_divergence(Tensor student_logits, Tensor teacher_logits, str kind, float beta, float temperature) -> "
+      "(Tensor div, Tensor student_lse, Tensor teacher_lse, Tensor aux)");
+  m.def(
+      "token_divergence_backward(Tensor grad, Tensor student_logits, Tensor teacher_logits, Tensor student_lse, "
+      "Tensor teacher_lse, Tensor aux, str kind, float beta, float temperature) -> Tensor");
 }
 
 static pybind11::dict build_info() {

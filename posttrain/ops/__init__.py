@@ -1,4 +1,5 @@
 """Compiled ops with their torch references. Each op's module holds the reference and the dispatching wrapper."""
+from posttrain.ops.token_divergence import token_divergence
 from posttrain.ops.token_logprobs import lm_head_logprobs, sequence_logprob_sums, token_logprobs
 
-__all__ = ["token_logprobs", "lm_head_logprobs", "sequence_logprob_sums"]
+__all__ = ["token_logprobs", "lm_head_logprobs", "sequence_logprob_sums", "token_divergence"]
