@@ -27,6 +27,13 @@ TORCH_LIBRARY(posttrain, m) {
   m.def(
       "token_divergence(Tensor student_logits, Tensor teacher_logits, str kind, float beta, float temperature) -> "
       "(Tensor div, Tensor student_lse, Tensor teacher_lse, Tensor aux)");
+  // K tokens per row drawn from softmax(logits / temperature) truncated by top_k (0 = off) then top_p (1 = off),
+  // by inverse CDF with the given uniforms (N, K) in [0, 1). The log-probs are under the untempered, untruncated
+  // log_softmax(logits); lse is logsumexp(logits). Labels equal to ignore_index give label_logp 0. The integer output
+  // comes last so generic autograd harnesses that sum every output start from a float.
+  m.def(
+      "sample_k_tokens(Tensor logits, Tensor labels, Tensor uniforms, float temperature, int top_k, float top_p, "
+      "int ignore_index) -> (Tensor sample_logps, Tensor label_logps, Tensor lse, Tensor samples)");
   m.def(
       "token_divergence_backward(Tensor grad, Tensor student_logits, Tensor teacher_logits, Tensor student_lse, "
       "Tensor teacher_lse, Tensor aux, str kind, float beta, float temperature) -> Tensor");
