@@ -34,6 +34,14 @@ TORCH_LIBRARY(posttrain, m) {
   m.def(
       "sample_k_tokens(Tensor logits, Tensor labels, Tensor uniforms, float temperature, int top_k, float top_p, "
       "int ignore_index) -> (Tensor sample_logps, Tensor label_logps, Tensor lse, Tensor samples)");
+  // Speculative verification of gamma draft tokens per row. draft_probs (B, gamma, V) are the probabilities the draft
+  // sampled from, used as given; p = softmax(target_logits / temperature). Accept x_i while u_i q(x_i) < f(p(x_i)),
+  // f(p) = p (sample) or p / lenience (lenient); greedy accepts while x_i is the target's argmax. At the first
+  // rejection draw from norm(max(0, p - q)) (p when that is empty), after gamma acceptances from p, with u_gamma.
+  // Returns expected acceptance Σ_v min(q, f(p)) (B, gamma), tokens (B, gamma + 1) padded with -1, accepted counts.
+  m.def(
+      "speculative_verify(Tensor draft_tokens, Tensor draft_probs, Tensor target_logits, Tensor uniforms, "
+      "float temperature, str mode, float lenience) -> (Tensor expected_acceptance, Tensor tokens, Tensor num_accepted)");
   m.def(
       "token_divergence_backward(Tensor grad, Tensor student_logits, Tensor teacher_logits, Tensor student_lse, "
       "Tensor teacher_lse, Tensor aux, str kind, float beta, float temperature) -> Tensor");
