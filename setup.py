@@ -18,10 +18,34 @@ def _sources(pattern):
     return sorted(os.path.relpath(p, here) for p in glob.glob(os.path.join(here, pattern)))
 
 
+def _simd_flags():
+    """ATen's Vectorized<float> is scalar unless CPU_CAPABILITY_* is defined: pick what the build machine runs.
+
+    POSTTRAIN_CPU_CAPABILITY=default|avx2|avx512 overrides the probe (e.g. to build for an older fleet).
+    """
+    wanted = os.environ.get("POSTTRAIN_CPU_CAPABILITY", "").lower()
+    if not wanted:
+        try:
+            flags = set(open("/proc/cpuinfo").read().split())
+        except OSError:
+            flags = set()
+        if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"} <= flags:
+            wanted = "avx512"
+        elif {"avx2", "fma", "f16c"} <= flags:
+            wanted = "avx2"
+        else:
+            wanted = "default"
+    if wanted == "avx512":
+        return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+    if wanted == "avx2":
+        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return []
+
+
 def _extension():
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-DPOSTTRAIN_OPENMP"]
+    cxx = ["-O3", "-std=c++20", "-fopenmp", "-DPOSTTRAIN_OPENMP"] + _simd_flags()
     if sys.platform == "darwin":  # Apple clang has no -fopenmp without libomp
-        cxx = ["-O3", "-std=c++17"]
+        cxx = ["-O3", "-std=c++20"]
     sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
     use_cuda = torch.version.cuda is not None and CUDA_HOME is not None and os.environ.get("POSTTRAIN_NO_CUDA") != "1"
     if use_cuda:

@@ -1,0 +1,200 @@
+// Speculative-decoding verification on CPU, one batch row per task: per draft position one online log-sum-exp pass
+// over the target logits keeps the exponentials in a thread-local row buffer, from which the acceptance test, the
+// expected acceptance Σ min(q, f(p)) and the residual/bonus inverse-CDF draw read without further exponentials.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "cpu/row_math.h"
+
+namespace posttrain::cpu {
+namespace {
+
+template <typename A>
+using Vec = at::vec::Vectorized<A>;
+
+enum class Mode { kSample, kGreedy, kLenient };
+
+Mode parse_mode(c10::string_view mode) {
+  if (mode == "sample") return Mode::kSample;
+  if (mode == "greedy") return Mode::kGreedy;
+  if (mode == "lenient") return Mode::kLenient;
+  TORCH_CHECK_VALUE(false, "mode must be one of sample, greedy, lenient; got ", mode);
+}
+
+// First index of the maximum (torch.argmax's tie rule).
+template <typename scalar_t, typename A>
+int64_t row_argmax(const scalar_t* x, int64_t V, A* tile) {
+  A best = neg_inf<A>();
+  int64_t arg = 0;
+  for (int64_t t0 = 0; t0 < V; t0 += kTile) {
+    const int64_t len = std::min(kTile, V - t0);
+    load_scaled<scalar_t, A>(x + t0, tile, len, A(1));
+    const A m = vec_max(tile, len);
+    if (m > best) {
+      best = m;
+      arg = t0 + (std::find(tile, tile + len, m) - tile);
+    }
+  }
+  return arg;
+}
+
+// Inverse CDF over non-negative weights: the first v with Σ_{w<=v} w > u · Σ w; the last positive weight when
+// rounding leaves u · Σ w beyond the scan; -1 when every weight is 0.
+template <typename A>
+int64_t draw(const A* w, int64_t V, double u) {
+  double total = 0;
+  std::vector<double> tsum(num_tiles(V));
+  for (int64_t t0 = 0, t = 0; t0 < V; t0 += kTile, ++t) {
+    const int64_t len = std::min(kTile, V - t0);
+    tsum[t] = double(at::vec::reduce_all<A>([](Vec<A>& a, Vec<A>& b) { return a + b; }, w + t0, len));
+    total += tsum[t];
+  }
+  if (!(total > 0)) return -1;
+  const double target = u * total;
+  double acc = 0;
+  for (int64_t t0 = 0, t = 0; t0 < V; t0 += kTile, ++t) {
+    if (acc + tsum[t] <= target) {
+      acc += tsum[t];
+      continue;
+    }
+    const int64_t len = std::min(kTile, V - t0);
+    for (int64_t i = 0; i < len; ++i) {
+      acc += double(w[t0 + i]);
+      if (acc > target) return t0 + i;
+    }
+  }
+  int64_t last = V - 1;
+  while (last > 0 && !(w[last] > A(0))) --last;
+  return last;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> speculative_verify_cpu(const at::Tensor& draft_tokens_in,
+                                                                      const at::Tensor& draft_probs_in,
+                                                                      const at::Tensor& target_logits_in,
+                                                                      const at::Tensor& uniforms_in, double temperature,
+                                                                      c10::string_view mode_s, double lenience) {
+  const Mode mode = parse_mode(mode_s);
+  PT_CHECK_DEVICE(target_logits_in, at::kCPU, "target_logits");
+  PT_CHECK_FLOAT(target_logits_in, "target_logits");
+  PT_CHECK_DIM(target_logits_in, 3, "target_logits");
+  PT_CHECK_SAME_DEVICE(draft_probs_in, target_logits_in, "draft_probs", "target_logits");
+  PT_CHECK_FLOAT(draft_probs_in, "draft_probs");
+  PT_CHECK_DIM(draft_probs_in, 3, "draft_probs");
+  PT_CHECK_SAME_DEVICE(draft_tokens_in, target_logits_in, "draft_tokens", "target_logits");
+  PT_CHECK_INDEX_DTYPE(draft_tokens_in, "draft_tokens");
+  PT_CHECK_DIM(draft_tokens_in, 2, "draft_tokens");
+  PT_CHECK_SAME_DEVICE(uniforms_in, target_logits_in, "uniforms", "target_logits");
+  TORCH_CHECK_TYPE(uniforms_in.scalar_type() == at::kFloat || uniforms_in.scalar_type() == at::kDouble,
+                   "uniforms must be float32 or float64, got ", uniforms_in.scalar_type());
+  PT_CHECK_DIM(uniforms_in, 2, "uniforms");
+  const int64_t B = draft_tokens_in.size(0), G = draft_tokens_in.size(1), V = target_logits_in.size(2);
+  TORCH_CHECK_VALUE(target_logits_in.size(0) == B && target_logits_in.size(1) == G + 1,
+                    "target_logits must have shape (B, gamma + 1, V) = (", B, ", ", G + 1, ", V), got ",
+                    target_logits_in.sizes());
+  TORCH_CHECK_VALUE(V > 0, "target_logits must have at least one vocabulary column");
+  TORCH_CHECK_VALUE(draft_probs_in.size(0) == B && draft_probs_in.size(1) == G && draft_probs_in.size(2) == V,
+                    "draft_probs must have shape (B, gamma, V) = (", B, ", ", G, ", ", V, "), got ",
+                    draft_probs_in.sizes());
+  TORCH_CHECK_VALUE(uniforms_in.size(0) == B && uniforms_in.size(1) == G + 1, "uniforms must have shape (", B, ", ",
+                    G + 1, "), got ", uniforms_in.sizes());
+  if (mode != Mode::kGreedy) PT_CHECK_TEMPERATURE(temperature);
+  TORCH_CHECK_VALUE(lenience > 0 && lenience <= 1, "lenience must lie in (0, 1], got ", lenience);
+  const auto tokens_in = draft_tokens_in.to(at::kLong).contiguous();
+  const auto uniforms = uniforms_in.to(at::kDouble).contiguous();
+  {
+    const int64_t* tk = tokens_in.const_data_ptr<int64_t>();
+    for (int64_t i = 0; i < B * G; ++i)
+      TORCH_CHECK_INDEX(tk[i] >= 0 && tk[i] < V, "draft_tokens holds ", tk[i], ", out of range for a vocabulary of ",
+                        V);
+    const double* u = uniforms.const_data_ptr<double>();
+    for (int64_t i = 0; i < B * (G + 1); ++i)
+      TORCH_CHECK_VALUE(u[i] >= 0.0 && u[i] < 1.0, "uniforms must lie in [0, 1), got ", u[i]);
+  }
+  const auto target = target_logits_in.contiguous();
+  const auto fdt = target.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  // draft probs in the accumulation type: (B, γ, V) is read once per position, a cast copy costs one pass
+  const auto q_all = draft_probs_in.to(fdt).contiguous();
+  auto out_tokens = at::full({B, G + 1}, -1, tokens_in.options());
+  auto out_n = at::empty({B}, tokens_in.options());
+  auto expected = at::empty({B, G}, target.options().dtype(fdt));
+  const double eps = mode == Mode::kLenient ? lenience : 1.0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, target.scalar_type(), "speculative_verify_cpu", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* X = target.const_data_ptr<scalar_t>();
+    const A* Q = q_all.const_data_ptr<A>();
+    const int64_t* TK = tokens_in.const_data_ptr<int64_t>();
+    const double* U = uniforms.const_data_ptr<double>();
+    int64_t* OT = out_tokens.data_ptr<int64_t>();
+    int64_t* ON = out_n.data_ptr<int64_t>();
+    A* OE = expected.data_ptr<A>();
+    const A inv_t = mode == Mode::kGreedy ? A(1) : A(1.0 / temperature);
+    const A inv_eps = A(1.0 / eps);
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      const int64_t nt = num_tiles(V);
+      std::vector<A> e(V), w(V), tile(kTile), tmax(nt);
+      // p = e * exp(tmax - lse) tile by tile, written into w
+      auto probs_into = [&](A* dst, A lse) {
+        for (int64_t t0 = 0, t = 0; t0 < V; t0 += kTile, ++t) {
+          const int64_t len = std::min(kTile, V - t0);
+          at::vec::map([s = std::exp(tmax[t] - lse)](Vec<A> x) { return x * Vec<A>(s); }, dst + t0, e.data() + t0,
+                       len);
+        }
+      };
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t* x = TK + b * G;
+        const double* u = U + b * (G + 1);
+        int64_t n = G, extra = -1;
+        for (int64_t i = 0; i < G; ++i) {
+          const scalar_t* row = X + (b * (G + 1) + i) * V;
+          const A* q = Q + (b * G + i) * V;
+          if (mode == Mode::kGreedy) {
+            const bool ok = row_argmax<scalar_t, A>(row, V, tile.data()) == x[i];
+            OE[b * G + i] = ok ? A(1) : A(0);
+            if (!ok && n == G) {
+              n = i;
+              extra = row_argmax<scalar_t, A>(row, V, tile.data());
+            }
+            continue;
+          }
+          const A lse = row_lse<scalar_t, A>(row, V, inv_t, nullptr, e.data(), tmax.data());
+          probs_into(w.data(), lse);  // w = p
+          OE[b * G + i] = at::vec::map2_reduce_all<A>(
+              [inv_eps](Vec<A> p, Vec<A> qq) { return at::vec::minimum(qq, p * Vec<A>(inv_eps)); },
+              [](Vec<A> a, Vec<A> c) { return a + c; }, w.data(), q, V);
+          if (n != G) continue;  // already rejected: only the expected acceptance is still wanted
+          const A px = w[x[i]], qx = q[x[i]];
+          if (A(u[i]) * qx < px * inv_eps) continue;
+          n = i;
+          // residual norm(max(0, p - q)); p itself when p == q leaves nothing
+          at::vec::map2([](Vec<A> p, Vec<A> qq) { return at::vec::maximum(p - qq, Vec<A>(A(0))); }, e.data(), w.data(),
+                        q, V);
+          extra = draw<A>(e.data(), V, u[G]);
+          if (extra < 0) extra = draw<A>(w.data(), V, u[G]);
+        }
+        if (n == G) {  // every draft token accepted: the bonus token from p at position γ
+          const scalar_t* row = X + (b * (G + 1) + G) * V;
+          if (mode == Mode::kGreedy) {
+            extra = row_argmax<scalar_t, A>(row, V, tile.data());
+          } else {
+            const A lse = row_lse<scalar_t, A>(row, V, inv_t, nullptr, e.data(), tmax.data());
+            probs_into(w.data(), lse);
+            extra = draw<A>(w.data(), V, u[G]);
+          }
+        }
+        for (int64_t i = 0; i < n; ++i) OT[b * (G + 1) + i] = x[i];
+        OT[b * (G + 1) + n] = extra < 0 ? 0 : extra;
+        ON[b] = n;
+      }
+    });
+  });
+  return {expected, out_tokens, out_n};
+}
+
+TORCH_LIBRARY_IMPL(posttrain, CPU, m) { m.impl("speculative_verify", &speculative_verify_cpu); }
+
+}  // namespace posttrain::cpu
