@@ -8,10 +8,14 @@ from posttrain.run import train
 from tests.helpers import compose_config, experiments
 
 
+# Overrides that make one experiment's main stage a single epoch (default: trainer.max_epochs=1).
+ONE_EPOCH = {"spin": ["method.num_iterations=1"]}
+
+
 @pytest.mark.parametrize("experiment", experiments())
 def test_experiment_runs_two_steps_and_changes_every_parameter(experiment, tmp_path):
     cfg = compose_config([f"experiment={experiment}", "debug=tiny", "warmup=null", "control=null",
-                          "trainer.max_epochs=1" if experiment == "sft" else "method.num_iterations=1"], tmp_path)
+                          *ONE_EPOCH.get(experiment, ["trainer.max_epochs=1"])], tmp_path)
     initial, _ = instantiate(cfg.model)
     result = train(cfg)
     assert result["trainer"].global_step == 2
