@@ -14,7 +14,8 @@ TORCH_LIBRARY(posttrain, m) {
   m.def(
       "token_logprobs_backward(Tensor grad_logp, Tensor grad_lse, Tensor logits, Tensor labels, Tensor lse, "
       "int ignore_index) -> Tensor");
-  // The same, fused with the lm-head: logits = hidden @ weight.T formed chunk_size rows at a time (0 = auto).
+  // The same, fused with the lm-head: logits = hidden @ weight.T formed chunk_size vocabulary columns at a time
+  // (0 = auto, about 2^20 logits per block).
   m.def(
       "lm_head_logprobs(Tensor hidden, Tensor weight, Tensor labels, int ignore_index, int chunk_size) -> "
       "(Tensor logp, Tensor lse)");

@@ -123,7 +123,7 @@ def lm_head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.T
 
     Args:
         hidden: (..., H) float dtype; weight: (V, H) same dtype; labels: (...,) int.
-        chunk_size: rows of logits formed at once; 0 picks about 2^20 logits per chunk.
+        chunk_size: vocabulary columns of logits formed at once; 0 picks about 2^20 logits per block.
     Returns:
         (...,) float32 (float64 for float64 inputs); differentiable with respect to hidden and weight.
     """

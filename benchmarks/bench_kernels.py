@@ -1,0 +1,190 @@
+"""Reference vs extension for every posttrain op on CPU: time, peak memory and distance from the floor.
+
+    python benchmarks/bench_kernels.py [--threads 2] [--quick]
+
+floor = max(one read pass x.sum(), one vectorised exponential torch.exp(x, out=buf)) over the op's inputs, measured in
+the same run (for the lm-head op: that over the logits plus the logits GEMM itself, which the op cannot avoid).
+Peak memory is the process's peak resident set above the level before the call (Linux VmHWM after a reset through
+/proc/self/clear_refs; glibc's mmap threshold is pinned so freed buffers return to the OS). Writes
+benchmarks/results/bench_kernels.json.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+
+if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith("linux"):
+    # large buffers must come from mmap so the resident-set peak tracks what each call allocates
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    os.execv(sys.executable, [sys.executable] + sys.argv)
+
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from posttrain.ops import _backend  # noqa: E402
+from posttrain.ops import (lm_head_logprobs, sample_k_tokens, speculative_verify, token_divergence,  # noqa: E402
+                           token_logprobs)
+from posttrain.ops.speculative_verify import speculative_verify_reference  # noqa: E402
+from posttrain.ops.token_divergence import token_divergence_reference  # noqa: E402
+from posttrain.ops.token_sampling import sample_k_tokens_reference  # noqa: E402
+
+
+def timeit(fn, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_bytes(fn) -> float:
+    """Peak resident memory above the level before fn, in MiB (nan where /proc cannot be reset)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return float("nan")
+    if hasattr(fn, "reset"):  # gradients left by the timing runs would be freed inside the call
+        fn.reset()
+    gc.collect()
+    base = _status("VmRSS:")
+    out = fn()
+    peak = _status("VmHWM:")
+    del out
+    return (peak - base) / 2**20
+
+
+def floor_ms(reads, exps, reps: int) -> float:
+    t_read = sum(timeit(lambda x=x: x.sum(), reps) for x in reads)
+    t_exp = 0.0
+    for x in exps:
+        buf = torch.empty_like(x, dtype=torch.float32)
+        xf = x.float()
+        t_exp += timeit(lambda: torch.exp(xf, out=buf), reps)
+    return max(t_read, t_exp)
+
+
+def fwd_bwd(f, *leaves):
+    def run():
+        for t in leaves:
+            t.grad = None
+        out = f()
+        out.sum().backward()
+        return [t.grad for t in leaves]
+
+    def reset():
+        for t in leaves:
+            t.grad = None
+
+    run.reset = reset
+    return run
+
+
+def cases(quick: bool):
+    g = torch.Generator().manual_seed(0)
+    # speculative verification
+    for b in (1, 8):
+        for v in (4096, 32000):
+            gam = 4
+            q = torch.softmax(torch.randn(b, gam, v, generator=g), -1)
+            tok = torch.multinomial(q.reshape(-1, v), 1, generator=g).reshape(b, gam)
+            tl = torch.randn(b, gam + 1, v, generator=g)
+            u = torch.rand(b, gam + 1, generator=g, dtype=torch.float64)
+            yield (f"speculative_verify B={b} γ={gam} V={v}",
+                   lambda tok=tok, q=q, tl=tl, u=u: speculative_verify_reference(tok, q, tl, u),
+                   lambda tok=tok, q=q, tl=tl, u=u: speculative_verify(tok, q, tl, u),
+                   [tl, q], [tl], None)
+    # K-candidate sampling
+    x = torch.randn(256, 32000, generator=g)
+    y = torch.randint(0, 32000, (256,), generator=g)
+    u = torch.rand(256, 4, generator=g, dtype=torch.float64)
+    yield ("sample_k_tokens N=256 V=32000 K=4", lambda: sample_k_tokens_reference(x, y, u, 1.0),
+           lambda: sample_k_tokens(x, y, 4, uniforms=u), [x], [x], None)
+    yield ("sample_k_tokens N=256 V=32000 K=4 T=1.5 top_k=50", lambda: sample_k_tokens_reference(x, y, u, 1.5, 50),
+           lambda: sample_k_tokens(x, y, 4, 1.5, 50, uniforms=u), [x], [x], None)
+    # token log-probs, forward + backward, against log_softmax + gather
+    for dtype in (torch.float32, torch.bfloat16):
+        xl = torch.randn(512, 32000, generator=g).to(dtype).requires_grad_()
+        yl = torch.randint(0, 32000, (512,), generator=g)
+        ref = fwd_bwd(lambda xl=xl, yl=yl: torch.log_softmax(xl.float(), -1).gather(-1, yl[:, None]), xl)
+        ext = fwd_bwd(lambda xl=xl, yl=yl: token_logprobs(xl, yl), xl)
+        yield (f"token_logprobs fwd+bwd N=512 V=32000 {str(dtype)[6:]}", ref, ext, [xl.detach()], [xl.detach()], None)
+    # lm-head fused log-probs
+    h = torch.randn(512, 256, generator=g).requires_grad_()
+    w = (0.05 * torch.randn(32000, 256, generator=g)).requires_grad_()
+    yl = torch.randint(0, 32000, (512,), generator=g)
+    logits = (h @ w.t()).detach()
+    gemm = lambda: h.detach() @ w.detach().t()  # noqa: E731
+    yield ("lm_head_logprobs fwd N=512 H=256 V=32000",
+           lambda: torch.log_softmax(h.detach() @ w.detach().t(), -1).gather(-1, yl[:, None]),
+           lambda: lm_head_logprobs(h.detach(), w.detach(), yl), [logits], [logits], gemm)
+    yield ("lm_head_logprobs fwd+bwd N=512 H=256 V=32000",
+           fwd_bwd(lambda: torch.log_softmax(h @ w.t(), -1).gather(-1, yl[:, None]), h, w),
+           fwd_bwd(lambda: lm_head_logprobs(h, w, yl), h, w), [logits], [logits], gemm)
+    # divergences
+    s = torch.randn(512, 32000, generator=g).requires_grad_()
+    t = torch.randn(512, 32000, generator=g)
+    for kind in ("forward_kl", "reverse_kl", "jsd", "tvd"):
+        yield (f"token_divergence {kind} fwd N=512 V=32000",
+               lambda kind=kind: token_divergence_reference(s.detach(), t, kind),
+               lambda kind=kind: token_divergence(s.detach(), t, kind), [s.detach(), t], [s.detach(), t], None)
+        if not quick or kind == "forward_kl":
+            yield (f"token_divergence {kind} fwd+bwd N=512 V=32000",
+                   fwd_bwd(lambda kind=kind: token_divergence_reference(s, t, kind), s),
+                   fwd_bwd(lambda kind=kind: token_divergence(s, t, kind), s), [s.detach(), t], [s.detach(), t],
+                   None)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and shapes")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                  "bench_kernels.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if _backend.extension() is None:
+        sys.exit("posttrain._C is not built: python setup.py build_ext --inplace")
+    reps = 3 if args.quick else 7
+    rows = []
+    head = (f"{'op / shape':<52} {'ref ms':>8} {'ext ms':>8} {'speedup':>7} {'ref MiB':>8} {'ext MiB':>8} "
+            f"{'mem ratio':>9} {'floor ms':>8} {'ext/floor':>9}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, build {_backend.build_info()}")
+    print(head)
+    print("-" * len(head))
+    for name, ref, ext, reads, exps, gemm in cases(args.quick):
+        with _backend.force("torch"):
+            t_ref = timeit(ref, reps)
+            m_ref = peak_bytes(ref)
+        with _backend.force("ext"):
+            t_ext = timeit(ext, reps)
+            m_ext = peak_bytes(ext)
+        fl = floor_ms(reads, exps, reps) + (timeit(gemm, reps) if gemm else 0.0)
+        row = dict(op=name, ref_ms=t_ref, ext_ms=t_ext, speedup=t_ref / t_ext, ref_peak_mib=m_ref, ext_peak_mib=m_ext,
+                   mem_ratio=m_ext / m_ref if m_ref > 0 else float("nan"), floor_ms=fl, ext_over_floor=t_ext / fl)
+        rows.append(row)
+        print(f"{name:<52} {t_ref:8.2f} {t_ext:8.2f} {row['speedup']:6.1f}x {m_ref:8.1f} {m_ext:8.1f} "
+              f"{row['mem_ratio']:9.3f} {fl:8.2f} {row['ext_over_floor']:8.2f}x", flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(dict(threads=args.threads, torch=torch.__version__, rows=rows), f, indent=1)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
