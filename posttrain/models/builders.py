@@ -23,13 +23,14 @@ def tiny_llama(
     max_position_embeddings: int = 256,
     seed: int = 0,
     name_or_path: str | None = None,
+    fused_lm_head: bool = False,
 ):
     """A small Llama with seeded random init over the repo's character tokenizer (no files, no network).
 
     `name_or_path`, when given, loads a saved model and tokenizer instead (e.g. a warm-up stage's output).
     """
     if name_or_path:
-        return from_pretrained(name_or_path)
+        return from_pretrained(name_or_path, fused_lm_head=fused_lm_head)
     check(hidden_size % num_heads == 0, "model.hidden_size", f"must be divisible by model.num_heads={num_heads}")
     tokenizer = build_char_tokenizer(model_max_length=max_position_embeddings)
     config = LlamaConfig(
@@ -46,14 +47,20 @@ def tiny_llama(
         tie_word_embeddings=False,
         attention_dropout=0.0,
     )
+    config.fused_lm_head = fused_lm_head
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     return model, tokenizer
 
 
-def from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
-    """Any `AutoModelForCausalLM` with its tokenizer; a missing pad token falls back to eos (or a new <pad>)."""
+def from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False,
+                    fused_lm_head: bool = False):
+    """Any `AutoModelForCausalLM` with its tokenizer; a missing pad token falls back to eos (or a new <pad>).
+
+    `fused_lm_head` computes label log-probs from the decoder's hidden states with the chunked lm-head op instead of
+    materialising the logits; only for models whose logits are a plain bias-free projection of the last hidden state.
+    """
     check(dtype in _DTYPES, "model.dtype", f"must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if not name_or_path:
         raise ConfigError("model.name_or_path: required for model=hf (a local directory or a Hub id)")
@@ -64,6 +71,11 @@ def from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code
     model = AutoModelForCausalLM.from_pretrained(
         name_or_path, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code
     )
+    if fused_lm_head:
+        head = model.get_output_embeddings()
+        check(getattr(head, "bias", None) is None and not getattr(model.config, "final_logit_softcapping", None),
+              "model.fused_lm_head", "needs logits = hidden @ lm_head.weight.T (no bias, no logit soft-capping)")
+        model.config.fused_lm_head = True
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is not None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from posttrain.ops import token_logprobs
+from posttrain.ops import lm_head_logprobs, token_logprobs
 
 IGNORE_INDEX = -100  # label of positions outside the loss (prompt, padding), as in Hugging Face
 
@@ -11,16 +11,22 @@ IGNORE_INDEX = -100  # label of positions outside the loss (prompt, padding), as
 def label_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
     """log p_θ(label_t | tokens_<t) for every position that has a label.
 
+    With `model.config.fused_lm_head` (set by `model.fused_lm_head=true`), the lm-head and the log-softmax run as
+    one chunked op on the decoder's hidden states, so the (B, T, V) logits never exist in memory.
+
     Args:
         input_ids, attention_mask, labels: (B, T); labels are -100 where no loss applies.
     Returns:
         logps (B, T-1) float32, 0 where masked; mask (B, T-1) bool.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]  # (B, T-1, V)
     targets = labels[:, 1:]  # (B, T-1)
-    batch, steps, vocab = logits.shape
-    logps = token_logprobs(logits.reshape(batch * steps, vocab), targets.reshape(-1)).view(batch, steps)  # (B, T-1)
-    return logps, targets != IGNORE_INDEX
+    if getattr(model.config, "fused_lm_head", False):
+        hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = hidden.last_hidden_state[:, :-1]  # (B, T-1, H)
+        weight = model.get_output_embeddings().weight  # (V, H)
+        return lm_head_logprobs(hidden, weight.to(hidden.dtype), targets), targets != IGNORE_INDEX
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]  # (B, T-1, V)
+    return token_logprobs(logits, targets), targets != IGNORE_INDEX
 
 
 def sequence_logprobs(model, batch: dict) -> torch.Tensor:
