@@ -11,6 +11,11 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 namespace posttrain::cpu {
 
 // 2048 floats = 8 KiB: a tile and its exponentials stay in L1 while it is reduced.
@@ -128,6 +133,18 @@ inline A row_lse(const scalar_t* x, int64_t n, A scale, A* tile_buf, A* cache = 
     acc.add(m, s);
   }
   return acc.lse();
+}
+
+// Large outputs (a (N, V) gradient) are written once into fresh pages; on Linux, asking for transparent huge pages
+// before the first touch cuts the page-fault cost, which otherwise rivals the exponentials. A hint only.
+inline void advise_huge_pages(void* ptr, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHuge = size_t(2) << 20;
+  if (bytes < 2 * kHuge) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(ptr) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(ptr) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
 }
 
 // Per-thread scratch that grows to the largest row seen; avoids an allocation per row.

@@ -204,6 +204,7 @@ at::Tensor token_divergence_backward_cpu(const at::Tensor& grad, const at::Tenso
   const auto g = grad.to(acc).contiguous(), ls = lse_s_in.to(acc).contiguous(), lt = lse_t_in.to(acc).contiguous(),
              aux = aux_in.to(acc).contiguous();
   auto out = at::empty({N, V}, student.options());
+  advise_huge_pages(out.data_ptr(), out.nbytes());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, student.scalar_type(), "token_divergence_backward_cpu", [&] {
     using A = acc_t<scalar_t>;
     auto args = std::make_tuple(g.const_data_ptr<A>(), student.const_data_ptr<scalar_t>(),

@@ -82,6 +82,7 @@ at::Tensor token_logprobs_backward_cpu(const at::Tensor& grad_logp_in, const at:
   const auto lse = lse_in.to(acc_dtype).contiguous();
   check_labels_in_range(labels, V, ignore_index);
   auto grad = at::empty({N, V}, logits.options());
+  advise_huge_pages(grad.data_ptr(), grad.nbytes());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "token_logprobs_backward_cpu", [&] {
     using A = acc_t<scalar_t>;
     using Vec = at::vec::Vectorized<A>;
