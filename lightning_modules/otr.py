@@ -55,19 +55,29 @@ class OTRModule(PostTrainModule):
         return loss
 
     def sampled_loss(self, logits, labels, mask):
-        """K candidates per response position through the fused op, which reads each row of logits once."""
-        rows = logits[mask]  # (N, V)
-        targets = labels[mask]  # (N,)
-        uniforms = torch.rand((rows.shape[0], self.k), generator=self.step_generator(), dtype=torch.float64,
-                              device=rows.device)  # (N, K)
-        samples, sample_logps, label_logps, _ = sample_k_tokens(rows, targets, self.k, self.temperature,
-                                                                uniforms=uniforms)  # (N, K), (N, K), (N,)
-        batch, steps = mask.shape
-        dense_logps = sample_logps.new_zeros(batch, steps, self.k).index_put((mask,), sample_logps)  # (B, T-1, K)
-        dense_samples = samples.new_zeros(batch, steps, self.k).index_put((mask,), samples)  # (B, T-1, K)
-        loss, metrics = otr_loss(dense_logps, dense_samples, labels, mask, self.beta, self.normalization)
-        return loss, metrics, label_logps
+        return sampled_otr_loss(logits, labels, mask, self.k, self.temperature, self.beta, self.normalization,
+                                self.step_generator())
 
     def step_generator(self) -> torch.Generator:
         seed = (self.seed * 1_000_003 + 7919 * (self.global_step + 1) + 104729 * self.global_rank) % 2**63
         return torch.Generator(device=self.device).manual_seed(seed)
+
+
+def sampled_otr_loss(logits, labels, mask, k: int, temperature: float, beta: float, normalization: str,
+                     generator: torch.Generator | None):
+    """K candidates per response position through the fused op, which reads each row of logits once.
+
+    Args:
+        logits: (B, T, V); labels: (B, T) next tokens; mask: (B, T) response positions (the only rollout states).
+    Returns:
+        loss, metrics of `otr_loss`, label log-probs (N,) of the N response positions.
+    """
+    rows = logits[mask]  # (N, V)
+    uniforms = torch.rand((rows.shape[0], k), generator=generator, dtype=torch.float64, device=rows.device)  # (N, K)
+    samples, sample_logps, label_logps, _ = sample_k_tokens(rows, labels[mask], k, temperature,
+                                                            uniforms=uniforms)  # (N, K), (N, K), (N,)
+    batch, steps = mask.shape
+    dense_logps = sample_logps.new_zeros(batch, steps, k).index_put((mask,), sample_logps)  # (B, T, K)
+    dense_samples = samples.new_zeros(batch, steps, k).index_put((mask,), samples)  # (B, T, K)
+    loss, metrics = otr_loss(dense_logps, dense_samples, labels, mask, beta, normalization)
+    return loss, metrics, label_logps
