@@ -1,4 +1,5 @@
-"""End-to-end throughput on the default tiny model: training tokens/s of SFT and SPIN steps, and generation tokens/s
+"""End-to-end throughput on the default tiny model: training tokens/s of SFT, SPIN and OTR (K = 4, 8) steps (OTR also
+as a ratio to the SFT step), and generation tokens/s
 of posttrain.generation against Hugging Face `model.generate` on the same prompts.
 
     python benchmarks/bench_e2e.py [--threads 2] [--batch 64] [--prompts 256] [--new-tokens 16]
@@ -24,6 +25,7 @@ from posttrain.generation import generate  # noqa: E402
 from posttrain.losses.sft import sft_loss  # noqa: E402
 from posttrain.losses.spin import spin_loss  # noqa: E402
 from posttrain.models import tiny_llama  # noqa: E402
+from lightning_modules.otr import sampled_otr_loss  # noqa: E402
 from posttrain.models.forward import label_logprobs, sequence_logprobs  # noqa: E402
 
 
@@ -65,6 +67,21 @@ def main() -> None:
     seconds = timed(sft_step, args.repeats)
     tokens = int(batch["attention_mask"].sum())
     rows.append({"what": "train SFT step", "ms": seconds * 1e3, "tokens_per_s": tokens / seconds})
+
+    sft_seconds = seconds
+    generator = torch.Generator().manual_seed(0)
+    for k in (4, 8):
+        def otr_step():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           use_cache=False).logits[:, :-1]  # (B, T-1, V)
+            labels = batch["labels"][:, 1:]
+            sampled_otr_loss(logits, labels, labels != -100, k, 1.5, -0.1, "sequence", generator)[0].backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+        seconds = timed(otr_step, args.repeats)
+        rows.append({"what": f"train OTR step K={k}", "ms": seconds * 1e3, "tokens_per_s": tokens / seconds,
+                     "vs_sft": seconds / sft_seconds})
 
     opponent = frozen_copy(model)
     prompts = [ids[:n] for ids, n in zip(batch["input_ids"].tolist(), batch["prompt_lengths"].tolist())]
@@ -110,9 +127,10 @@ def main() -> None:
             rows.append({"what": f"generate {mode}: {name}", "ms": seconds * 1e3, "tokens_per_s": tokens / seconds})
 
     width = max(len(r["what"]) for r in rows)
-    print(f"{'what'.ljust(width)}  {'ms':>9}  {'tokens/s':>10}")
+    print(f"{'what'.ljust(width)}  {'ms':>9}  {'tokens/s':>10}  {'x SFT':>6}")
     for r in rows:
-        print(f"{r['what'].ljust(width)}  {r['ms']:9.1f}  {r['tokens_per_s']:10.0f}")
+        ratio = f"{r['vs_sft']:6.2f}" if "vs_sft" in r else ""
+        print(f"{r['what'].ljust(width)}  {r['ms']:9.1f}  {r['tokens_per_s']:10.0f}  {ratio}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump({"threads": args.threads, "batch": args.batch, "prompts": args.prompts,
