@@ -41,7 +41,8 @@ class SpeculativeOutput:
     mask: torch.Tensor  # (B, L) bool, True on response tokens (eos included)
     finished: torch.Tensor  # (B,) bool, the row emitted eos within max_new_tokens
     accepted: torch.Tensor  # (B,) draft tokens accepted while the row was generating
-    decided: torch.Tensor  # (B,) draft tokens verified: min(n + 1, γ) per step (drafts after a rejection are not)
+    decided: torch.Tensor  # (B,) draft tokens verified: min(n + 1, γ) per step (drafts after a rejection are not);
+    # both count only the tokens kept, i.e. up to eos and max_new_tokens
     target_calls: torch.Tensor  # (B,) target forwards while the row was generating
     expected_acceptance: torch.Tensor  # (B,) Σ over decided positions of Σ_v min(q, f(p)) (1 - TVD when lossless)
     seconds: float  # wall-clock time of the whole call
@@ -167,27 +168,31 @@ def speculative_generate(
             tokens, n, exp = speculative_verify(drafts_t, probs_t, target_logits, temperature=temperature,
                                                 mode=mode, lenience=lenience, generator=generator)
             verify_seconds += time.perf_counter() - tick
-            # statistics of the rows still generating
-            accepted += torch.where(alive, n, 0)
-            step_decided = torch.clamp(n + 1, max=gamma)  # (B,)
-            decided += torch.where(alive, step_decided, 0)
-            calls += alive.long()
-            dec_mask = torch.arange(gamma, device=device)[None] < step_decided[:, None]  # (B, γ)
-            expected += torch.where(alive, (exp.double() * dec_mask).sum(-1), 0)
-            # append n + 1 tokens per alive row, stopping at eos
+            # append up to n + 1 tokens per alive row, stopping at eos and at max_new_tokens
             emitted = tokens.clamp(min=0)  # (B, γ+1)
+            steps = torch.arange(gamma + 1, device=device)[None]  # (1, γ+1)
             count = n + 1  # (B,)
             if eos_token_id is not None:
-                is_eos = (emitted == eos_token_id) & (torch.arange(gamma + 1, device=device)[None] < count[:, None])
-                first = torch.where(is_eos.any(-1), is_eos.long().argmax(-1) + 1, count)  # (B,) up to and with eos
+                is_eos = (emitted == eos_token_id) & (steps < count[:, None])  # (B, γ+1)
                 hit = is_eos.any(-1)
+                count = torch.where(hit, is_eos.long().argmax(-1) + 1, count)  # up to and with the first eos
             else:
-                first, hit = count, torch.zeros_like(alive)
-            cols = length[:, None] + torch.arange(gamma + 1, device=device)[None]  # (B, γ+1)
-            write = alive[:, None] & (torch.arange(gamma + 1, device=device)[None] < first[:, None])
+                hit = torch.zeros_like(alive)
+            kept = torch.where(alive, torch.minimum(count, max_new_tokens - length), 0)  # (B,)
+            cols = length[:, None] + steps  # (B, γ+1)
+            write = steps < kept[:, None]
             out[rows[:, None].expand_as(cols)[write], cols[write]] = emitted[write]
-            length += torch.where(alive, first, 0)
-            alive = alive & ~hit & (length < max_new_tokens)
+            # statistics over the kept tokens only: drafts verified past eos or the length limit do not count
+            full = kept == n + 1  # (B,) the row kept the extra token, so all its decisions count
+            step_accepted = torch.where(full, n, torch.minimum(kept, n))  # (B,)
+            step_decided = torch.where(full, torch.clamp(n + 1, max=gamma), step_accepted)  # (B,)
+            accepted += step_accepted
+            decided += step_decided
+            calls += alive.long()
+            dec_mask = torch.arange(gamma, device=device)[None] < step_decided[:, None]  # (B, γ)
+            expected += (exp.double() * dec_mask).sum(-1)
+            length += kept
+            alive = alive & ~(hit & (kept == count)) & (length < max_new_tokens)
             # cut both caches back to the accepted prefix; the extra token is the next pending one
             t_model.keep_prefix(gamma, n)
             if gamma > 1:
@@ -196,7 +201,6 @@ def speculative_generate(
             t_pending, t_valid = extra_tok, torch.ones_like(extra_tok, dtype=torch.bool)
             d_pending = torch.cat([drafts_t[:, -1:], extra_tok], 1)  # (B, 2): d_γ only where all γ were accepted
             d_valid = torch.cat([(n == gamma)[:, None], t_valid], 1)
-    length = length.clamp(max=max_new_tokens)
     tokens = out[:, :max_new_tokens]  # (B, L)
     mask = torch.arange(max_new_tokens, device=device)[None] < length[:, None]  # (B, L)
     tokens = torch.where(mask, tokens, torch.full_like(tokens, pad_token_id))
