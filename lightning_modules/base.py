@@ -30,7 +30,11 @@ class PostTrainModule(L.LightningModule):
         optimizer: {name, lr, weight_decay, ...} for posttrain.optim.build_optimizer.
         scheduler: {name, warmup_ratio, min_lr_ratio} for posttrain.optim.build_scheduler.
         evaluation: {max_new_tokens, batch_size}; held-out splits are scored by greedy decoding.
+    A subclass that sets `record_start_evaluation` keeps the sanity-check validation of a fresh run (the start model)
+    in `eval_history` as epoch -1; it needs `trainer.num_sanity_val_steps=-1` to cover every batch.
     """
+
+    record_start_evaluation = False
 
     def __init__(self, model, tokenizer, optimizer: dict | None = None, scheduler: dict | None = None,
                  evaluation: dict | None = None):
@@ -89,6 +93,8 @@ class PostTrainModule(L.LightningModule):
                 metric.reset()
         if not self.trainer.sanity_checking:
             self.eval_history.append(entry)
+        elif self.record_start_evaluation and self.global_step == 0 and not self.eval_history:
+            self.eval_history.append({**entry, "epoch": -1})
 
     def progress_info(self) -> dict:
         """Extra fields for each evaluation record (e.g. the SPIN iteration)."""

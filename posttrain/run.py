@@ -1,6 +1,8 @@
 """train(cfg): the pipeline behind `python train.py`.
 
 Stages, each a Lightning fit over the same DataModule:
+  teacher (optional) SFT of a second model (e.g. DistillSpec's target) from `teacher.model`, cached like warm-up;
+           the method receives it as `teacher=`;
   warmup  (optional) SFT from the initial model; its result is cached under paths.cache_dir and reused;
   main    the experiment's method, from the warm-up model (resumable with ckpt_path=...);
   control (optional) a baseline from the same start with the same trainer settings, e.g. continued SFT.
@@ -34,17 +36,20 @@ def train(cfg: DictConfig) -> dict:
     model, tokenizer = instantiate(cfg.model)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer)
     rows: list[dict] = []
-    start = model
+    start, extra = model, {}
+    if cfg.get("teacher"):
+        extra["teacher"], teacher_row = teacher_stage(cfg, tokenizer, datamodule)
+        rows.append(teacher_row)
     if cfg.get("warmup"):
         start, warm_row = warmup_stage(cfg, model, tokenizer, datamodule)
         rows.append(warm_row)
     module = instantiate(cfg.method, model=copy.deepcopy(start) if cfg.get("control") else start,
-                         tokenizer=tokenizer, _convert_="all")
+                         tokenizer=tokenizer, _convert_="all", **extra)
     trainer = make_trainer(cfg, "main")
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     rows += history_rows(cfg.name, module.eval_history)
     if cfg.get("control"):
-        control = instantiate(cfg.control.method, model=start, tokenizer=tokenizer, _convert_="all")
+        control = instantiate(cfg.control.method, model=start, tokenizer=tokenizer, _convert_="all", **extra)
         control_trainer = make_trainer(cfg, "control")
         control_trainer.fit(control, datamodule=datamodule)
         rows += history_rows(cfg.control.name, control.eval_history)
@@ -72,21 +77,40 @@ def warmup_stage(cfg: DictConfig, model, tokenizer, datamodule):
     """SFT from the initial model; reuses the cached result of an identical earlier warm-up."""
     if "method" not in cfg.warmup or "max_epochs" not in cfg.warmup:
         raise ConfigError("warmup: needs warmup.method (an SFT method config) and warmup.max_epochs")
-    key = OmegaConf.to_yaml(OmegaConf.create({"model": cfg.model, "data": cfg.data, "warmup": cfg.warmup,
-                                              "seed": cfg.seed, "trainer": cfg.trainer.get("limit_train_batches")}))
-    directory = os.path.join(cfg.paths.cache_dir, "warmup-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+    key = {"model": cfg.model, "data": cfg.data, "warmup": cfg.warmup, "seed": cfg.seed,
+           "trainer": cfg.trainer.get("limit_train_batches")}
+    return cached_sft_stage(cfg, cfg.warmup, model, tokenizer, datamodule, "warmup", "sft (start)", key)
+
+
+def teacher_stage(cfg: DictConfig, tokenizer, datamodule):
+    """The second model (`teacher.model`) SFT'd on the same data for `teacher.max_epochs`, cached like warm-up."""
+    if "model" not in cfg.teacher or "method" not in cfg.teacher or "max_epochs" not in cfg.teacher:
+        raise ConfigError("teacher: needs teacher.model, teacher.method (an SFT method config) and teacher.max_epochs")
+    model, teacher_tokenizer = instantiate(cfg.teacher.model)
+    if len(teacher_tokenizer) != len(tokenizer):
+        raise ConfigError(f"teacher.model: its vocabulary ({len(teacher_tokenizer)}) differs from the model's "
+                          f"({len(tokenizer)}); the two models must share the tokenizer")
+    key = {"teacher": cfg.teacher, "data": cfg.data, "seed": cfg.seed, "trainer": cfg.trainer.get("limit_train_batches")}
+    return cached_sft_stage(cfg, cfg.teacher, model, tokenizer, datamodule, "teacher", "teacher (sft)", key)
+
+
+def cached_sft_stage(cfg: DictConfig, stage_cfg: DictConfig, model, tokenizer, datamodule, stage: str, label: str,
+                     key: dict):
+    """Trains `stage_cfg.method` for `stage_cfg.max_epochs`, or loads the result cached under a hash of `key`."""
+    text = OmegaConf.to_yaml(OmegaConf.create(key))
+    directory = os.path.join(cfg.paths.cache_dir, stage + "-" + hashlib.sha256(text.encode()).hexdigest()[:12])
     metrics_path = os.path.join(directory, "metrics.json")
     if os.path.isfile(metrics_path):
-        warmed, _ = builders.from_pretrained(directory)
+        trained, _ = builders.from_pretrained(directory)
         with open(metrics_path) as handle:
-            return warmed.to(torch.float32), json.load(handle)
-    module = instantiate(cfg.warmup.method, model=model, tokenizer=tokenizer, _convert_="all")
-    trainer = make_trainer(cfg, "warmup", max_epochs=cfg.warmup.max_epochs, limit_val_batches=0,
+            return trained.to(torch.float32), json.load(handle)
+    module = instantiate(stage_cfg.method, model=model, tokenizer=tokenizer, _convert_="all")
+    trainer = make_trainer(cfg, stage, max_epochs=stage_cfg.max_epochs, limit_val_batches=0,
                            check_val_every_n_epoch=None, val_check_interval=None)
     trainer.fit(module, datamodule=datamodule)
     validator = make_trainer(cfg, None, enable_progress_bar=False)
     validator.validate(module, datamodule=datamodule, verbose=False)
-    row = {"run": "sft (start)", **module.eval_history[-1], "step": trainer.global_step}
+    row = {"run": label, **module.eval_history[-1], "step": trainer.global_step}
     if trainer.is_global_zero:
         builders.save(module.model, tokenizer, directory)
         with open(metrics_path, "w") as handle:
@@ -98,6 +122,7 @@ def history_rows(name: str, history: list[dict]) -> list[dict]:
     rows = []
     for entry in history:
         label = f"{name} iteration {entry['iteration']}" if "iteration" in entry else f"{name} epoch {entry['epoch'] + 1}"
+        label = f"{name} (start)" if entry.get("epoch", 0) < 0 else label
         rows.append({"run": label, **entry})
     return rows
 

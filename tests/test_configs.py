@@ -9,7 +9,9 @@ from tests.helpers import compose_config, experiments
 
 
 # Overrides that make one experiment's main stage a single epoch (default: trainer.max_epochs=1).
-ONE_EPOCH = {"spin": ["method.num_iterations=1"]}
+ONE_EPOCH = {"spin": ["method.num_iterations=1"],
+             "distillspec": ["trainer.max_epochs=1", "teacher.max_epochs=1", "method.speculative.num_prompts=2",
+                             "method.speculative.repeats=1", "method.speculative.max_new_tokens=4"]}
 
 
 @pytest.mark.parametrize("experiment", experiments())

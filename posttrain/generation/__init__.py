@@ -1,3 +1,4 @@
 from posttrain.generation.sampling import Generation, generate, sampling_logprobs, sampling_probs
+from posttrain.generation.speculative import SpeculativeOutput, speculative_generate
 
-__all__ = ["Generation", "generate", "sampling_logprobs", "sampling_probs"]
+__all__ = ["Generation", "SpeculativeOutput", "generate", "sampling_logprobs", "sampling_probs", "speculative_generate"]

@@ -1,0 +1,183 @@
+"""DistillSpec: distil the draft of speculative decoding from its target (Zhou et al., ICLR 2024).
+
+`model` is the draft (the student, trained); `teacher` is the target (frozen, out of the optimizer). Each training
+step draws its data by the paper's generalised KD step (Algorithm A.2): with probability λ1 = `fixed_fraction` the
+fixed dataset's batch, otherwise the batch's prompts answered by the live draft (probability λ2 =
+`student_fraction`, on-policy) or by the target, sampled at `generation.temperature` (1.0 in the paper) without
+gradient. The loss is the token-averaged divergence of `distillspec_loss` at the paper's T_p = T_q = 1.
+
+Validation adds to the draft's accuracy and NLL: `<split>/expected_acceptance` = 1 - TVD(p, q) averaged over the
+reference responses, and, per decoding mode, the measured speculative decoding of held-out prompts with the target:
+`spec/<mode>_acceptance_rate` (α), `spec/<mode>_tokens_per_call` (τ at γ = `speculative.gamma`),
+`spec/sample_expected_acceptance` (Σ min(p, q) at the same positions) and `spec/<mode>_speedup` (wall-clock time of
+target-only decoding over speculative decoding, both run alternately in the same process, medians of the repeats).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torchmetrics import MeanMetric
+
+from datamodules.collate import left_pad, pack
+from lightning_modules.base import PostTrainModule
+from posttrain.generation import generate, speculative_generate
+from posttrain.losses.distillspec import DIVERGENCES, distillspec_loss
+from posttrain.models.forward import IGNORE_INDEX
+from posttrain.utils.config import check, check_choice
+
+SPEC_MODES = ("greedy", "sample", "lenient")
+
+
+class DistillSpecModule(PostTrainModule):
+    """Args:
+        teacher: the target model (same vocabulary); built by the run's `teacher` stage.
+        divergence: forward_kl | reverse_kl | jsd | tvd.
+        beta: the mixture weight β of JSD[β] (0.5 = the paper's "JSD").
+        temperature: T of both distributions in the loss (the paper: 1.0).
+        fixed_fraction: λ1, the probability that a step trains on the fixed dataset.
+        student_fraction: λ2, among generated batches the probability that the draft (rather than the target)
+            generates. λ1 = 0, λ2 = 1 is the paper's recommended on-policy setting; λ1 = 1 is supervised KD.
+        generation: {temperature, max_new_tokens} of the generated training data.
+        speculative: {gamma, modes, temperature, lenience, num_prompts, batch_size, repeats, max_new_tokens} of the
+            speculative decoding measured at each validation on the first held-out split.
+        evaluate_at_start: also record the start draft's validation (the sanity check) as the "(start)" row.
+        seed: seeds the data-source draws and the sampling, per step, so a resumed run draws the same data.
+    """
+
+    def __init__(self, model, tokenizer, teacher=None, divergence: str = "forward_kl", beta: float = 0.5,
+                 temperature: float = 1.0, fixed_fraction: float = 0.0, student_fraction: float = 1.0,
+                 generation: dict | None = None, speculative: dict | None = None, evaluate_at_start: bool = True,
+                 seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+        check(teacher is not None, "teacher", "DistillSpec needs a target model: set the run's `teacher` stage")
+        check_choice(divergence, DIVERGENCES, "method.divergence")
+        check(0 <= beta <= 1, "method.beta", f"must be in [0, 1], got {beta}")
+        check(temperature > 0, "method.temperature", f"must be > 0, got {temperature}")
+        check(0 <= fixed_fraction <= 1, "method.fixed_fraction", f"must be in [0, 1], got {fixed_fraction}")
+        check(0 <= student_fraction <= 1, "method.student_fraction", f"must be in [0, 1], got {student_fraction}")
+        check(teacher.config.vocab_size == model.config.vocab_size, "teacher",
+              "the target and the draft must share the vocabulary")
+        self.generation_cfg = {"temperature": 1.0, "max_new_tokens": 16, **(generation or {})}
+        check(self.generation_cfg["temperature"] >= 0, "method.generation.temperature", "must be >= 0")
+        self.spec_cfg = {"gamma": 4, "modes": ["greedy", "sample"], "temperature": 1.0, "lenience": 1.0,
+                         "num_prompts": 32, "batch_size": 1, "repeats": 3, "max_new_tokens": 16, **(speculative or {})}
+        check(self.spec_cfg["gamma"] >= 1, "method.speculative.gamma", "must be >= 1")
+        for mode in self.spec_cfg["modes"]:
+            check_choice(mode, SPEC_MODES, "method.speculative.modes")
+        check(self.spec_cfg["repeats"] >= 1, "method.speculative.repeats", "must be >= 1")
+        self.save_hyperparameters(ignore=["model", "tokenizer", "teacher"])
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.divergence, self.beta, self.temperature = divergence, beta, temperature
+        self.fixed_fraction, self.student_fraction, self.seed = fixed_fraction, student_fraction, seed
+        self.record_start_evaluation = evaluate_at_start
+        self.eval_acceptance = torch.nn.ModuleDict()  # split -> mean 1 - TVD over reference responses
+        self.spec_metrics: dict = {}
+
+    # ---- training ---------------------------------------------------------------------------------------------
+    def step_generator(self) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(
+            (self.seed * 1_000_003 + 7919 * (self.global_step + 1) + 104729 * self.global_rank) % 2**63)
+
+    def training_step(self, batch, batch_idx):
+        generator = self.step_generator()
+        u1, u2 = torch.rand(2, generator=generator, device=self.device).tolist()
+        source = "fixed" if u1 < self.fixed_fraction else ("student" if u2 < self.student_fraction else "teacher")
+        if source != "fixed":
+            batch = self.generated_batch(batch, self.model if source == "student" else self.teacher, generator)
+        labels = batch["labels"][:, 1:]  # (B, T-1)
+        student = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             use_cache=False).logits[:, :-1]  # (B, T-1, V)
+        with torch.no_grad():
+            teacher = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   use_cache=False).logits[:, :-1]  # (B, T-1, V)
+        loss, metrics = distillspec_loss(student, teacher, labels != IGNORE_INDEX, self.divergence, self.beta,
+                                         self.temperature)
+        rows = batch["input_ids"].shape[0]
+        self.log_metrics("train", {"loss": loss, **metrics, "on_policy": float(source == "student"),
+                                   "teacher_data": float(source == "teacher")}, batch_size=rows)
+        return loss
+
+    @torch.no_grad()
+    def generated_batch(self, batch, generator_model, generator: torch.Generator) -> dict:
+        """The batch's prompts with responses sampled from `generator_model` (no gradient), packed for training."""
+        prompts = [ids[:plen] for ids, plen in zip(batch["input_ids"].tolist(), batch["prompt_lengths"].tolist())]
+        encoder = self.trainer.datamodule.encoder
+        padded = left_pad(prompts, encoder.pad_id)
+        cfg = self.generation_cfg
+        out = generate(generator_model, padded["prompt_input_ids"].to(self.device),
+                       padded["prompt_attention_mask"].to(self.device), max_new_tokens=cfg["max_new_tokens"],
+                       temperature=cfg["temperature"], eos_token_id=encoder.eos_id, pad_token_id=encoder.pad_id,
+                       generator=generator)
+        packed = pack(prompts, out.token_lists(), encoder.pad_id, encoder.max_length)
+        return {k: v.to(self.device) for k, v in packed.items()}
+
+    # ---- evaluation -------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        for split in getattr(self.trainer.datamodule, "eval_splits", ()):
+            if split not in self.eval_acceptance:
+                self.eval_acceptance[split] = MeanMetric()
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        super().validation_step(batch, batch_idx, dataloader_idx)
+        split = self.trainer.datamodule.eval_splits[dataloader_idx]
+        student = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        teacher = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        mask = batch["labels"][:, 1:] != IGNORE_INDEX  # (B, T-1)
+        _, metrics = distillspec_loss(student, teacher, mask, "tvd", temperature=self.spec_cfg["temperature"])
+        self.eval_acceptance[split].update(metrics["expected_acceptance"], weight=metrics["tokens"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.spec_metrics = {}
+        for split, metric in self.eval_acceptance.items():
+            if metric.update_called:
+                self.spec_metrics[f"{split}/expected_acceptance"] = float(metric.compute())
+                metric.reset()
+        self.spec_metrics.update(self.measure_speculative())
+        for name, value in self.spec_metrics.items():
+            self.log(name, value)
+        super().on_validation_epoch_end()  # records progress_info(), i.e. these metrics, in eval_history
+
+    def progress_info(self) -> dict:
+        return dict(self.spec_metrics)
+
+    @torch.no_grad()
+    def measure_speculative(self) -> dict:
+        """Runs speculative decoding with the draft and target-only decoding, alternately, on held-out prompts."""
+        datamodule, cfg = self.trainer.datamodule, self.spec_cfg
+        encoder = datamodule.encoder
+        examples = datamodule.splits[datamodule.eval_splits[0]][: cfg["num_prompts"]]
+        prompts = [encoder.prompt(e["prompt"]) for e in examples]
+        batches = [left_pad(prompts[i : i + cfg["batch_size"]], encoder.pad_id)
+                   for i in range(0, len(prompts), cfg["batch_size"])]
+        batches = [{k: v.to(self.device) for k, v in b.items()} for b in batches]
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + 17)
+        common = {"max_new_tokens": cfg["max_new_tokens"], "eos_token_id": encoder.eos_id,
+                  "pad_token_id": encoder.pad_id, "generator": generator}
+        metrics = {}
+        for mode in cfg["modes"]:
+            temperature = 0.0 if mode == "greedy" else cfg["temperature"]
+            target_times, spec_times, totals = [], [], torch.zeros(5, dtype=torch.float64)
+            for _ in range(cfg["repeats"]):
+                start = time.perf_counter()
+                for b in batches:
+                    generate(self.teacher, b["prompt_input_ids"], b["prompt_attention_mask"], temperature=temperature,
+                             **common)
+                target_times.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                for b in batches:
+                    out = speculative_generate(self.teacher, self.model, b["prompt_input_ids"],
+                                               b["prompt_attention_mask"], gamma=cfg["gamma"], mode=mode,
+                                               temperature=max(temperature, 1e-6), lenience=cfg["lenience"], **common)
+                    totals += torch.tensor([out.accepted.sum(), out.decided.sum(), out.lengths.sum(),
+                                            out.target_calls.sum(), out.expected_acceptance.sum()], dtype=torch.float64)
+                spec_times.append(time.perf_counter() - start)
+            accepted, decided, tokens, calls, expected = totals.tolist()
+            metrics[f"spec/{mode}_acceptance_rate"] = accepted / max(decided, 1)
+            metrics[f"spec/{mode}_tokens_per_call"] = tokens / max(calls, 1)
+            metrics[f"spec/{mode}_speedup"] = statistics.median(target_times) / statistics.median(spec_times)
+            if mode != "greedy":
+                metrics[f"spec/{mode}_expected_acceptance"] = expected / max(decided, 1)
+        return metrics
