@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -36,6 +37,19 @@ def timed(fn, repeats: int, warmup: int = 2) -> float:
     for _ in range(repeats):
         fn()
     return (time.perf_counter() - start) / repeats
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, the calls alternating so that load on a shared machine hits all alike."""
+    for fn in fns.values():
+        fn()
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def main() -> None:
@@ -121,10 +135,10 @@ def main() -> None:
             return (out.shape[1] - left["prompt_input_ids"].shape[1]) * out.shape[0]
 
         mode = "greedy" if temperature == 0 else "sample T=1"
-        for name, fn in (("posttrain.generation", ours), ("HF model.generate", theirs)):
-            tokens = fn()
-            seconds = timed(fn, max(2, args.repeats // 3), warmup=1)
-            rows.append({"what": f"generate {mode}: {name}", "ms": seconds * 1e3, "tokens_per_s": tokens / seconds})
+        fns = {"posttrain.generation": ours, "HF model.generate": theirs}
+        tokens = {name: fn() for name, fn in fns.items()}
+        for name, seconds in interleaved(fns, max(3, args.repeats // 2)).items():
+            rows.append({"what": f"generate {mode}: {name}", "ms": seconds * 1e3, "tokens_per_s": tokens[name] / seconds})
 
     width = max(len(r["what"]) for r in rows)
     print(f"{'what'.ljust(width)}  {'ms':>9}  {'tokens/s':>10}  {'x SFT':>6}")
