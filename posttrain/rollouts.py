@@ -113,7 +113,8 @@ def group_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-
     centred = rewards - rewards.mean(-1, keepdim=True)  # (P, K)
     if not scale:
         return centred
-    return centred / (rewards.std(-1, correction=0, keepdim=True) + eps)
+    std = rewards.std(-1, correction=0, keepdim=True)  # (P, 1)
+    return torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
 
 
 def group_statistics(rollout: Rollout) -> dict:
