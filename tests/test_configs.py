@@ -10,7 +10,6 @@ from tests.helpers import compose_config, experiments
 
 # Overrides that make one experiment's main stage a single epoch (default: trainer.max_epochs=1).
 # Online methods learn nothing from an untrained model under a real verifier (every group all wrong), so their
-# run uses a coin-flip verifier that gives mixed groups.
 # run uses a coin-flip verifier that gives mixed groups (and lets truncated answers count).
 ONLINE = ["trainer.max_epochs=1", "data.verifier._target_=tests.helpers.CoinFlipVerifier",
           "method.truncated_is_wrong=false"]
