@@ -6,6 +6,7 @@ import torch
 
 OMEGAS = ("1", "1-r", "grpo")
 MAX_LOG_RATIO = 10.0  # log R is clamped before exp, as in the official code, so R never overflows
+CLIP_TOLERANCE = 1e-4  # a value counts as clipped below ε − this: R = 1 ± round-off at the first update is not a clip
 
 
 def straight_through_clamp_min(x: torch.Tensor, minimum: float) -> torch.Tensor:
@@ -63,7 +64,8 @@ def nft_loss(
         eps: ε of the negative branch's clip, > 0 (default 1.0).
     Returns:
         (loss, metrics): metrics hold the positive and negative loss parts, the mean ratio over response tokens and
-        `clip_fraction`, the fraction of negative tokens whose value was clipped at ε.
+        `clip_fraction`, the fraction of negative tokens whose value was clipped at ε (by more than CLIP_TOLERANCE,
+        so float round-off around R = 1 at the first, on-policy update does not count).
     """
     mask = mask.to(logp.dtype)
     correct = correct.to(logp.dtype)[:, None]  # (B, 1)
@@ -81,6 +83,6 @@ def nft_loss(
             "loss/positive": pos_part.detach(),
             "loss/negative": neg_part.detach(),
             "ratio_mean": (ratio * mask).sum() / mask.sum().clamp(min=1),
-            "clip_fraction": ((proxy < eps).to(logp.dtype) * negative_tokens).sum() / negative_tokens.sum().clamp(min=1),
+            "clip_fraction": ((proxy < eps - CLIP_TOLERANCE).to(logp.dtype) * negative_tokens).sum() / negative_tokens.sum().clamp(min=1),
         }
     return pos_part + neg_part, metrics
