@@ -7,7 +7,7 @@ which an online method draws `num_samples` responses per prompt through `posttra
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from torch.utils.data import DataLoader
 
@@ -79,7 +79,3 @@ class PromptDataModule(SFTDataModule):
             drop_last=len(train) >= self.batch_size,
         )
 
-
-def repeat_examples(examples: Sequence[dict], times: int) -> list[dict]:
-    """Each example `times` times in a row, the order of `generate(num_samples=times)` rows."""
-    return [e for e in examples for _ in range(times)]
