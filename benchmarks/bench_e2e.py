@@ -1,6 +1,6 @@
 """End-to-end throughput on the default tiny model: training tokens/s of SFT, SPIN and OTR (K = 4, 8) steps (OTR also
-as a ratio to the SFT step), and generation tokens/s
-of posttrain.generation against Hugging Face `model.generate` on the same prompts.
+as a ratio to the SFT step), generation tokens/s of posttrain.generation against Hugging Face `model.generate` on the
+same prompts, and rollout and training tokens/s of the online methods (GRPO, NFT).
 
     python benchmarks/bench_e2e.py [--threads 2] [--batch 64] [--prompts 256] [--new-tokens 16]
 
@@ -140,6 +140,8 @@ def main() -> None:
         for name, seconds in interleaved(fns, max(3, args.repeats // 2)).items():
             rows.append({"what": f"generate {mode}: {name}", "ms": seconds * 1e3, "tokens_per_s": tokens[name] / seconds})
 
+    rows += online_rows(args)
+
     width = max(len(r["what"]) for r in rows)
     print(f"{'what'.ljust(width)}  {'ms':>9}  {'tokens/s':>10}  {'x SFT':>6}")
     for r in rows:
@@ -150,6 +152,55 @@ def main() -> None:
         json.dump({"threads": args.threads, "batch": args.batch, "prompts": args.prompts,
                    "new_tokens": args.new_tokens, "rows": rows}, handle, indent=1)
     print(f"wrote {args.out}")
+
+
+def online_rows(args) -> list[dict]:
+    """GRPO and NFT on the default tiny model: one rollout step (K samples per prompt, verified, packed with the
+    behaviour log-probs) in generated tokens/s, and one mini-batch update in tokens/s through forward + backward."""
+    from datamodules.prompts import PromptDataModule
+    from posttrain.losses.grpo import grpo_loss
+    from posttrain.losses.nft import nft_loss
+    from posttrain.rollouts import collect_rollout, correctness_rate, group_advantages, policy_logprobs
+
+    model, tok = tiny_llama()
+    task = ArithmeticTask(digits=[1, 2], train_size=args.batch, val_size=0, test_ood_size=0)
+    datamodule = PromptDataModule(tok, task, batch_size=args.batch, max_length=64, num_samples=8)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    rows = []
+
+    def sample():
+        return collect_rollout(model, batch, datamodule, num_samples=8, max_new_tokens=args.new_tokens,
+                               temperature=1.0, generator=torch.Generator().manual_seed(0), truncated_is_wrong=False)
+
+    rollout = sample()
+    seconds = timed(sample, max(2, args.repeats // 3), warmup=1)
+    rows.append({"what": f"rollout {args.batch}x8 samples (GRPO/NFT)", "ms": seconds * 1e3,
+                 "tokens_per_s": int(rollout.mask.sum()) / seconds})
+    rewards = (torch.rand(rollout.rewards.shape, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    r_hat = correctness_rate(rewards.view(-1, 8)).repeat_interleave(8)
+    advantages = group_advantages(rewards.view(-1, 8)).flatten()
+    index = torch.arange(min(16 * 8, rewards.numel()))  # one mini-batch of 16 prompts
+    minibatch = rollout.rows(index)
+
+    def update(loss_fn):
+        def step():
+            logp = policy_logprobs(model, minibatch)
+            loss_fn(logp)[0].backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        return step
+
+    losses = {
+        "GRPO": lambda logp: grpo_loss(logp, minibatch["old_logps"], advantages[index], minibatch["mask"]),
+        "NFT": lambda logp: nft_loss(logp, minibatch["old_logps"], rewards[index], r_hat[index], minibatch["mask"]),
+    }
+    tokens = int(minibatch["attention_mask"].sum())
+    for name, loss_fn in losses.items():
+        seconds = timed(update(loss_fn), args.repeats)
+        rows.append({"what": f"train {name} mini-batch (16x8)", "ms": seconds * 1e3, "tokens_per_s": tokens / seconds})
+    return rows
 
 
 if __name__ == "__main__":

@@ -44,3 +44,15 @@ class KillAtStep(Callback):
     def on_train_batch_start(self, trainer, *args, **kwargs):
         if trainer.global_step >= self.step:
             raise Killed(f"killed at step {self.step}")
+
+
+class CoinFlipVerifier:
+    """A test verifier that calls about half of all completions correct (by a hash of the text), so an untrained
+    model's groups are mixed and online methods get a gradient (a real verifier scores it 0 everywhere)."""
+
+    def __call__(self, completion: str, answer: str):
+        import zlib
+
+        from posttrain.rewards import Verdict
+
+        return Verdict(correct=zlib.crc32(completion.encode()) % 2 == 0, parsed=True)

@@ -9,7 +9,11 @@ from tests.helpers import compose_config, experiments
 
 
 # Overrides that make one experiment's main stage a single epoch (default: trainer.max_epochs=1).
-ONE_EPOCH = {"spin": ["method.num_iterations=1"],
+# Online methods learn nothing from an untrained model under a real verifier (every group all wrong), so their
+# run uses a coin-flip verifier that gives mixed groups (and lets truncated answers count).
+ONLINE = ["trainer.max_epochs=1", "data.verifier._target_=tests.helpers.CoinFlipVerifier",
+          "method.truncated_is_wrong=false"]
+ONE_EPOCH = {"spin": ["method.num_iterations=1"], "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE,
              "distillspec": ["trainer.max_epochs=1", "teacher.max_epochs=1", "method.speculative.num_prompts=2",
                              "method.speculative.repeats=1", "method.speculative.max_new_tokens=4"]}
 

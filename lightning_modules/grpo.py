@@ -1,0 +1,74 @@
+"""GRPO: Group Relative Policy Optimization (Shao et al., DeepSeekMath, arXiv 2402.03300).
+
+Each training batch of prompts is one rollout step: the current model (π_old for the step) samples K answers per
+prompt, recording their per-token log-probs; advantages are the group-normalised rewards; the groups are split
+into mini-batches, each one optimizer step on the clipped surrogate (plus an optional KL to the frozen start
+model). Groups whose answers are all right or all wrong have A = 0; `filter_groups` skips them (their only
+effect would be the KL term and the extra optimizer steps).
+"""
+from __future__ import annotations
+
+import torch
+
+from lightning_modules import online
+from lightning_modules.base import PostTrainModule, frozen_copy
+from posttrain.losses.grpo import AGGREGATIONS, grpo_loss
+from posttrain.rollouts import group_advantages, group_statistics, minibatch_rows, mixed_prompts, policy_logprobs
+from posttrain.utils.config import check, check_choice
+
+
+class GRPOModule(PostTrainModule):
+    """Args:
+        clip_eps: ε of the ratio clip [1 − ε, 1 + ε], > 0.
+        scale_rewards: divide the centred rewards by the group's (population) std (GRPO); false = Dr. GRPO.
+        kl_coef: β of the KL penalty to the frozen initial model; 0 disables it (and the reference copy).
+        aggregation: "token-sum" (sum over tokens / C, Dr. GRPO and the NFT paper) or "seq-mean" (GRPO's).
+        filter_groups: skip prompts with all-equal rewards.
+        prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong, seed: as for NFT.
+    """
+
+    def __init__(self, model, tokenizer, clip_eps: float = 0.2, scale_rewards: bool = True, kl_coef: float = 0.0,
+                 aggregation: str = "token-sum", filter_groups: bool = True, prompts_per_minibatch: int = 16,
+                 normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
+                 truncated_is_wrong: bool = True, seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+        check(clip_eps > 0, "method.clip_eps", f"must be > 0, got {clip_eps}")
+        check(kl_coef >= 0, "method.kl_coef", f"must be >= 0, got {kl_coef}")
+        check_choice(aggregation, AGGREGATIONS, "method.aggregation")
+        check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
+        check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
+        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        self.automatic_optimization = False  # several optimizer steps per rollout batch
+        self.clip_eps, self.scale_rewards, self.kl_coef, self.aggregation = clip_eps, scale_rewards, kl_coef, aggregation
+        self.filter_groups, self.prompts_per_minibatch = filter_groups, prompts_per_minibatch
+        self.normalizer, self.grad_clip = normalizer, grad_clip
+        self.generation = online.generation_settings(generation)
+        self.truncated_is_wrong, self.seed = truncated_is_wrong, seed
+        self.reference = frozen_copy(model) if kl_coef > 0 else None
+
+    def training_step(self, batch, batch_idx):
+        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong)
+        k = rollout.num_samples
+        advantages = group_advantages(rollout.grouped(rollout.rewards), scale=self.scale_rewards).flatten()  # (R,)
+        kept = mixed_prompts(rollout) if self.filter_groups else torch.arange(rollout.num_prompts, device=self.device)
+        normalizer = self.normalizer or self.prompts_per_minibatch * k
+        throughput, parts = online.Throughput(rollout), []
+        for index in minibatch_rows(kept, k, self.prompts_per_minibatch):
+            rows = rollout.rows(index)
+            logp = policy_logprobs(self.model, rows, self.generation["temperature"])  # (B, T-1)
+            ref_logp = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref_logp = policy_logprobs(self.reference, rows, self.generation["temperature"])  # (B, T-1)
+            loss, metrics = grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"],
+                                      clip_eps=self.clip_eps, ref_logp=ref_logp, kl_coef=self.kl_coef,
+                                      aggregation=self.aggregation, normalizer=normalizer)
+            online.update(self, loss, self.grad_clip)
+            throughput.add(rows)
+            parts.append({"loss": loss.detach(), **metrics})
+        self.log_metrics("train", {**group_statistics(rollout), **online.mean_metrics(parts),
+                                   "groups_kept": kept.numel() / rollout.num_prompts, "updates": float(len(parts)),
+                                   **throughput.metrics()}, batch_size=rollout.num_prompts)
+
+    def schedule_period(self) -> int:
+        return int(self.trainer.estimated_stepping_batches) * online.updates_per_batch(self, self.prompts_per_minibatch)

@@ -1,0 +1,72 @@
+"""NFT: Negative-aware Fine-Tuning (Chen et al., arXiv 2505.18116, ICLR 2026).
+
+Each training batch of prompts is one rollout step: the current model (π_old for the step) samples K answers per
+prompt, recording their per-token log-probs; the verifier scores them; r̂_q is each prompt's mean reward; prompts
+with r̂_q ∈ {0, 1} are dropped (the paper's dynamic sampling, without resampling); the rest are split into
+mini-batches of whole groups, each one optimizer step on the NFT loss. Only the first mini-batch is strictly
+on-policy; later ones use the recorded log-probs as π_old, which is where the clip matters.
+"""
+from __future__ import annotations
+
+from lightning_modules import online
+from lightning_modules.base import PostTrainModule
+from posttrain.losses.nft import OMEGAS, nft_loss
+from posttrain.rollouts import correctness_rate, group_statistics, minibatch_rows, mixed_prompts, policy_logprobs
+from posttrain.utils.config import check, check_choice
+
+
+class NFTModule(PostTrainModule):
+    """Args:
+        eps: ε, the value clip of the negative branch (paper default 1.0), > 0.
+        omega: ω(q): "1-r" (paper default), "grpo" (sqrt((1 − r̂)/r̂)) or "1".
+        neg_weight: weight of the negative term (1 = NFT).
+        r_clamp: [low, high] clamp of r̂ (paper [0.02, 0.98]).
+        prompts_per_minibatch: questions per optimizer step (each brings its K answers).
+        normalizer: C, the constant dividing the token sum; null = prompts_per_minibatch * data.num_samples.
+        grad_clip: gradient-norm clip per optimizer step (paper 1.0); null disables it.
+        generation: {temperature, max_new_tokens} of the rollouts.
+        truncated_is_wrong: answers without eos within max_new_tokens score 0 (paper).
+        seed: seeds the rollouts by position in training (a resumed run draws the same samples).
+    """
+
+    def __init__(self, model, tokenizer, eps: float = 1.0, omega: str = "1-r", neg_weight: float = 1.0,
+                 r_clamp=(0.02, 0.98), prompts_per_minibatch: int = 16, normalizer: float | None = None,
+                 grad_clip: float | None = 1.0, generation: dict | None = None, truncated_is_wrong: bool = True,
+                 seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+        check(eps > 0, "method.eps", f"must be > 0, got {eps}")
+        check_choice(omega, OMEGAS, "method.omega")
+        check(neg_weight >= 0, "method.neg_weight", f"must be >= 0, got {neg_weight}")
+        check(len(r_clamp) == 2 and 0 < r_clamp[0] <= r_clamp[1] < 1, "method.r_clamp",
+              f"must be [low, high] with 0 < low <= high < 1, got {list(r_clamp)}")
+        check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
+        check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
+        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        self.automatic_optimization = False  # several optimizer steps per rollout batch
+        self.eps, self.omega, self.neg_weight, self.r_clamp = eps, omega, neg_weight, tuple(r_clamp)
+        self.prompts_per_minibatch, self.normalizer, self.grad_clip = prompts_per_minibatch, normalizer, grad_clip
+        self.generation = online.generation_settings(generation)
+        self.truncated_is_wrong, self.seed = truncated_is_wrong, seed
+
+    def training_step(self, batch, batch_idx):
+        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong)
+        k = rollout.num_samples
+        r_hat = correctness_rate(rollout.grouped(rollout.rewards)).repeat_interleave(k)  # (R,)
+        kept = mixed_prompts(rollout)  # (P',) prompts with 0 < r̂ < 1
+        normalizer = self.normalizer or self.prompts_per_minibatch * k
+        throughput, parts = online.Throughput(rollout), []
+        for index in minibatch_rows(kept, k, self.prompts_per_minibatch):
+            rows = rollout.rows(index)
+            logp = policy_logprobs(self.model, rows, self.generation["temperature"])  # (B, T-1)
+            loss, metrics = nft_loss(logp, rows["old_logps"], rows["rewards"], r_hat[index], rows["mask"],
+                                     eps=self.eps, omega=self.omega, neg_weight=self.neg_weight,
+                                     r_clamp=self.r_clamp, normalizer=normalizer)
+            online.update(self, loss, self.grad_clip)
+            throughput.add(rows)
+            parts.append({"loss": loss.detach(), **metrics})
+        self.log_metrics("train", {**group_statistics(rollout), **online.mean_metrics(parts),
+                                   "groups_kept": kept.numel() / rollout.num_prompts, "updates": float(len(parts)),
+                                   **throughput.metrics()}, batch_size=rollout.num_prompts)
+
+    def schedule_period(self) -> int:
+        return int(self.trainer.estimated_stepping_batches) * online.updates_per_batch(self, self.prompts_per_minibatch)

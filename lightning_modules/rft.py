@@ -1,0 +1,60 @@
+"""RFT: rejection-sampling fine-tuning (Yuan et al., arXiv 2308.01825), the supervised baseline of the NFT paper.
+
+Each training batch of prompts is one rollout step: the current model samples K answers per prompt, the verifier
+keeps the correct ones, and the model does maximum likelihood on them in mini-batches of whole groups (wrong
+answers are discarded). With `filter_groups` (default, as in the NFT paper's RFT run, which shares NFT's
+pipeline) prompts whose answers are all right or all wrong are skipped too.
+"""
+from __future__ import annotations
+
+import torch
+
+from lightning_modules import online
+from lightning_modules.base import PostTrainModule
+from posttrain.losses.rft import rft_loss
+from posttrain.rollouts import group_statistics, minibatch_rows, mixed_prompts, policy_logprobs
+from posttrain.utils.config import check
+
+
+class RFTModule(PostTrainModule):
+    """Args:
+        filter_groups: skip prompts with all-equal rewards (the NFT paper's pipeline); false keeps every correct
+            answer, including those of all-correct prompts.
+        prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong, seed: as for NFT.
+    """
+
+    def __init__(self, model, tokenizer, filter_groups: bool = True, prompts_per_minibatch: int = 16,
+                 normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
+                 truncated_is_wrong: bool = True, seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+        check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
+        check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
+        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        self.automatic_optimization = False  # several optimizer steps per rollout batch
+        self.filter_groups, self.prompts_per_minibatch = filter_groups, prompts_per_minibatch
+        self.normalizer, self.grad_clip = normalizer, grad_clip
+        self.generation = online.generation_settings(generation)
+        self.truncated_is_wrong, self.seed = truncated_is_wrong, seed
+
+    def training_step(self, batch, batch_idx):
+        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong)
+        k = rollout.num_samples
+        if self.filter_groups:
+            kept = mixed_prompts(rollout)
+        else:  # prompts with at least one correct answer
+            kept = torch.nonzero(rollout.grouped(rollout.rewards).amax(-1) > 0).flatten()
+        normalizer = self.normalizer or self.prompts_per_minibatch * k
+        throughput, parts = online.Throughput(rollout), []
+        for index in minibatch_rows(kept, k, self.prompts_per_minibatch):
+            rows = rollout.rows(index)
+            logp = policy_logprobs(self.model, rows, self.generation["temperature"])  # (B, T-1)
+            loss, metrics = rft_loss(logp, rows["rewards"], rows["mask"], normalizer=normalizer)
+            online.update(self, loss, self.grad_clip)
+            throughput.add(rows)
+            parts.append({"loss": loss.detach(), **metrics})
+        self.log_metrics("train", {**group_statistics(rollout), **online.mean_metrics(parts),
+                                   "groups_kept": kept.numel() / rollout.num_prompts, "updates": float(len(parts)),
+                                   **throughput.metrics()}, batch_size=rollout.num_prompts)
+
+    def schedule_period(self) -> int:
+        return int(self.trainer.estimated_stepping_batches) * online.updates_per_batch(self, self.prompts_per_minibatch)

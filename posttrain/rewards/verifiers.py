@@ -1,0 +1,56 @@
+"""Binary verifiers: completion + reference answer -> Verdict(correct, parsed).
+
+A verifier never raises on model output. An unparseable completion is wrong (`parsed=False`), and rollouts count
+those in the `unparsed` metric. Verifiers are plain callables configured by Hydra (`data.verifier._target_`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from posttrain.rewards.parsing import answers_match, normalize_number, parse_boxed, parse_hash_answer
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    parsed: bool  # the completion contained an answer in the expected format
+
+    @property
+    def reward(self) -> float:
+        return 1.0 if self.correct else 0.0
+
+
+class ArithmeticVerifier:
+    """The built-in arithmetic task's check: the stripped completion equals the answer string exactly (as the
+    task's own `is_correct` does, so warm-up and online accuracies agree). Parsed means it is an integer."""
+
+    def __call__(self, completion: str, answer: str) -> Verdict:
+        text = completion.strip()
+        return Verdict(correct=text == answer.strip(), parsed=bool(_INTEGER.fullmatch(text)))
+
+
+class GSM8KVerifier:
+    """GSM8K style: the number after the last `#### ` in the completion equals the one in the reference answer
+    (the reference may be a full GSM8K solution ending in `#### <answer>` or a bare number)."""
+
+    def __call__(self, completion: str, answer: str) -> Verdict:
+        predicted = parse_hash_answer(completion)
+        if predicted is None or normalize_number(predicted) is None:
+            return Verdict(correct=False, parsed=False)
+        reference = parse_hash_answer(answer) or answer
+        return Verdict(correct=answers_match(predicted, reference), parsed=True)
+
+
+class BoxedVerifier:
+    """MATH style: the last `\\boxed{...}` of the completion against the reference (its own `\\boxed{}`, a
+    `####` answer or the bare string); numbers compare by value, anything else by whitespace-free string."""
+
+    def __call__(self, completion: str, answer: str) -> Verdict:
+        predicted = parse_boxed(completion)
+        if predicted is None:
+            return Verdict(correct=False, parsed=False)
+        reference = parse_boxed(answer) or parse_hash_answer(answer) or answer.strip()
+        return Verdict(correct=answers_match(predicted, reference), parsed=True)

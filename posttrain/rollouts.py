@@ -1,0 +1,153 @@
+"""Rollouts and group statistics shared by the online methods (RFT, GRPO, NFT).
+
+One rollout step: K responses per prompt from the current policy (which is π_old for the whole step) through
+`posttrain.generation`, each scored by the DataModule's verifier, packed into training rows with the behaviour
+policy's per-token log-probs recorded at generation time, so every later mini-batch of the step computes its
+importance ratio against the exact distribution that sampled the tokens.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+
+import torch
+
+from datamodules.collate import pack
+from posttrain.generation import generate
+from posttrain.ops import token_logprobs
+from posttrain.utils.config import check
+
+
+@dataclass
+class Rollout:
+    input_ids: torch.Tensor  # (R, T) [bos] prompt response, right-padded; R = prompts * K
+    attention_mask: torch.Tensor  # (R, T)
+    labels: torch.Tensor  # (R, T) response tokens, -100 elsewhere
+    old_logps: torch.Tensor  # (R, T-1) log π_old of each label token under the sampling distribution; 0 elsewhere
+    mask: torch.Tensor  # (R, T-1) bool, response tokens (eos included)
+    rewards: torch.Tensor  # (R,) float, 1 correct / 0 wrong
+    parsed: torch.Tensor  # (R,) bool, the verifier found an answer
+    finished: torch.Tensor  # (R,) bool, the response ended with eos
+    num_samples: int  # K; rows of prompt i are i*K .. i*K+K-1
+    seconds: float = 0.0  # wall time of generation and scoring
+
+    @property
+    def num_prompts(self) -> int:
+        return self.rewards.shape[0] // self.num_samples
+
+    def grouped(self, values: torch.Tensor) -> torch.Tensor:
+        return values.view(self.num_prompts, self.num_samples)  # (P, K)
+
+    def rows(self, index: torch.Tensor) -> dict:
+        """The tensors of the selected rows, trimmed to their longest sequence."""
+        out = {f.name: getattr(self, f.name)[index] for f in fields(self)
+               if isinstance(getattr(self, f.name), torch.Tensor)}
+        width = int(out["attention_mask"].sum(-1).max())
+        for key in ("input_ids", "attention_mask", "labels"):
+            out[key] = out[key][:, :width]
+        for key in ("old_logps", "mask"):
+            out[key] = out[key][:, : width - 1]
+        return out
+
+
+@torch.no_grad()
+def collect_rollout(model, batch: dict, datamodule, *, num_samples: int, max_new_tokens: int, temperature: float,
+                    generator: torch.Generator | None, truncated_is_wrong: bool = True) -> Rollout:
+    """K samples per prompt of `batch` (a PromptDataModule training batch), verified and packed.
+
+    Truncated responses (no eos within max_new_tokens) are wrong, as in the NFT paper, unless `truncated_is_wrong`
+    is false.
+    """
+    start = time.perf_counter()
+    encoder = datamodule.encoder
+    device = batch["prompt_input_ids"].device
+    gen = generate(model, batch["prompt_input_ids"], batch["prompt_attention_mask"], max_new_tokens=max_new_tokens,
+                   eos_token_id=encoder.eos_id, pad_token_id=encoder.pad_id, temperature=temperature,
+                   num_samples=num_samples, generator=generator)
+    responses = gen.token_lists()
+    completions = encoder.tokenizer.batch_decode(responses, skip_special_tokens=True)
+    examples = [e for e in batch["examples"] for _ in range(num_samples)]
+    verdicts = [datamodule.verify(e, c) for e, c in zip(examples, completions)]
+    rewards = torch.tensor([v.reward for v in verdicts], dtype=torch.float32, device=device)  # (R,)
+    if truncated_is_wrong:
+        rewards = rewards * gen.finished.float()
+    parsed = torch.tensor([v.parsed for v in verdicts], dtype=torch.bool, device=device)  # (R,)
+
+    prompts = [ids[m.bool()].tolist() for ids, m in zip(batch["prompt_input_ids"], batch["prompt_attention_mask"])]
+    prompts = [p for p in prompts for _ in range(num_samples)]
+    packed = {k: v.to(device) for k, v in pack(prompts, responses, encoder.pad_id, encoder.max_length).items()}
+    mask = packed["labels"][:, 1:] != -100  # (R, T-1), the positions label_logprobs scores
+    old_logps = torch.zeros(mask.shape, dtype=torch.float32, device=device)  # (R, T-1)
+    kept = mask.sum(-1).tolist()  # pack may cut over-long responses on the right
+    old_logps[mask] = torch.cat([gen.logprobs[i, :n] for i, n in enumerate(kept)])
+    return Rollout(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"], labels=packed["labels"],
+                   old_logps=old_logps, mask=mask, rewards=rewards, parsed=parsed, finished=gen.finished,
+                   num_samples=num_samples, seconds=time.perf_counter() - start)
+
+
+def policy_logprobs(model, rows: dict, temperature: float = 1.0) -> torch.Tensor:
+    """log π_θ of each label token under the same temperature the rollout sampled with: (R, T-1), 0 off-response.
+
+    Dividing the logits by the rollout temperature makes π_θ = π_old at the first update of a step (ratio 1).
+    """
+    logits = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"], use_cache=False).logits
+    logits = logits[:, :-1]  # (R, T-1, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = rows["labels"][:, 1:]  # (R, T-1)
+    batch, steps, vocab = logits.shape
+    return token_logprobs(logits.reshape(batch * steps, vocab), targets.reshape(-1)).view(batch, steps)  # (R, T-1)
+
+
+def correctness_rate(rewards: torch.Tensor) -> torch.Tensor:
+    """r̂_q: the mean reward of each prompt's K samples. rewards (P, K) -> (P,)."""
+    return rewards.float().mean(-1)
+
+
+def group_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO advantages A_i = (r_i − mean_j r_j) / (std_j r_j + eps) per group, the population std (K denominator);
+    `scale=False` gives Dr. GRPO's mean-centred A_i = r_i − mean_j r_j. Groups of equal rewards get A = 0.
+
+    rewards (P, K) -> (P, K).
+    """
+    centred = rewards - rewards.mean(-1, keepdim=True)  # (P, K)
+    if not scale:
+        return centred
+    std = rewards.std(-1, correction=0, keepdim=True)  # (P, 1)
+    return torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
+
+
+def group_statistics(rollout: Rollout) -> dict:
+    """The logged rollout metrics: reward mean, accuracy, all-correct/all-wrong group fractions, lengths, parsing."""
+    rewards = rollout.grouped(rollout.rewards)  # (P, K)
+    rate = correctness_rate(rewards)  # (P,)
+    lengths = rollout.mask.sum(-1).float()  # (R,)
+    return {
+        "reward_mean": rollout.rewards.mean(),
+        "accuracy": (rollout.rewards > 0.5).float().mean(),
+        "groups_all_correct": (rate == 1).float().mean(),
+        "groups_all_wrong": (rate == 0).float().mean(),
+        "response_length": lengths.mean(),
+        "truncated": (~rollout.finished).float().mean(),
+        "unparsed": (~rollout.parsed).float().mean(),
+    }
+
+
+def mixed_prompts(rollout: Rollout) -> torch.Tensor:
+    """Indices of prompts whose samples are neither all right nor all wrong (0 < r̂ < 1): (P',) long."""
+    rate = correctness_rate(rollout.grouped(rollout.rewards))  # (P,)
+    return torch.nonzero((rate > 0) & (rate < 1)).flatten()
+
+
+def minibatch_rows(prompts: torch.Tensor, num_samples: int, prompts_per_minibatch: int) -> list[torch.Tensor]:
+    """Splits the selected prompts, in order, into mini-batches of whole groups; returns each one's row indices."""
+    check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
+    offsets = torch.arange(num_samples, device=prompts.device)
+    return [(chunk[:, None] * num_samples + offsets).flatten()
+            for chunk in torch.split(prompts, prompts_per_minibatch) if chunk.numel()]
+
+
+def sampling_generator(device, seed: int, epoch: int, batch_idx: int, rank: int) -> torch.Generator:
+    """A generator seeded by the position in training, so a resumed run draws the same rollouts."""
+    return torch.Generator(device=device).manual_seed(
+        (seed * 1_000_003 + epoch * 7_919_993 + batch_idx * 7919 + rank * 104_729) % 2**63)

@@ -1,0 +1,83 @@
+"""Evidence for the online methods: SFT (the shared warm-up checkpoint), RFT, GRPO and NFT from the same
+under-trained SFT model, on the same prompts with the same number of samples, for several seeds; one table.
+
+    OMP_NUM_THREADS=1 python scripts/compare_online.py [--seeds 0 1] [--epochs 2] [key=value ...]
+
+Extra key=value arguments are Hydra overrides applied to every run (e.g. data.num_samples=16). Each run is
+`python train.py experiment=<method> seed=<s>`; experiments with identical model, data and warm-up config reuse one
+cached SFT checkpoint per seed. Prints per-seed and mean exact-match accuracy on val and test_ood and writes
+logs/compare_online/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+
+from posttrain.run import register_resolvers, train  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = ("rft", "grpo", "nft")
+SPLITS = ("val/accuracy", "test_ood/accuracy")
+
+
+def run(method: str, seed: int, epochs: int, overrides: list[str], out: str) -> list[dict]:
+    register_resolvers()
+    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[
+            f"experiment={method}", f"seed={seed}", f"trainer.max_epochs={epochs}", "logger=csv",
+            "~callbacks.progress_bar", "save_model=false", f"paths.log_dir={out}",
+            f"paths.output_dir={out}/{method}-seed{seed}", *overrides])
+    with open_dict(cfg):
+        cfg.name = method
+        cfg.trainer.enable_progress_bar = False
+    return train(cfg)["rows"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--out", default=os.path.join(ROOT, "logs", "compare_online"))
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    results: dict[str, dict[int, dict]] = {"sft": {}}
+    for seed in args.seeds:
+        for method in args.methods:
+            rows = run(method, seed, args.epochs, args.overrides, args.out)
+            results["sft"][seed] = rows[0]  # the warm-up row: the same checkpoint for every method of this seed
+            results.setdefault(method, {})[seed] = rows[-1]
+    print_table(results, args.seeds)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "results.json"), "w") as handle:
+        json.dump({"seeds": args.seeds, "epochs": args.epochs, "overrides": args.overrides,
+                   "results": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in results.items()}},
+                  handle, indent=1)
+
+
+def print_table(results: dict, seeds: list[int]) -> None:
+    header = ["method", *(f"{split.split('/')[0]} s{s}" for split in SPLITS for s in seeds),
+              *(f"{split.split('/')[0]} mean" for split in SPLITS)]
+    lines = []
+    for method, by_seed in results.items():
+        cells = [method]
+        cells += [f"{by_seed[s][split]:.3f}" if s in by_seed else "" for split in SPLITS for s in seeds]
+        cells += [f"{statistics.mean(by_seed[s][split] for s in seeds if s in by_seed):.3f}" for split in SPLITS]
+        lines.append(cells)
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    print(flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+import json
+import os
+
+import pytest
+import torch
+
+from datamodules.jsonl import DataError
+from datamodules.prompts import JsonlPromptTask, PromptDataModule
+from datamodules.tasks import ArithmeticTask
+from posttrain.models import tiny_llama
+from posttrain.rewards import GSM8KVerifier
+from posttrain.rollouts import collect_rollout, group_advantages, group_statistics, minibatch_rows, mixed_prompts
+from tests.helpers import SHARED
+
+GSM8K_TEST = os.path.join(SHARED, "data", "gsm8k", "test.jsonl")
+
+
+def arithmetic_datamodule(tokenizer, **kwargs):
+    task = ArithmeticTask(digits=[1, 2], ood_digits=[2, 3], train_size=40, val_size=8, test_ood_size=8)
+    dm = PromptDataModule(tokenizer, task, batch_size=4, max_length=64, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_training_batches_carry_sft_rows_prompts_and_examples():
+    _, tok = tiny_llama()
+    dm = arithmetic_datamodule(tok)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == batch["prompt_input_ids"].shape[0] == len(batch["examples"]) == 4
+    assert (batch["labels"] != -100).any()
+    assert dm.is_correct(batch["examples"][0], batch["examples"][0]["answer"])
+
+
+def test_rollout_rows_logprobs_and_rewards():
+    model, tok = tiny_llama()
+    dm = arithmetic_datamodule(tok, num_samples=3)
+    batch = next(iter(dm.train_dataloader()))
+    rollout = collect_rollout(model, batch, dm, num_samples=3, max_new_tokens=5, temperature=1.0,
+                              generator=torch.Generator().manual_seed(0))
+    assert rollout.input_ids.shape[0] == 12 and rollout.num_prompts == 4
+    assert rollout.mask.shape == rollout.old_logps.shape
+    assert (rollout.old_logps[rollout.mask] < 0).all() and (rollout.old_logps[~rollout.mask] == 0).all()
+    assert (rollout.rewards == 0).all()  # a random model answers nothing right
+    # rows of one group share their prompt
+    prompt_len = (rollout.labels[0] == -100).sum()
+    assert torch.equal(rollout.input_ids[0, :prompt_len], rollout.input_ids[2, :prompt_len])
+    stats = group_statistics(rollout)
+    assert stats["groups_all_wrong"] == 1 and stats["reward_mean"] == 0
+    # the recorded log-probs are the policy's own at temperature 1
+    from posttrain.rollouts import policy_logprobs
+    rows = rollout.rows(torch.arange(12))
+    logps = policy_logprobs(model.eval(), rows)
+    torch.testing.assert_close(logps[rows["mask"]], rows["old_logps"][rows["mask"]], atol=1e-4, rtol=0)
+
+
+def test_group_helpers():
+    rewards = torch.tensor([[1.0, 0, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 0, 0]])
+    adv = group_advantages(rewards, scale=False)
+    torch.testing.assert_close(adv[0], torch.tensor([0.5, -0.5, -0.5, 0.5]))
+    assert (group_advantages(rewards)[1:3] == 0).all()
+    torch.testing.assert_close(group_advantages(rewards, eps=0)[3], torch.tensor([3.0, -1, -1, -1]) / 3**0.5)
+    rows = minibatch_rows(torch.tensor([0, 3]), 4, 1)
+    assert [r.tolist() for r in rows] == [[0, 1, 2, 3], [12, 13, 14, 15]]
+
+
+def test_mixed_prompts_drops_uniform_groups():
+    class Fake:
+        num_samples = 2
+        rewards = torch.tensor([1.0, 0, 1, 1, 0, 0])
+        num_prompts = 3
+
+        def grouped(self, v):
+            return v.view(3, 2)
+
+    assert mixed_prompts(Fake()).tolist() == [0]
+
+
+def test_jsonl_prompt_task_field_names(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": f"#### {i}"}) for i in range(10)))
+    task = JsonlPromptTask(str(path), prompt_key="question", val_fraction=0.2)
+    assert len(task.examples("train")) == 8 and task.examples("val")[0] == {"prompt": "q0", "answer": "#### 0",
+                                                                            "response": "#### 0"}
+    with pytest.raises(DataError, match="q.jsonl:1: missing key 'prompt'"):
+        JsonlPromptTask(str(path))
+
+
+@pytest.mark.skipif(not os.path.isfile(GSM8K_TEST), reason=f"{GSM8K_TEST} absent (../shared is not part of a clone)")
+def test_gsm8k_loads_with_a_config_override(tmp_path):
+    from hydra.utils import instantiate
+
+    from tests.helpers import compose_config
+
+    cfg = compose_config(["experiment=nft", "data=prompts_jsonl", f"data.task.train_path={GSM8K_TEST}",
+                          "data.task.prompt_key=question"], tmp_path)
+    _, tok = tiny_llama()
+    dm = instantiate(cfg.data, tokenizer=tok)
+    dm.setup("fit")
+    assert len(dm.splits["train"]) + len(dm.splits["val"]) == 1319
+    assert isinstance(dm.verifier, GSM8KVerifier)
+    example = dm.splits["val"][0]
+    assert dm.is_correct(example, example["answer"]) and not dm.is_correct(example, "#### -1")
