@@ -13,7 +13,8 @@ from tests.helpers import compose_config, experiments
 # run uses a coin-flip verifier that gives mixed groups (and lets truncated answers count).
 ONLINE = ["trainer.max_epochs=1", "data.verifier._target_=tests.helpers.CoinFlipVerifier",
           "method.truncated_is_wrong=false"]
-ONE_EPOCH = {"spin": ["method.num_iterations=1"], "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE,
+ONE_EPOCH = {"spin": ["method.num_iterations=1", "method.epochs_per_iteration=1"],
+             "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE,
              "distillspec": ["trainer.max_epochs=1", "teacher.max_epochs=1", "method.speculative.num_prompts=2",
                              "method.speculative.repeats=1", "method.speculative.max_new_tokens=4"]}
 

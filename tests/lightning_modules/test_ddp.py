@@ -13,7 +13,8 @@ from tests.helpers import ROOT
 def test_spin_runs_with_two_cpu_processes(tmp_path):
     command = [sys.executable, "train.py", "experiment=spin", "debug=tiny", "warmup=null", "control=null",
                "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "method.num_iterations=2",
-               f"hydra.run.dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache", "~callbacks.progress_bar"]
+               "method.epochs_per_iteration=1", f"hydra.run.dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache",
+               "~callbacks.progress_bar"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

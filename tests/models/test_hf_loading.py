@@ -18,6 +18,9 @@ def tiny_qwen2(tok):
                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128))
 
 
+ONE_EPOCH = {"sft": ["trainer.max_epochs=1"], "spin": ["method.num_iterations=1", "method.epochs_per_iteration=1"]}
+
+
 @pytest.mark.parametrize("build", [tiny_gpt2, tiny_qwen2])
 @pytest.mark.parametrize("experiment", ["sft", "spin"])
 def test_train_from_a_saved_directory(build, experiment, tmp_path):
@@ -27,7 +30,7 @@ def test_train_from_a_saved_directory(build, experiment, tmp_path):
     save(model, tok, tmp_path / "model")
     overrides = [f"experiment={experiment}", "debug=tiny", "warmup=null", "control=null", "model=hf",
                  f"model.name_or_path={tmp_path / 'model'}",
-                 "trainer.max_epochs=1" if experiment == "sft" else "method.num_iterations=1"]
+                 *ONE_EPOCH[experiment]]
     result = train(compose_config(overrides, tmp_path / "run"))
     assert type(result["module"].model) is type(model)
     assert result["trainer"].global_step == 2
