@@ -14,7 +14,7 @@ from datamodules.collate import left_pad, pack
 from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.generation import generate
 from posttrain.losses.spin import LOSS_TYPES, spin_loss
-from posttrain.models.forward import sequence_logprobs
+from posttrain.models.forward import IGNORE_INDEX, sequence_logprobs
 from posttrain.utils.config import check, check_choice
 
 
@@ -28,14 +28,16 @@ class SPINModule(PostTrainModule):
         mix_previous_iteration: also train on the previous iteration's synthetic responses, as the official runs do
             from iteration 1 on (each prompt then contributes two pairs).
         seed: seeds the opponent's sampling, per iteration and process, so a resumed run draws the same data.
+        reduction: "sum" of response-token log-probs (the paper and its code) or "mean" (an ablation; retune beta).
     """
 
     def __init__(self, model, tokenizer, beta: float = 0.1, loss_type: str = "sigmoid", num_iterations: int = 2,
                  epochs_per_iteration: int = 1, generation: dict | None = None, mix_previous_iteration: bool = False,
-                 seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
+                 seed: int = 0, reduction: str = "sum", optimizer=None, scheduler=None, evaluation=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
         check(beta > 0, "method.beta", f"must be > 0, got {beta}")
         check_choice(loss_type, LOSS_TYPES, "method.loss_type")
+        check_choice(reduction, ("sum", "mean"), "method.reduction")
         check(num_iterations >= 1, "method.num_iterations", f"must be >= 1, got {num_iterations}")
         check(epochs_per_iteration >= 1, "method.epochs_per_iteration", f"must be >= 1, got {epochs_per_iteration}")
         self.generation_cfg = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 16, "batch_size": 256,
@@ -43,6 +45,7 @@ class SPINModule(PostTrainModule):
         check(self.generation_cfg["temperature"] >= 0, "method.generation.temperature", "must be >= 0")
         self.save_hyperparameters(ignore=["model", "tokenizer"])
         self.beta, self.loss_type, self.mix_previous_iteration = beta, loss_type, mix_previous_iteration
+        self.reduction = reduction
         self.num_iterations, self.epochs_per_iteration, self.seed = num_iterations, epochs_per_iteration, seed
         self.opponent = frozen_copy(model)
         self.iteration = -1  # no iteration started yet
@@ -111,6 +114,9 @@ class SPINModule(PostTrainModule):
         policy = sequence_logprobs(self.model, packed)  # (2P,) real rows first, then generated
         with torch.no_grad():
             opponent = sequence_logprobs(self.opponent, packed)  # (2P,)
+        if self.reduction == "mean":
+            lengths = (packed["labels"][:, 1:] != IGNORE_INDEX).sum(-1).clamp(min=1)  # (2P,)
+            policy, opponent = policy / lengths, opponent / lengths
         loss, metrics = spin_loss(policy[:pairs], policy[pairs:], opponent[:pairs], opponent[pairs:],
                                   beta=self.beta, loss_type=self.loss_type)
         identical = sum(g == r for g, r in zip(generated, real)) / pairs
