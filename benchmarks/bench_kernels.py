@@ -42,10 +42,20 @@ def timeit(fn, reps: int, budget_s: float = 1.5) -> float:
     times = []
     start = time.perf_counter()
     while len(times) < reps or (time.perf_counter() - start < budget_s and len(times) < 20 * reps):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return min(times) * 1e3
+
+
+_DEVICE = "cpu"
+
+
+def _sync():
+    if _DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def _status(key: str) -> int:
@@ -57,7 +67,19 @@ def _status(key: str) -> int:
 
 
 def peak_bytes(fn) -> float:
-    """Peak resident memory above the level before fn, in MiB (nan where /proc cannot be reset)."""
+    """Peak memory above the level before fn, in MiB: CUDA allocator stats on a GPU, else the resident set
+    (nan where /proc cannot be reset)."""
+    if _DEVICE == "cuda":
+        if hasattr(fn, "reset"):
+            fn.reset()
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = fn()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        del out
+        return (peak - base) / 2**20
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -78,7 +100,7 @@ def floor_ms(reads, exps, reps: int) -> float:
     t_exp = 0.0
     for x in exps:
         buf = torch.empty_like(x, dtype=torch.float32)
-        xf = x.float()
+        xf = x.float()  # the floor's exponential runs in float32, the accumulation type
         t_exp += timeit(lambda: torch.exp(xf, out=buf), reps)
     return max(t_read, t_exp)
 
@@ -99,7 +121,11 @@ def fwd_bwd(f, *leaves):
     return run
 
 
-def cases(quick: bool):
+def cases(quick: bool, device: str = "cpu"):
+    """CPU shapes from the kernels issue; on a GPU the same comparisons at B up to 128 and V = 128256."""
+    if device == "cuda":
+        yield from _cuda_cases(quick)
+        return
     g = torch.Generator().manual_seed(0)
     # speculative verification
     for b in (1, 8):
@@ -154,24 +180,67 @@ def cases(quick: bool):
                    None)
 
 
+def _cuda_cases(quick: bool):
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    v = 128256
+    for b in ((1, 128) if quick else (1, 16, 128)):
+        gam = 4
+        q = torch.softmax(torch.randn(b, gam, v, generator=g, device=dev), -1)
+        tok = torch.multinomial(q.reshape(-1, v), 1, generator=g).reshape(b, gam)
+        tl = torch.randn(b, gam + 1, v, generator=g, device=dev)
+        u = torch.rand(b, gam + 1, generator=g, dtype=torch.float64, device=dev)
+        yield (f"speculative_verify B={b} γ={gam} V={v}",
+               lambda tok=tok, q=q, tl=tl, u=u: speculative_verify_reference(tok, q, tl, u),
+               lambda tok=tok, q=q, tl=tl, u=u: speculative_verify(tok, q, tl, u), [tl, q], [tl], None)
+    n = 1024
+    x = torch.randn(n, v, generator=g, device=dev, dtype=torch.bfloat16)
+    y = torch.randint(0, v, (n,), generator=g, device=dev)
+    u = torch.rand(n, 4, generator=g, dtype=torch.float64, device=dev)
+    yield (f"sample_k_tokens N={n} V={v} K=4 bf16", lambda: sample_k_tokens_reference(x, y, u, 1.0),
+           lambda: sample_k_tokens(x, y, 4, uniforms=u), [x], [x], None)
+    xl = x.clone().requires_grad_()
+    yield (f"token_logprobs fwd+bwd N={n} V={v} bf16",
+           fwd_bwd(lambda: torch.log_softmax(xl.float(), -1).gather(-1, y[:, None]), xl),
+           fwd_bwd(lambda: token_logprobs(xl, y), xl), [x], [x], None)
+    h = torch.randn(n, 2048, generator=g, device=dev, dtype=torch.bfloat16).requires_grad_()
+    w = (0.02 * torch.randn(v, 2048, generator=g, device=dev)).to(torch.bfloat16).requires_grad_()
+    logits = (h @ w.t()).detach()
+    yield (f"lm_head_logprobs fwd+bwd N={n} H=2048 V={v} bf16",
+           fwd_bwd(lambda: torch.log_softmax((h @ w.t()).float(), -1).gather(-1, y[:, None]), h, w),
+           fwd_bwd(lambda: lm_head_logprobs(h, w, y), h, w), [logits], [logits], lambda: h.detach() @ w.detach().t())
+    s = x.clone().requires_grad_()
+    t = torch.randn(n, v, generator=g, device=dev, dtype=torch.bfloat16)
+    for kind in ("forward_kl", "jsd"):
+        yield (f"token_divergence {kind} fwd+bwd N={n} V={v} bf16",
+               fwd_bwd(lambda kind=kind: token_divergence_reference(s, t, kind), s),
+               fwd_bwd(lambda kind=kind: token_divergence(s, t, kind), s), [x, t], [x, t], None)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and shapes")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: GPU shapes (B up to 128, V = 128256), also reported in GB/s of input read")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "bench_kernels.json"))
     args = ap.parse_args()
+    global _DEVICE
+    _DEVICE = args.device
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda needs a CUDA GPU")
     torch.set_num_threads(args.threads)
     if _backend.extension() is None:
         sys.exit("posttrain._C is not built: python setup.py build_ext --inplace")
     reps = 3 if args.quick else 5
     rows = []
     head = (f"{'op / shape':<52} {'ref ms':>8} {'ext ms':>8} {'speedup':>7} {'ref MiB':>8} {'ext MiB':>8} "
-            f"{'mem ratio':>9} {'floor ms':>8} {'ext/floor':>9}")
+            f"{'mem ratio':>9} {'floor ms':>8} {'ext/floor':>9} {'GB/s':>7}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, build {_backend.build_info()}")
     print(head)
     print("-" * len(head))
-    for name, ref, ext, reads, exps, gemm in cases(args.quick):
+    for name, ref, ext, reads, exps, gemm in cases(args.quick, args.device):
         with _backend.force("torch"):
             t_ref = timeit(ref, reps)
             m_ref = peak_bytes(ref)
@@ -181,12 +250,13 @@ def main():
         fl = floor_ms(reads, exps, reps) + (timeit(gemm, reps) if gemm else 0.0)
         row = dict(op=name, ref_ms=t_ref, ext_ms=t_ext, speedup=t_ref / t_ext, ref_peak_mib=m_ref, ext_peak_mib=m_ext,
                    mem_ratio=m_ext / m_ref if m_ref > 0 else float("nan"), floor_ms=fl, ext_over_floor=t_ext / fl)
+        row["ext_gb_per_s"] = sum(x.numel() * x.element_size() for x in reads) / (t_ext * 1e-3) / 1e9
         rows.append(row)
         print(f"{name:<52} {t_ref:8.2f} {t_ext:8.2f} {row['speedup']:6.1f}x {m_ref:8.1f} {m_ext:8.1f} "
-              f"{row['mem_ratio']:9.3f} {fl:8.2f} {row['ext_over_floor']:8.2f}x", flush=True)
+              f"{row['mem_ratio']:9.3f} {fl:8.2f} {row['ext_over_floor']:8.2f}x {row['ext_gb_per_s']:7.1f}", flush=True)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(dict(threads=args.threads, torch=torch.__version__, rows=rows), f, indent=1)
+        json.dump(dict(device=args.device, threads=args.threads, torch=torch.__version__, rows=rows), f, indent=1)
     print(f"wrote {args.out}")
 
 

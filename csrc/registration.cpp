@@ -58,6 +58,13 @@ static pybind11::dict build_info() {
   info["openmp"] = false;
   info["openmp_max_threads"] = 1;
 #endif
+#if defined(CPU_CAPABILITY_AVX512)
+  info["cpu_capability"] = "avx512";
+#elif defined(CPU_CAPABILITY_AVX2)
+  info["cpu_capability"] = "avx2";
+#else
+  info["cpu_capability"] = "default";
+#endif
 #ifdef POSTTRAIN_WITH_CUDA
   info["cuda"] = true;
 #else

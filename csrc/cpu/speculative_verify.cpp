@@ -1,6 +1,7 @@
-// Speculative-decoding verification on CPU, one batch row per task: per draft position one online log-sum-exp pass
-// over the target logits keeps the exponentials in a thread-local row buffer, from which the acceptance test, the
-// expected acceptance Σ min(q, f(p)) and the residual/bonus inverse-CDF draw read without further exponentials.
+// Speculative-decoding verification on CPU in two parallel phases: every (row, position) computes its online
+// log-sum-exp and, from the exponentials kept in a thread-local row buffer, the expected acceptance Σ min(q, f(p));
+// then each row runs the sequential acceptance test (one scalar exp per draft token) and a single residual or
+// bonus inverse-CDF draw, which recomputes that one position's probabilities.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -134,60 +135,77 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> speculative_verify_cpu(const at::
     A* OE = expected.data_ptr<A>();
     const A inv_t = mode == Mode::kGreedy ? A(1) : A(1.0 / temperature);
     const A inv_eps = A(1.0 / eps);
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    const int64_t P = G + 1;
+    // Phase 1, parallel over every (row, position): the position's lse (or argmax) and expected acceptance. The
+    // positions of a row are independent until the sequential acceptance test, so B = 1 still uses every thread.
+    std::vector<A> lse_all(B * P);
+    std::vector<int64_t> argmax_all(mode == Mode::kGreedy ? B * P : 0);
+    at::parallel_for(0, B * P, 1, [&](int64_t begin, int64_t end) {
       const int64_t nt = num_tiles(V);
-      std::vector<A> e(V), w(V), tile(kTile), tmax(nt);
-      // p = e * exp(tmax - lse) tile by tile, written into w
-      auto probs_into = [&](A* dst, A lse) {
+      std::vector<A> e(V), tile(kTile), tmax(nt);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / P, i = task % P;
+        const scalar_t* row = X + task * V;
+        if (mode == Mode::kGreedy) {
+          argmax_all[task] = row_argmax<scalar_t, A>(row, V, tile.data());
+          if (i < G) OE[b * G + i] = argmax_all[task] == TK[b * G + i] ? A(1) : A(0);
+          continue;
+        }
+        if (i == G) {  // the bonus position only needs its lse
+          lse_all[task] = row_lse<scalar_t, A>(row, V, inv_t, tile.data());
+          continue;
+        }
+        const A lse = row_lse<scalar_t, A>(row, V, inv_t, nullptr, e.data(), tmax.data());
+        lse_all[task] = lse;
+        const A* q = Q + (b * G + i) * V;
+        A sum = 0;
         for (int64_t t0 = 0, t = 0; t0 < V; t0 += kTile, ++t) {
           const int64_t len = std::min(kTile, V - t0);
-          at::vec::map([s = std::exp(tmax[t] - lse)](Vec<A> x) { return x * Vec<A>(s); }, dst + t0, e.data() + t0,
-                       len);
+          const A s = std::exp(tmax[t] - lse) * inv_eps;  // f(p) = e * s
+          sum += at::vec::map2_reduce_all<A>(
+              [s](Vec<A> ee, Vec<A> qq) { return at::vec::minimum(qq, ee * Vec<A>(s)); },
+              [](Vec<A> a, Vec<A> c) { return a + c; }, e.data() + t0, q + t0, len);
         }
-      };
+        OE[b * G + i] = sum;
+      }
+    });
+    // Phase 2, parallel over rows: the sequential acceptance test, then one residual or bonus draw per row.
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      const int64_t nt = num_tiles(V);
+      std::vector<A> e(V), w(V), tmax(nt);
       for (int64_t b = begin; b < end; ++b) {
         const int64_t* x = TK + b * G;
-        const double* u = U + b * (G + 1);
+        const double* u = U + b * P;
         int64_t n = G, extra = -1;
-        for (int64_t i = 0; i < G; ++i) {
-          const scalar_t* row = X + (b * (G + 1) + i) * V;
-          const A* q = Q + (b * G + i) * V;
+        for (int64_t i = 0; i < G && n == G; ++i) {
+          const int64_t task = b * P + i;
           if (mode == Mode::kGreedy) {
-            const bool ok = row_argmax<scalar_t, A>(row, V, tile.data()) == x[i];
-            OE[b * G + i] = ok ? A(1) : A(0);
-            if (!ok && n == G) {
-              n = i;
-              extra = row_argmax<scalar_t, A>(row, V, tile.data());
-            }
+            if (argmax_all[task] != x[i]) n = i;
             continue;
           }
-          const A lse = row_lse<scalar_t, A>(row, V, inv_t, nullptr, e.data(), tmax.data());
-          probs_into(w.data(), lse);  // w = p
-          OE[b * G + i] = at::vec::map2_reduce_all<A>(
-              [inv_eps](Vec<A> p, Vec<A> qq) { return at::vec::minimum(qq, p * Vec<A>(inv_eps)); },
-              [](Vec<A> a, Vec<A> c) { return a + c; }, w.data(), q, V);
-          if (n != G) continue;  // already rejected: only the expected acceptance is still wanted
-          const A px = w[x[i]], qx = q[x[i]];
-          if (A(u[i]) * qx < px * inv_eps) continue;
-          n = i;
-          // residual norm(max(0, p - q)); p itself when p == q leaves nothing
-          at::vec::map2([](Vec<A> p, Vec<A> qq) { return at::vec::maximum(p - qq, Vec<A>(A(0))); }, e.data(), w.data(),
-                        q, V);
-          extra = draw<A>(e.data(), V, u[G]);
+          const A px = std::exp(static_cast<A>(X[task * V + x[i]]) * inv_t - lse_all[task]);
+          if (!(A(u[i]) * Q[(b * G + i) * V + x[i]] < px * inv_eps)) n = i;
+        }
+        const int64_t task = b * P + n;
+        if (mode == Mode::kGreedy) {
+          extra = argmax_all[task];
+        } else {
+          // p at position n from its exponentials (w = p), then max(0, p - q) unless n is the bonus position
+          const A lse = row_lse<scalar_t, A>(X + task * V, V, inv_t, nullptr, e.data(), tmax.data());
+          for (int64_t t0 = 0, t = 0; t0 < V; t0 += kTile, ++t) {
+            const int64_t len = std::min(kTile, V - t0);
+            at::vec::map([s = std::exp(tmax[t] - lse)](Vec<A> v) { return v * Vec<A>(s); }, w.data() + t0,
+                         e.data() + t0, len);
+          }
+          if (n < G) {
+            at::vec::map2([](Vec<A> p, Vec<A> qq) { return at::vec::maximum(p - qq, Vec<A>(A(0))); }, e.data(),
+                          w.data(), Q + (b * G + n) * V, V);
+            extra = draw<A>(e.data(), V, u[G]);  // an empty residual (p == q) falls back to p below
+          }
           if (extra < 0) extra = draw<A>(w.data(), V, u[G]);
         }
-        if (n == G) {  // every draft token accepted: the bonus token from p at position γ
-          const scalar_t* row = X + (b * (G + 1) + G) * V;
-          if (mode == Mode::kGreedy) {
-            extra = row_argmax<scalar_t, A>(row, V, tile.data());
-          } else {
-            const A lse = row_lse<scalar_t, A>(row, V, inv_t, nullptr, e.data(), tmax.data());
-            probs_into(w.data(), lse);
-            extra = draw<A>(w.data(), V, u[G]);
-          }
-        }
-        for (int64_t i = 0; i < n; ++i) OT[b * (G + 1) + i] = x[i];
-        OT[b * (G + 1) + n] = extra < 0 ? 0 : extra;
+        for (int64_t i = 0; i < n; ++i) OT[b * P + i] = x[i];
+        OT[b * P + n] = extra < 0 ? 0 : extra;
         ON[b] = n;
       }
     });

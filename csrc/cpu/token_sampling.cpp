@@ -22,15 +22,32 @@ template <typename A>
 A truncation_threshold(const A* x, int64_t V, int64_t top_k, double top_p, std::vector<A>& sorted) {
   A thr = neg_inf<A>();
   if (top_k <= 0 && top_p >= 1.0) return thr;
-  sorted.assign(x, x + V);
   int64_t kept = V;
   if (top_k > 0 && top_k < V) {
-    std::nth_element(sorted.begin(), sorted.begin() + (top_k - 1), sorted.end(), std::greater<A>());
-    thr = sorted[top_k - 1];
     kept = top_k;
+    if (top_k <= 4096) {
+      // a min-heap of the k largest: after the first k elements almost every x fails one comparison, so this is
+      // about one pass over the row rather than nth_element's several
+      sorted.assign(x, x + top_k);
+      std::make_heap(sorted.begin(), sorted.end(), std::greater<A>());
+      for (int64_t v = top_k; v < V; ++v) {
+        if (x[v] > sorted.front()) {
+          std::pop_heap(sorted.begin(), sorted.end(), std::greater<A>());
+          sorted.back() = x[v];
+          std::push_heap(sorted.begin(), sorted.end(), std::greater<A>());
+        }
+      }
+      thr = sorted.front();
+    } else {
+      sorted.assign(x, x + V);
+      std::nth_element(sorted.begin(), sorted.begin() + (top_k - 1), sorted.end(), std::greater<A>());
+      thr = sorted[top_k - 1];
+    }
+  } else {
+    sorted.assign(x, x + V);
   }
   if (top_p < 1.0) {
-    std::partial_sort(sorted.begin(), sorted.begin() + kept, sorted.begin() + kept, std::greater<A>());
+    std::sort(sorted.begin(), sorted.begin() + kept, std::greater<A>());
     if (sorted[0] == neg_inf<A>()) return thr;
     double total = 0;
     for (int64_t i = 0; i < kept; ++i) total += std::exp(double(sorted[i]) - double(sorted[0]));
