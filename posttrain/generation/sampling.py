@@ -40,7 +40,7 @@ def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 
     Returns:
         (R, V) float32, rows summing to 1.
     """
-    scaled = logits.float() / temperature  # (R, V)
+    scaled = logits.float() if temperature == 1.0 else logits.float() / temperature  # (R, V)
     if 0 < top_k < scaled.shape[-1]:
         kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]  # (R, 1)
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
@@ -112,6 +112,9 @@ def generate(
     mask = torch.zeros((rows, max_new_tokens), dtype=torch.bool, device=device)  # (R, L)
     alive = torch.ones(rows, dtype=torch.bool, device=device)  # (R,)
     past, step_ids, step_pos = None, input_ids, position_ids
+    prompt_len = attention_mask.shape[1]
+    # Every generated column is attended to (finished rows are discarded), so the mask grows by views of one tensor.
+    full_mask = torch.cat([attention_mask, attention_mask.new_ones((rows, max_new_tokens))], dim=-1)  # (R, P+L)
     with _eval_mode(model):
         for t in range(max_new_tokens):
             out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_pos,
@@ -125,8 +128,8 @@ def generate(
                 probs = sampling_probs(logits, temperature, top_k, top_p)  # (R, V)
                 next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (R,)
                 next_logps = probs.gather(-1, next_ids[:, None]).squeeze(-1).log()  # (R,)
-            tokens[:, t] = torch.where(alive, next_ids, torch.full_like(next_ids, pad_token_id))
-            logprobs[:, t] = torch.where(alive, next_logps, torch.zeros_like(next_logps))
+            tokens[:, t] = next_ids  # rows already finished are overwritten with padding below
+            logprobs[:, t] = next_logps
             mask[:, t] = alive
             if eos_token_id is not None:
                 alive = alive & (next_ids != eos_token_id)
@@ -134,6 +137,8 @@ def generate(
                 break
             step_ids = tokens[:, t : t + 1]  # (R, 1)
             step_pos = step_pos[:, -1:] + 1  # (R, 1)
-            attention_mask = torch.cat([attention_mask, torch.ones_like(step_ids)], dim=-1)  # (R, P+t+1)
+            attention_mask = full_mask[:, : prompt_len + t + 1]  # (R, P+t+1)
+    tokens.masked_fill_(~mask, pad_token_id)
+    logprobs.masked_fill_(~mask, 0.0)
     finished = ~alive if eos_token_id is not None else torch.zeros_like(alive)
     return Generation(tokens=tokens, logprobs=logprobs, mask=mask, finished=finished)
