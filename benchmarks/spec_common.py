@@ -10,7 +10,6 @@ import time
 import torch
 
 from datamodules.collate import Encoder, left_pad
-from datamodules.tasks import ArithmeticTask
 from posttrain.generation.sampling import _accepts
 from posttrain.models.builders import from_pretrained
 
@@ -44,11 +43,21 @@ def load_models(args):
 
 
 def held_out(tokenizer, count: int, seed: int = 0):
-    """The first `count` validation problems of the default arithmetic task, with their encoded prompts."""
-    task = ArithmeticTask(operations=["+"], digits=[1, 3], ood_digits=[4, 4], train_size=10000, val_size=1000,
-                          test_ood_size=0, seed=seed)
+    """The first `count` validation problems of `experiment=distillspec`'s task, with their encoded prompts.
+
+    The task is built from the experiment's own config, so the programs evaluate the split the models were
+    validated on (and never the training problems) whatever `data.task` the experiment sets."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from posttrain.run import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=distillspec", f"seed={seed}"])
+    task = instantiate(cfg.data.task)
     examples = task.examples("val")[:count]
-    encoder = Encoder(tokenizer, max_length=64)
+    encoder = Encoder(tokenizer, max_length=cfg.data.max_length)
     return task, examples, encoder, [encoder.prompt(e["prompt"]) for e in examples]
 
 
