@@ -1,7 +1,8 @@
 """train(cfg): the pipeline behind `python train.py`.
 
 Stages, each a Lightning fit over the same DataModule:
-  warmup  (optional) SFT from the initial model; its result is cached under paths.cache_dir and reused;
+  warmup  (optional) SFT from the initial model, on `warmup.data` if given (e.g. task A of a two-stage experiment)
+          else on `data`; its result is cached under paths.cache_dir and reused; its row is evaluated on `data`;
   main    the experiment's method, from the warm-up model (resumable with ckpt_path=...);
   control (optional) a baseline from the same start with the same trainer settings, e.g. continued SFT.
 Every evaluation of every stage becomes a row of the results table, printed and written to results.json.
@@ -69,12 +70,14 @@ def make_trainer(cfg: DictConfig, stage: str | None, **overrides) -> L.Trainer:
 
 
 def warmup_stage(cfg: DictConfig, model, tokenizer, datamodule):
-    """SFT from the initial model; reuses the cached result of an identical earlier warm-up."""
+    """SFT from the initial model; reuses the cached result of an identical earlier warm-up.
+
+    It trains on `warmup.data` when set (and on `data` otherwise), and is evaluated on `data`, the main stage's
+    held-out splits, so its row is the common starting point of the main and control stages.
+    """
     if "method" not in cfg.warmup or "max_epochs" not in cfg.warmup:
         raise ConfigError("warmup: needs warmup.method (an SFT method config) and warmup.max_epochs")
-    key = OmegaConf.to_yaml(OmegaConf.create({"model": cfg.model, "data": cfg.data, "warmup": cfg.warmup,
-                                              "seed": cfg.seed, "trainer": cfg.trainer.get("limit_train_batches")}))
-    directory = os.path.join(cfg.paths.cache_dir, "warmup-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+    directory = warmup_cache_dir(cfg)
     metrics_path = os.path.join(directory, "metrics.json")
     if os.path.isfile(metrics_path):
         warmed, _ = builders.from_pretrained(directory)
@@ -83,7 +86,7 @@ def warmup_stage(cfg: DictConfig, model, tokenizer, datamodule):
     module = instantiate(cfg.warmup.method, model=model, tokenizer=tokenizer, _convert_="all")
     trainer = make_trainer(cfg, "warmup", max_epochs=cfg.warmup.max_epochs, limit_val_batches=0,
                            check_val_every_n_epoch=None, val_check_interval=None)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=warmup_datamodule(cfg, tokenizer, datamodule))
     validator = make_trainer(cfg, None, enable_progress_bar=False)
     validator.validate(module, datamodule=datamodule, verbose=False)
     row = {"run": "sft (start)", **module.eval_history[-1], "step": trainer.global_step}
@@ -92,6 +95,21 @@ def warmup_stage(cfg: DictConfig, model, tokenizer, datamodule):
         with open(metrics_path, "w") as handle:
             json.dump(row, handle, indent=1)
     return module.model, row
+
+
+def warmup_cache_dir(cfg: DictConfig) -> str:
+    """Where the warm-up of these settings is cached: a hash of everything it depends on (`warmup` holds its
+    optional own data config; `data` stays in the key because the cached row is evaluated on it)."""
+    key = OmegaConf.to_yaml(OmegaConf.create({"model": cfg.model, "data": cfg.data, "warmup": cfg.warmup,
+                                              "seed": cfg.seed, "trainer": cfg.trainer.get("limit_train_batches")}))
+    return os.path.join(cfg.paths.cache_dir, "warmup-" + hashlib.sha256(key.encode()).hexdigest()[:12])
+
+
+def warmup_datamodule(cfg: DictConfig, tokenizer, datamodule):
+    """The warm-up's own data (`warmup.data`, a full data config) when set, else the main stage's `datamodule`."""
+    if cfg.warmup.get("data") is None:
+        return datamodule
+    return instantiate(cfg.warmup.data, tokenizer=tokenizer)
 
 
 def history_rows(name: str, history: list[dict]) -> list[dict]:

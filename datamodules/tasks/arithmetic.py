@@ -1,7 +1,10 @@
 """Built-in verifiable task: n-digit addition, subtraction and multiplication, seeded.
 
 Splits: `train` and `val` share the in-distribution digit range; `test_ood` uses more digits.
-Every held-out problem is distinct from every training problem.
+Every held-out problem is distinct from every training problem. With `retain_operations`, a `retain` split holds
+problems of an earlier task A (e.g. addition, while this task B is subtraction): it is exactly the `val` split of
+`ArithmeticTask(operations=retain_operations, digits=retain_digits, seed=seed)`, so a model warmed up on that task
+is scored on A problems it never trained on, and the drop of `retain/accuracy` measures forgetting.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * 
 
 
 class ArithmeticTask:
-    eval_splits = ("val", "test_ood")
+    eval_splits: tuple[str, ...] = ("val", "test_ood")
 
     def __init__(
         self,
@@ -25,12 +28,16 @@ class ArithmeticTask:
         val_size: int = 1000,
         test_ood_size: int = 1000,
         seed: int = 0,
+        retain_operations: Sequence[str] = (),
+        retain_digits: Sequence[int] | None = None,
+        retain_size: int = 1000,
     ):
         for op in operations:
             check(op in _OPS, "data.task.operations", f"unknown operation {op!r}; choose from {sorted(_OPS)}")
         check(1 <= digits[0] <= digits[1], "data.task.digits", f"must be [min, max] with 1 <= min <= max, got {list(digits)}")
         check(1 <= ood_digits[0] <= ood_digits[1], "data.task.ood_digits", f"must be [min, max], got {list(ood_digits)}")
-        for key, size in (("train_size", train_size), ("val_size", val_size), ("test_ood_size", test_ood_size)):
+        for key, size in (("train_size", train_size), ("val_size", val_size), ("test_ood_size", test_ood_size),
+                          ("retain_size", retain_size)):
             check(size >= 0, f"data.task.{key}", f"must be >= 0, got {size}")
         self.operations, self.digits, self.ood_digits = tuple(operations), tuple(digits), tuple(ood_digits)
         rng = random.Random(seed)
@@ -40,6 +47,9 @@ class ArithmeticTask:
             "train": self._draw(rng, self.digits, train_size, exclude={e["prompt"] for e in held_out}),
             "test_ood": self._draw(rng, self.ood_digits, test_ood_size, exclude=set()),
         }
+        if retain_operations:
+            self._splits["retain"] = retain_split(retain_operations, retain_digits or digits, retain_size, seed)
+            self.eval_splits = (*self.eval_splits, "retain")
 
     def examples(self, split: str) -> list[dict]:
         check(split in self._splits, "split", f"unknown split {split!r}; this task has {sorted(self._splits)}")
@@ -72,3 +82,16 @@ class ArithmeticTask:
     def _capacity(self, digits) -> int:
         numbers = 10 ** digits[1]  # every operand in range, an upper bound good enough to reject impossible sizes
         return len(self.operations) * numbers * numbers
+
+
+def retain_split(operations: Sequence[str], digits: Sequence[int], size: int, seed: int) -> list[dict]:
+    """The `val` split of task A = ArithmeticTask(operations, digits, seed): A problems that A's train split excludes.
+
+    `val` is drawn first from the seeded generator, so its first `size` problems do not depend on A's other sizes.
+    """
+    for op in operations:
+        check(op in _OPS, "data.task.retain_operations", f"unknown operation {op!r}; choose from {sorted(_OPS)}")
+    check(1 <= digits[0] <= digits[1], "data.task.retain_digits", f"must be [min, max], got {list(digits)}")
+    task_a = ArithmeticTask(operations=operations, digits=digits, train_size=0, val_size=size, test_ood_size=0,
+                            seed=seed)
+    return task_a.examples("val")
