@@ -1,6 +1,7 @@
 import pytest
 
 from datamodules.tasks import ArithmeticTask
+from datamodules.tasks.arithmetic import has_carry
 from posttrain.utils.config import ConfigError
 
 
@@ -51,3 +52,14 @@ def test_bad_retain_settings_name_the_key():
         ArithmeticTask(train_size=10, val_size=5, test_ood_size=5, retain_operations=["/"])
     with pytest.raises(ConfigError, match="data.task.retain_size"):
         ArithmeticTask(train_size=10, val_size=5, test_ood_size=5, retain_operations=["+"], retain_size=-1)
+
+
+def test_carries_filter_and_carry_free_retain_split():
+    assert has_carry(15, 5) and has_carry(95, 7) and not has_carry(12, 34) and not has_carry(0, 9)
+    task = ArithmeticTask(digits=[1, 2], ood_digits=[1, 1], train_size=200, val_size=50, test_ood_size=20, seed=1,
+                          carries="only", retain_operations=["+"], retain_carries="none", retain_size=30)
+    for split in ("train", "val", "test_ood"):
+        assert all(has_carry(*map(int, e["prompt"][:-1].split("+"))) for e in task.examples(split))
+    assert not any(has_carry(*map(int, e["prompt"][:-1].split("+"))) for e in task.examples("retain"))
+    with pytest.raises(ConfigError, match="data.task.carries"):
+        ArithmeticTask(operations=["-"], carries="only")
