@@ -12,7 +12,7 @@ from posttrain.generation import generate
 from torchmetrics import MeanMetric
 
 from posttrain.metrics import ExactMatch
-from posttrain.models.forward import label_logprobs
+from posttrain.models.forward import label_logprobs, label_logprobs_and_entropy
 from posttrain.optim import build_optimizer, build_scheduler
 
 
@@ -29,7 +29,9 @@ class PostTrainModule(L.LightningModule):
     Args:
         optimizer: {name, lr, weight_decay, ...} for posttrain.optim.build_optimizer.
         scheduler: {name, warmup_ratio, min_lr_ratio} for posttrain.optim.build_scheduler.
-        evaluation: {max_new_tokens, batch_size}; held-out splits are scored by greedy decoding.
+        evaluation: {max_new_tokens, batch_size, entropy}; held-out splits are scored by greedy decoding and the
+            NLL of the reference responses; `entropy: true` also logs `<split>/entropy`, the mean predictive
+            entropy (nats) over reference response positions (one (B, T, V) log-softmax: small vocabularies).
     A subclass that sets `record_start_evaluation` keeps the sanity-check validation of a fresh run (the start model)
     in `eval_history` as epoch -1; it needs `trainer.num_sanity_val_steps=-1` to cover every batch.
     """
@@ -42,9 +44,10 @@ class PostTrainModule(L.LightningModule):
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_cfg = dict(optimizer or {})
         self.scheduler_cfg = dict(scheduler or {})
-        self.evaluation_cfg = {"max_new_tokens": 16, **(evaluation or {})}
+        self.evaluation_cfg = {"max_new_tokens": 16, "entropy": False, **(evaluation or {})}
         self.eval_accuracy = nn.ModuleDict()  # split -> ExactMatch of greedy completions
         self.eval_nll = nn.ModuleDict()  # split -> token-averaged NLL of the reference responses
+        self.eval_entropy = nn.ModuleDict()  # split -> token-averaged predictive entropy (evaluation.entropy only)
         self.eval_history: list[dict] = []  # one entry per completed validation, kept in the checkpoint
 
     # ---- optimisation -------------------------------------------------------------------------------------------
@@ -70,6 +73,7 @@ class PostTrainModule(L.LightningModule):
             if split not in self.eval_accuracy:
                 self.eval_accuracy[split] = ExactMatch()
                 self.eval_nll[split] = MeanMetric()
+                self.eval_entropy[split] = MeanMetric()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         datamodule = self.trainer.datamodule
@@ -77,16 +81,25 @@ class PostTrainModule(L.LightningModule):
         completions = self.greedy_completions(batch)
         correct = torch.tensor([datamodule.is_correct(e, c) for e, c in zip(batch["examples"], completions)])
         self.eval_accuracy[split].update(correct)
-        logps, mask = label_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        inputs = (self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        if self.evaluation_cfg["entropy"]:
+            logps, entropy, mask = label_logprobs_and_entropy(*inputs)  # (B, T-1) each
+        else:
+            (logps, mask), entropy = label_logprobs(*inputs), None
         tokens = mask.sum().clamp(min=1)
         self.eval_nll[split].update(-(logps * mask).sum() / tokens, weight=tokens)
+        if entropy is not None:
+            self.eval_entropy[split].update(entropy.sum() / tokens, weight=tokens)
 
     def on_validation_epoch_end(self) -> None:
         entry = {"epoch": self.current_epoch, "step": self.global_step, **self.progress_info()}
         for split in self.eval_accuracy:
             if not self.eval_accuracy[split].update_called:
                 continue
-            for name, metric in (("accuracy", self.eval_accuracy[split]), ("nll", self.eval_nll[split])):
+            metrics = [("accuracy", self.eval_accuracy[split]), ("nll", self.eval_nll[split])]
+            if self.evaluation_cfg["entropy"]:
+                metrics.append(("entropy", self.eval_entropy[split]))
+            for name, metric in metrics:
                 value = metric.compute()  # reduced over processes by torchmetrics
                 self.log(f"{split}/{name}", value, prog_bar=name == "accuracy")
                 entry[f"{split}/{name}"] = float(value)

@@ -3,7 +3,8 @@
 Stages, each a Lightning fit over the same DataModule:
   teacher (optional) SFT of a second model (e.g. DistillSpec's target) from `teacher.model`, cached like warm-up;
            the method receives it as `teacher=`;
-  warmup  (optional) SFT from the initial model; its result is cached under paths.cache_dir and reused;
+  warmup  (optional) SFT from the initial model, on `warmup.data` if given (e.g. task A of a two-stage experiment)
+          else on `data`; its result is cached under paths.cache_dir and reused; its row is evaluated on `data`;
   main    the experiment's method, from the warm-up model (resumable with ckpt_path=...);
   control (optional) a baseline from the same start with the same trainer settings, e.g. continued SFT.
 Every evaluation of every stage becomes a row of the results table, printed and written to results.json.
@@ -74,12 +75,29 @@ def make_trainer(cfg: DictConfig, stage: str | None, **overrides) -> L.Trainer:
 
 
 def warmup_stage(cfg: DictConfig, model, tokenizer, datamodule):
-    """SFT from the initial model; reuses the cached result of an identical earlier warm-up."""
+    """SFT from the initial model; reuses the cached result of an identical earlier warm-up.
+
+    It trains on `warmup.data` when set (and on `data` otherwise), and is evaluated on `data`, the main stage's
+    held-out splits, so its row is the common starting point of the main and control stages.
+    """
     if "method" not in cfg.warmup or "max_epochs" not in cfg.warmup:
         raise ConfigError("warmup: needs warmup.method (an SFT method config) and warmup.max_epochs")
-    key = {"model": cfg.model, "data": cfg.data, "warmup": cfg.warmup, "seed": cfg.seed,
-           "trainer": cfg.trainer.get("limit_train_batches")}
-    return cached_sft_stage(cfg, cfg.warmup, model, tokenizer, datamodule, "warmup", "sft (start)", key)
+    return cached_sft_stage(cfg, cfg.warmup, model, tokenizer, datamodule, "warmup", "sft (start)",
+                            warmup_cache_dir(cfg), warmup_datamodule(cfg, tokenizer, datamodule))
+
+
+def warmup_cache_dir(cfg: DictConfig) -> str:
+    """Where the warm-up of these settings is cached (`warmup` holds its optional own data config; `data` stays in
+    the key because the cached row is evaluated on it)."""
+    return cache_dir(cfg, "warmup", {"model": cfg.model, "data": cfg.data, "warmup": cfg.warmup, "seed": cfg.seed,
+                                     "trainer": cfg.trainer.get("limit_train_batches")})
+
+
+def warmup_datamodule(cfg: DictConfig, tokenizer, datamodule):
+    """The warm-up's own data (`warmup.data`, a full data config) when set, else the main stage's `datamodule`."""
+    if cfg.warmup.get("data") is None:
+        return datamodule
+    return instantiate(cfg.warmup.data, tokenizer=tokenizer)
 
 
 def teacher_stage(cfg: DictConfig, tokenizer, datamodule):
@@ -90,15 +108,22 @@ def teacher_stage(cfg: DictConfig, tokenizer, datamodule):
     if len(teacher_tokenizer) != len(tokenizer):
         raise ConfigError(f"teacher.model: its vocabulary ({len(teacher_tokenizer)}) differs from the model's "
                           f"({len(tokenizer)}); the two models must share the tokenizer")
-    key = {"teacher": cfg.teacher, "data": cfg.data, "seed": cfg.seed, "trainer": cfg.trainer.get("limit_train_batches")}
-    return cached_sft_stage(cfg, cfg.teacher, model, tokenizer, datamodule, "teacher", "teacher (sft)", key)
+    directory = cache_dir(cfg, "teacher", {"teacher": cfg.teacher, "data": cfg.data, "seed": cfg.seed,
+                                           "trainer": cfg.trainer.get("limit_train_batches")})
+    return cached_sft_stage(cfg, cfg.teacher, model, tokenizer, datamodule, "teacher", "teacher (sft)", directory,
+                            datamodule)
+
+
+def cache_dir(cfg: DictConfig, stage: str, key: dict) -> str:
+    """paths.cache_dir/<stage>-<hash of everything the stage's result depends on>."""
+    text = OmegaConf.to_yaml(OmegaConf.create(key))
+    return os.path.join(cfg.paths.cache_dir, stage + "-" + hashlib.sha256(text.encode()).hexdigest()[:12])
 
 
 def cached_sft_stage(cfg: DictConfig, stage_cfg: DictConfig, model, tokenizer, datamodule, stage: str, label: str,
-                     key: dict):
-    """Trains `stage_cfg.method` for `stage_cfg.max_epochs`, or loads the result cached under a hash of `key`."""
-    text = OmegaConf.to_yaml(OmegaConf.create(key))
-    directory = os.path.join(cfg.paths.cache_dir, stage + "-" + hashlib.sha256(text.encode()).hexdigest()[:12])
+                     directory: str, train_data):
+    """Trains `stage_cfg.method` for `stage_cfg.max_epochs` on `train_data` and evaluates it on `datamodule`, or
+    loads the result cached in `directory`."""
     metrics_path = os.path.join(directory, "metrics.json")
     if os.path.isfile(metrics_path):
         trained, _ = builders.from_pretrained(directory)
@@ -107,7 +132,7 @@ def cached_sft_stage(cfg: DictConfig, stage_cfg: DictConfig, model, tokenizer, d
     module = instantiate(stage_cfg.method, model=model, tokenizer=tokenizer, _convert_="all")
     trainer = make_trainer(cfg, stage, max_epochs=stage_cfg.max_epochs, limit_val_batches=0,
                            check_val_every_n_epoch=None, val_check_interval=None)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=train_data)
     validator = make_trainer(cfg, None, enable_progress_bar=False)
     validator.validate(module, datamodule=datamodule, verbose=False)
     row = {"run": label, **module.eval_history[-1], "step": trainer.global_step}

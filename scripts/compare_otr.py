@@ -2,9 +2,11 @@
 
     OMP_NUM_THREADS=1 python scripts/compare_otr.py [--seeds 0 1] [hydra overrides ...]
 
-Each seed runs `experiment=otr` (shared cached SFT warm-up, OTR as the main stage, SFT as the control stage) and the
-final evaluation of both stages becomes one row of the printed table (exact-match accuracy and reference NLL on `val`
-and `test_ood`), followed by the mean over seeds. Writes logs/compare_otr/results.json.
+Each seed runs `experiment=otr` (cached SFT warm-up on task A, then OTR as the main stage and SFT as the control
+stage on task B) and the final evaluation of each stage becomes one row of the printed table: exact-match accuracy,
+reference NLL and predictive entropy on `val` (B), `test_ood` (B, shifted) and `retain` (A), as far as the run logs
+them, followed by the mean over seeds. Ablations pass overrides, e.g. `method.beta=0 control=null` (no control).
+Writes <out>/results.json (default logs/compare_otr).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from posttrain.run import register_resolvers, train  # noqa: E402
 
-METRICS = ("val/accuracy", "test_ood/accuracy", "val/nll", "test_ood/nll")
+SPLITS = ("val", "test_ood", "retain")
+NAMES = ("accuracy", "nll", "entropy")
 
 
 def run_seed(seed: int, overrides: list[str], out: str) -> list[dict]:
@@ -38,19 +41,36 @@ def run_seed(seed: int, overrides: list[str], out: str) -> list[dict]:
         if stage != "sft (start)":
             finals[stage] = r
     labelled = [{"method": "start (warm-up)", **start[0]}] if start else []
-    stage_names = {cfg.name: f"otr (K={cfg.method.k}, tau={cfg.method.temperature}, beta={cfg.method.beta})",
-                   cfg.control.name: "sft"} if cfg.get("control") else {cfg.name: "otr"}
+    lr = f"lr={cfg.method.optimizer.lr:g}"
+    otr = (f"otr ({cfg.method.estimator if cfg.method.estimator != 'sampled' else f'K={cfg.method.k}'}, "
+           f"tau={cfg.method.temperature}, beta={cfg.method.beta}, {lr})")
+    stage_names = {cfg.name: otr, **({cfg.control.name: f"sft ({lr})"} if cfg.get("control") else {})}
     labelled += [{"method": stage_names.get(k, k), **v} for k, v in finals.items()]
     return [{"seed": seed, **r} for r in labelled]
 
 
+def logged_metrics(rows: list[dict]) -> list[str]:
+    """`<split>/<name>` columns that some row has, accuracy first, then NLL, then entropy."""
+    return [f"{s}/{n}" for n in NAMES for s in SPLITS if any(f"{s}/{n}" in r for r in rows)]
+
+
+def cell(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
 def table(rows: list[dict]) -> str:
-    header = ["method", "seed", "step", *METRICS]
-    body = [[r["method"], str(r["seed"]), str(r.get("step", "")), *(f"{r[m]:.4f}" for m in METRICS)] for r in rows]
+    metrics = logged_metrics(rows)
+    header = ["method", "seed", "step", *metrics]
+    body = [[r["method"], str(r["seed"]), str(r.get("step", "")), *(cell(r.get(m)) for m in metrics)] for r in rows]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        body.append([method, "mean", "", *(f"{sum(r[m] for r in mine) / len(mine):.4f}" for m in METRICS)])
+        body.append([method, "mean", "", *(cell(mean([r.get(m) for r in mine])) for m in metrics)])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -58,12 +78,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merged_rows(paths: list[str]) -> list[dict]:
+    """The rows of several results.json files, each (method, seed) once (the shared warm-up row repeats)."""
+    rows = {}
+    for path in paths:
+        with open(path) as handle:
+            for r in json.load(handle)["rows"]:
+                rows.setdefault((r["method"], r["seed"]), r)
+    return sorted(rows.values(), key=lambda r: (r["method"] != "start (warm-up)", r["method"], r["seed"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default=os.path.join(ROOT, "logs", "compare_otr"))
+    parser.add_argument("--merge", nargs="+", metavar="RESULTS_JSON",
+                        help="run nothing: print one table of the rows of earlier results.json files")
     parser.add_argument("overrides", nargs="*", help="hydra overrides applied to every run")
     args = parser.parse_args()
+    if args.merge:
+        print("\n" + table(merged_rows(args.merge)) + "\n", flush=True)
+        return
     rows = [r for seed in args.seeds for r in run_seed(seed, args.overrides, args.out)]
     rows.sort(key=lambda r: (r["method"] != "start (warm-up)", r["method"], r["seed"]))
     text = table(rows)

@@ -1,7 +1,12 @@
 """Built-in verifiable task: n-digit addition, subtraction and multiplication, seeded.
 
 Splits: `train` and `val` share the in-distribution digit range; `test_ood` uses more digits.
-Every held-out problem is distinct from every training problem.
+Every held-out problem is distinct from every training problem. With `retain_operations`, a `retain` split holds
+problems of an earlier task A (e.g. addition, while this task B is subtraction): it is exactly the `val` split of
+`ArithmeticTask(operations=retain_operations, digits=retain_digits, seed=seed)`, so a model warmed up on that task
+is scored on A problems it never trained on, and the drop of `retain/accuracy` measures forgetting.
+`carries` restricts addition to problems with no carry ("none") or at least one ("only"), e.g. A = addition without
+carries, B = addition with carries: B then differs from A only at the carry digits.
 """
 from __future__ import annotations
 
@@ -11,10 +16,20 @@ from collections.abc import Sequence
 from posttrain.utils.config import check
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+CARRIES = ("any", "none", "only")
+
+
+def has_carry(a: int, b: int) -> bool:
+    """Whether column addition of a + b carries in any column (one carry is enough, so the incoming one is moot)."""
+    while a or b:
+        if a % 10 + b % 10 >= 10:
+            return True
+        a, b = a // 10, b // 10
+    return False
 
 
 class ArithmeticTask:
-    eval_splits = ("val", "test_ood")
+    eval_splits: tuple[str, ...] = ("val", "test_ood")
 
     def __init__(
         self,
@@ -25,14 +40,25 @@ class ArithmeticTask:
         val_size: int = 1000,
         test_ood_size: int = 1000,
         seed: int = 0,
+        retain_operations: Sequence[str] = (),
+        retain_digits: Sequence[int] | None = None,
+        retain_size: int = 1000,
+        carries: str = "any",
+        retain_carries: str = "any",
     ):
         for op in operations:
             check(op in _OPS, "data.task.operations", f"unknown operation {op!r}; choose from {sorted(_OPS)}")
         check(1 <= digits[0] <= digits[1], "data.task.digits", f"must be [min, max] with 1 <= min <= max, got {list(digits)}")
         check(1 <= ood_digits[0] <= ood_digits[1], "data.task.ood_digits", f"must be [min, max], got {list(ood_digits)}")
-        for key, size in (("train_size", train_size), ("val_size", val_size), ("test_ood_size", test_ood_size)):
+        for key, size in (("train_size", train_size), ("val_size", val_size), ("test_ood_size", test_ood_size),
+                          ("retain_size", retain_size)):
             check(size >= 0, f"data.task.{key}", f"must be >= 0, got {size}")
+        for key, value in (("carries", carries), ("retain_carries", retain_carries)):
+            check(value in CARRIES, f"data.task.{key}", f"must be one of {list(CARRIES)}, got {value!r}")
+        check(carries == "any" or set(operations) == {"+"}, "data.task.carries",
+              f"only applies to addition, got operations {list(operations)}")
         self.operations, self.digits, self.ood_digits = tuple(operations), tuple(digits), tuple(ood_digits)
+        self.carries = carries
         rng = random.Random(seed)
         held_out = self._draw(rng, self.digits, val_size, exclude=set())
         self._splits = {
@@ -40,6 +66,10 @@ class ArithmeticTask:
             "train": self._draw(rng, self.digits, train_size, exclude={e["prompt"] for e in held_out}),
             "test_ood": self._draw(rng, self.ood_digits, test_ood_size, exclude=set()),
         }
+        if retain_operations:
+            self._splits["retain"] = retain_split(retain_operations, retain_digits or digits, retain_size, seed,
+                                                  retain_carries)
+            self.eval_splits = (*self.eval_splits, "retain")
 
     def examples(self, split: str) -> list[dict]:
         check(split in self._splits, "split", f"unknown split {split!r}; this task has {sorted(self._splits)}")
@@ -57,7 +87,7 @@ class ArithmeticTask:
             op = rng.choice(self.operations)
             a, b = self._operand(rng, digits), self._operand(rng, digits)
             prompt = f"{a}{op}{b}="
-            if prompt in seen:
+            if prompt in seen or (self.carries != "any" and has_carry(a, b) != (self.carries == "only")):
                 continue
             seen.add(prompt)
             answer = str(_OPS[op](a, b))
@@ -72,3 +102,18 @@ class ArithmeticTask:
     def _capacity(self, digits) -> int:
         numbers = 10 ** digits[1]  # every operand in range, an upper bound good enough to reject impossible sizes
         return len(self.operations) * numbers * numbers
+
+
+def retain_split(operations: Sequence[str], digits: Sequence[int], size: int, seed: int,
+                 carries: str = "any") -> list[dict]:
+    """The `val` split of task A = ArithmeticTask(operations, digits, seed, carries): A problems that A's train split
+    excludes.
+
+    `val` is drawn first from the seeded generator, so its first `size` problems do not depend on A's other sizes.
+    """
+    for op in operations:
+        check(op in _OPS, "data.task.retain_operations", f"unknown operation {op!r}; choose from {sorted(_OPS)}")
+    check(1 <= digits[0] <= digits[1], "data.task.retain_digits", f"must be [min, max], got {list(digits)}")
+    task_a = ArithmeticTask(operations=operations, digits=digits, train_size=0, val_size=size, test_ood_size=0,
+                            seed=seed, carries=carries)
+    return task_a.examples("val")

@@ -29,6 +29,24 @@ def label_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return token_logprobs(logits, targets), targets != IGNORE_INDEX
 
 
+def label_logprobs_and_entropy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
+    """`label_logprobs` plus the entropy H(π_θ(·|tokens_<t)) in nats at every labelled position, from one forward.
+
+    It materialises the (B, T, V) log-softmax (and ignores `fused_lm_head`), so it is meant for evaluation with
+    small vocabularies; it is opt-in (`method.evaluation.entropy`).
+
+    Returns:
+        logps (B, T-1) float32, entropy (B, T-1) float32, both 0 where masked; mask (B, T-1) bool.
+    """
+    targets = labels[:, 1:]  # (B, T-1)
+    mask = targets != IGNORE_INDEX  # (B, T-1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]  # (B, T-1, V)
+    logp = torch.log_softmax(logits.float(), -1)  # (B, T-1, V)
+    logps = logp.gather(-1, targets.clamp(min=0)[..., None])[..., 0] * mask  # (B, T-1)
+    entropy = -(logp.exp() * logp).sum(-1) * mask  # (B, T-1)
+    return logps, entropy, mask
+
+
 def sequence_logprobs(model, batch: dict) -> torch.Tensor:
     """Σ_t log p_θ(y_t | x, y_<t) over response tokens: (B,). Sums, not means (DPO-family losses need sums)."""
     logps, mask = label_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])

@@ -1,6 +1,7 @@
 import pytest
 
 from datamodules.tasks import ArithmeticTask
+from datamodules.tasks.arithmetic import has_carry
 from posttrain.utils.config import ConfigError
 
 
@@ -31,3 +32,34 @@ def test_bad_settings_name_the_key():
         ArithmeticTask(digits=[3, 1])
     with pytest.raises(ConfigError, match="data.task"):
         ArithmeticTask(digits=[1, 1], train_size=1000, val_size=10)
+
+
+def test_retain_split_is_task_a_val_and_outside_task_a_train():
+    task_a = ArithmeticTask(operations=["+"], digits=[1, 2], train_size=300, val_size=50, test_ood_size=0, seed=5)
+    task_b = ArithmeticTask(operations=["-"], digits=[2, 2], ood_digits=[1, 1], train_size=100, val_size=20,
+                            test_ood_size=10, seed=5, retain_operations=["+"], retain_digits=[1, 2], retain_size=40)
+    assert task_b.eval_splits == ("val", "test_ood", "retain")
+    retain = task_b.examples("retain")
+    assert retain == task_a.examples("val")[:40]  # the warm-up's held-out A problems
+    assert not {e["prompt"] for e in retain} & {e["prompt"] for e in task_a.examples("train")}
+    assert all("+" in e["prompt"] and str(eval(e["prompt"][:-1])) == e["answer"] for e in retain)
+    assert all("-" in e["prompt"] for e in task_b.examples("train"))
+    assert ArithmeticTask(train_size=10, val_size=5, test_ood_size=5).eval_splits == ("val", "test_ood")
+
+
+def test_bad_retain_settings_name_the_key():
+    with pytest.raises(ConfigError, match="data.task.retain_operations"):
+        ArithmeticTask(train_size=10, val_size=5, test_ood_size=5, retain_operations=["/"])
+    with pytest.raises(ConfigError, match="data.task.retain_size"):
+        ArithmeticTask(train_size=10, val_size=5, test_ood_size=5, retain_operations=["+"], retain_size=-1)
+
+
+def test_carries_filter_and_carry_free_retain_split():
+    assert has_carry(15, 5) and has_carry(95, 7) and not has_carry(12, 34) and not has_carry(0, 9)
+    task = ArithmeticTask(digits=[1, 2], ood_digits=[1, 1], train_size=200, val_size=50, test_ood_size=20, seed=1,
+                          carries="only", retain_operations=["+"], retain_carries="none", retain_size=30)
+    for split in ("train", "val", "test_ood"):
+        assert all(has_carry(*map(int, e["prompt"][:-1].split("+"))) for e in task.examples(split))
+    assert not any(has_carry(*map(int, e["prompt"][:-1].split("+"))) for e in task.examples("retain"))
+    with pytest.raises(ConfigError, match="data.task.carries"):
+        ArithmeticTask(operations=["-"], carries="only")

@@ -33,7 +33,11 @@ def step_loss(cfg, batch, backend: str):
 def test_extension_and_reference_give_the_same_loss(tmp_path):
     if _backend.extension() is None:
         pytest.skip("extension not built")
-    cfg = compose_config(["experiment=otr", "debug=tiny", "warmup=null", "control=null"], tmp_path)
+    # A fixed batch (2-digit addition), not the experiment's current data: the two backends may legitimately pick
+    # neighbouring tokens when a uniform falls within float rounding of a CDF boundary (seen once, |u - cdf| ~ 5e-9),
+    # which makes the loss comparison depend on the data drawn.
+    cfg = compose_config(["experiment=otr", "debug=tiny", "warmup=null", "control=null", "data.task.operations=[+]",
+                          "data.task.val_size=1000", "data.task.retain_operations=[]"], tmp_path)
     datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.model)[1])
     datamodule.setup()
     batch = next(iter(datamodule.train_dataloader()))
