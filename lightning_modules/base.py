@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from posttrain.metrics import ExactMatch
 from posttrain.models.forward import label_logprobs
 from posttrain.optim import build_optimizer, build_scheduler
+from posttrain.utils.config import check
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -29,7 +30,10 @@ class PostTrainModule(L.LightningModule):
     Args:
         optimizer: {name, lr, weight_decay, ...} for posttrain.optim.build_optimizer.
         scheduler: {name, warmup_ratio, min_lr_ratio} for posttrain.optim.build_scheduler.
-        evaluation: {max_new_tokens, batch_size}; held-out splits are scored by greedy decoding.
+        evaluation: {max_new_tokens, batch_size, sampled_k, sampled_temperature}; held-out splits are scored by
+            greedy decoding (`<split>/accuracy`) and, when `sampled_k` > 0, also by `sampled_k` samples per problem
+            at `sampled_temperature` (`<split>/accuracy_sampled`, avg@k): RL methods optimise the sampled pass rate,
+            which greedy accuracy can miss (sharpening a distribution moves greedy accuracy, not only the pass rate).
     A subclass that sets `record_start_evaluation` keeps the sanity-check validation of a fresh run (the start model)
     in `eval_history` as epoch -1; it needs `trainer.num_sanity_val_steps=-1` to cover every batch.
     """
@@ -42,8 +46,13 @@ class PostTrainModule(L.LightningModule):
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_cfg = dict(optimizer or {})
         self.scheduler_cfg = dict(scheduler or {})
-        self.evaluation_cfg = {"max_new_tokens": 16, **(evaluation or {})}
+        self.evaluation_cfg = {"max_new_tokens": 16, "sampled_k": 0, "sampled_temperature": 1.0, **(evaluation or {})}
+        check(self.evaluation_cfg["sampled_k"] >= 0, "method.evaluation.sampled_k",
+              f"must be >= 0, got {self.evaluation_cfg['sampled_k']}")
+        check(self.evaluation_cfg["sampled_temperature"] > 0, "method.evaluation.sampled_temperature",
+              f"must be > 0, got {self.evaluation_cfg['sampled_temperature']}")
         self.eval_accuracy = nn.ModuleDict()  # split -> ExactMatch of greedy completions
+        self.eval_sampled = nn.ModuleDict()  # split -> ExactMatch of sampled completions (avg@k)
         self.eval_nll = nn.ModuleDict()  # split -> token-averaged NLL of the reference responses
         self.eval_history: list[dict] = []  # one entry per completed validation, kept in the checkpoint
 
@@ -70,6 +79,8 @@ class PostTrainModule(L.LightningModule):
             if split not in self.eval_accuracy:
                 self.eval_accuracy[split] = ExactMatch()
                 self.eval_nll[split] = MeanMetric()
+                if self.evaluation_cfg["sampled_k"] > 0:
+                    self.eval_sampled[split] = ExactMatch()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         datamodule = self.trainer.datamodule
@@ -77,6 +88,12 @@ class PostTrainModule(L.LightningModule):
         completions = self.greedy_completions(batch)
         correct = torch.tensor([datamodule.is_correct(e, c) for e, c in zip(batch["examples"], completions)])
         self.eval_accuracy[split].update(correct)
+        if split in self.eval_sampled:
+            k = self.evaluation_cfg["sampled_k"]
+            completions = self.sampled_completions(batch, k, seed=batch_idx * 1009 + dataloader_idx)
+            examples = [e for e in batch["examples"] for _ in range(k)]
+            sampled = [datamodule.is_correct(e, c) for e, c in zip(examples, completions)]
+            self.eval_sampled[split].update(torch.tensor(sampled))
         logps, mask = label_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         tokens = mask.sum().clamp(min=1)
         self.eval_nll[split].update(-(logps * mask).sum() / tokens, weight=tokens)
@@ -86,7 +103,10 @@ class PostTrainModule(L.LightningModule):
         for split in self.eval_accuracy:
             if not self.eval_accuracy[split].update_called:
                 continue
-            for name, metric in (("accuracy", self.eval_accuracy[split]), ("nll", self.eval_nll[split])):
+            metrics = [("accuracy", self.eval_accuracy[split]), ("nll", self.eval_nll[split])]
+            if split in self.eval_sampled:
+                metrics.append(("accuracy_sampled", self.eval_sampled[split]))
+            for name, metric in metrics:
                 value = metric.compute()  # reduced over processes by torchmetrics
                 self.log(f"{split}/{name}", value, prog_bar=name == "accuracy")
                 entry[f"{split}/{name}"] = float(value)
@@ -103,6 +123,18 @@ class PostTrainModule(L.LightningModule):
     @torch.no_grad()
     def greedy_completions(self, batch) -> list[str]:
         out = generate(self.model, batch["prompt_input_ids"], batch["prompt_attention_mask"], temperature=0.0,
+                       max_new_tokens=self.evaluation_cfg["max_new_tokens"], eos_token_id=self.tokenizer.eos_token_id,
+                       pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
+
+    @torch.no_grad()
+    def sampled_completions(self, batch, k: int, seed: int) -> list[str]:
+        """k samples per prompt (rows i*k .. i*k+k-1) at the evaluation temperature. The generator is seeded by the
+        batch's position only, so every evaluation of a run (and every method) draws with the same random numbers:
+        differences between evaluations come from the model, not from the sampling noise."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        out = generate(self.model, batch["prompt_input_ids"], batch["prompt_attention_mask"],
+                       temperature=self.evaluation_cfg["sampled_temperature"], num_samples=k, generator=generator,
                        max_new_tokens=self.evaluation_cfg["max_new_tokens"], eos_token_id=self.tokenizer.eos_token_id,
                        pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
