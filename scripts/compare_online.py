@@ -1,7 +1,7 @@
 """Evidence for the online methods: SFT (the shared warm-up checkpoint), RFT, GRPO and NFT from the same
 under-trained SFT model, on the same prompts with the same number of samples, for several seeds; one table.
 
-    OMP_NUM_THREADS=1 python scripts/compare_online.py [--seeds 0 1] [--epochs 2] [key=value ...]
+    OMP_NUM_THREADS=1 python scripts/compare_online.py [--seeds 0 1] [--epochs 5] [key=value ...]
 
 Extra key=value arguments are Hydra overrides applied to every run (e.g. data.num_samples=16). Each run is
 `python train.py experiment=<method> seed=<s>`; experiments with identical model, data and warm-up config reuse one
@@ -45,7 +45,7 @@ def run(method: str, seed: int, epochs: int, overrides: list[str], out: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--out", default=os.path.join(ROOT, "logs", "compare_online"))
     parser.add_argument("overrides", nargs="*")
