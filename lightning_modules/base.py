@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from posttrain.metrics import ExactMatch
 from posttrain.models.forward import label_logprobs, label_logprobs_and_entropy
 from posttrain.optim import build_optimizer, build_scheduler
+from posttrain.utils.config import check
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -29,9 +30,12 @@ class PostTrainModule(L.LightningModule):
     Args:
         optimizer: {name, lr, weight_decay, ...} for posttrain.optim.build_optimizer.
         scheduler: {name, warmup_ratio, min_lr_ratio} for posttrain.optim.build_scheduler.
-        evaluation: {max_new_tokens, batch_size, entropy}; held-out splits are scored by greedy decoding and the
-            NLL of the reference responses; `entropy: true` also logs `<split>/entropy`, the mean predictive
-            entropy (nats) over reference response positions (one (B, T, V) log-softmax: small vocabularies).
+        evaluation: {max_new_tokens, batch_size, entropy, sampled_k, sampled_temperature}; held-out splits are
+            scored by greedy decoding (`<split>/accuracy`) and the NLL of the reference responses; `entropy: true`
+            also logs `<split>/entropy`, the mean predictive entropy (nats) over reference response positions (one
+            (B, T, V) log-softmax: small vocabularies); `sampled_k` > 0 also scores `sampled_k` samples per problem
+            at `sampled_temperature` (`<split>/accuracy_sampled`, avg@k): RL methods optimise the sampled pass rate,
+            which greedy accuracy can miss.
     A subclass that sets `record_start_evaluation` keeps the sanity-check validation of a fresh run (the start model)
     in `eval_history` as epoch -1; it needs `trainer.num_sanity_val_steps=-1` to cover every batch.
     """
@@ -44,8 +48,14 @@ class PostTrainModule(L.LightningModule):
         self.model, self.tokenizer = model, tokenizer
         self.optimizer_cfg = dict(optimizer or {})
         self.scheduler_cfg = dict(scheduler or {})
-        self.evaluation_cfg = {"max_new_tokens": 16, "entropy": False, **(evaluation or {})}
+        self.evaluation_cfg = {"max_new_tokens": 16, "entropy": False, "sampled_k": 0, "sampled_temperature": 1.0,
+                               **(evaluation or {})}
+        check(self.evaluation_cfg["sampled_k"] >= 0, "method.evaluation.sampled_k",
+              f"must be >= 0, got {self.evaluation_cfg['sampled_k']}")
+        check(self.evaluation_cfg["sampled_temperature"] > 0, "method.evaluation.sampled_temperature",
+              f"must be > 0, got {self.evaluation_cfg['sampled_temperature']}")
         self.eval_accuracy = nn.ModuleDict()  # split -> ExactMatch of greedy completions
+        self.eval_sampled = nn.ModuleDict()  # split -> ExactMatch of sampled completions (avg@k)
         self.eval_nll = nn.ModuleDict()  # split -> token-averaged NLL of the reference responses
         self.eval_entropy = nn.ModuleDict()  # split -> token-averaged predictive entropy (evaluation.entropy only)
         self.eval_history: list[dict] = []  # one entry per completed validation, kept in the checkpoint
@@ -74,6 +84,8 @@ class PostTrainModule(L.LightningModule):
                 self.eval_accuracy[split] = ExactMatch()
                 self.eval_nll[split] = MeanMetric()
                 self.eval_entropy[split] = MeanMetric()
+                if self.evaluation_cfg["sampled_k"] > 0:
+                    self.eval_sampled[split] = ExactMatch()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         datamodule = self.trainer.datamodule
@@ -81,6 +93,12 @@ class PostTrainModule(L.LightningModule):
         completions = self.greedy_completions(batch)
         correct = torch.tensor([datamodule.is_correct(e, c) for e, c in zip(batch["examples"], completions)])
         self.eval_accuracy[split].update(correct)
+        if split in self.eval_sampled:
+            k = self.evaluation_cfg["sampled_k"]
+            completions = self.sampled_completions(batch, k, seed=batch_idx * 1009 + dataloader_idx)
+            examples = [e for e in batch["examples"] for _ in range(k)]
+            sampled = [datamodule.is_correct(e, c) for e, c in zip(examples, completions)]
+            self.eval_sampled[split].update(torch.tensor(sampled))
         inputs = (self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         if self.evaluation_cfg["entropy"]:
             logps, entropy, mask = label_logprobs_and_entropy(*inputs)  # (B, T-1) each
@@ -99,6 +117,8 @@ class PostTrainModule(L.LightningModule):
             metrics = [("accuracy", self.eval_accuracy[split]), ("nll", self.eval_nll[split])]
             if self.evaluation_cfg["entropy"]:
                 metrics.append(("entropy", self.eval_entropy[split]))
+            if split in self.eval_sampled:
+                metrics.append(("accuracy_sampled", self.eval_sampled[split]))
             for name, metric in metrics:
                 value = metric.compute()  # reduced over processes by torchmetrics
                 self.log(f"{split}/{name}", value, prog_bar=name == "accuracy")
@@ -116,6 +136,18 @@ class PostTrainModule(L.LightningModule):
     @torch.no_grad()
     def greedy_completions(self, batch) -> list[str]:
         out = generate(self.model, batch["prompt_input_ids"], batch["prompt_attention_mask"], temperature=0.0,
+                       max_new_tokens=self.evaluation_cfg["max_new_tokens"], eos_token_id=self.tokenizer.eos_token_id,
+                       pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
+
+    @torch.no_grad()
+    def sampled_completions(self, batch, k: int, seed: int) -> list[str]:
+        """k samples per prompt (rows i*k .. i*k+k-1) at the evaluation temperature. The generator is seeded by the
+        batch's position only, so every evaluation of a run (and every method) draws with the same random numbers:
+        differences between evaluations come from the model, not from the sampling noise."""
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        out = generate(self.model, batch["prompt_input_ids"], batch["prompt_attention_mask"],
+                       temperature=self.evaluation_cfg["sampled_temperature"], num_samples=k, generator=generator,
                        max_new_tokens=self.evaluation_cfg["max_new_tokens"], eos_token_id=self.tokenizer.eos_token_id,
                        pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)

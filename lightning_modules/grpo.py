@@ -24,13 +24,17 @@ class GRPOModule(PostTrainModule):
         kl_coef: β of the KL penalty to the frozen initial model; 0 disables it (and the reference copy).
         aggregation: "token-sum" (sum over tokens / C, Dr. GRPO and the NFT paper) or "seq-mean" (GRPO's).
         filter_groups: skip prompts with all-equal rewards.
-        prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong, seed: as for NFT.
+        prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong, max_generation_batches, seed:
+            as for NFT.
     """
+
+    record_start_evaluation = True  # the start model's row, with the same evaluation (incl. sampled accuracy)
 
     def __init__(self, model, tokenizer, clip_eps: float = 0.2, scale_rewards: bool = True, kl_coef: float = 0.0,
                  aggregation: str = "token-sum", filter_groups: bool = True, prompts_per_minibatch: int = 16,
                  normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
-                 truncated_is_wrong: bool = True, seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
+                 truncated_is_wrong: bool = True, max_generation_batches: int = 1, seed: int = 0,
+                 optimizer=None, scheduler=None, evaluation=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
         check(clip_eps > 0, "method.clip_eps", f"must be > 0, got {clip_eps}")
         check(kl_coef >= 0, "method.kl_coef", f"must be >= 0, got {kl_coef}")
@@ -44,10 +48,13 @@ class GRPOModule(PostTrainModule):
         self.normalizer, self.grad_clip = normalizer, grad_clip
         self.generation = online.generation_settings(generation)
         self.truncated_is_wrong, self.seed = truncated_is_wrong, seed
+        online.check_generation_batches(max_generation_batches)
+        self.max_generation_batches = max_generation_batches
         self.reference = frozen_copy(model) if kl_coef > 0 else None
 
     def training_step(self, batch, batch_idx):
-        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong)
+        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong,
+                                 self.max_generation_batches)
         k = rollout.num_samples
         advantages = group_advantages(rollout.grouped(rollout.rewards), scale=self.scale_rewards).flatten()  # (R,)
         kept = mixed_prompts(rollout) if self.filter_groups else torch.arange(rollout.num_prompts, device=self.device)
@@ -67,7 +74,7 @@ class GRPOModule(PostTrainModule):
             throughput.add(rows)
             parts.append({"loss": loss.detach(), **metrics})
         self.log_metrics("train", {**group_statistics(rollout), **online.mean_metrics(parts),
-                                   "groups_kept": kept.numel() / rollout.num_prompts, "updates": float(len(parts)),
+                                   "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
                                    **throughput.metrics()}, batch_size=rollout.num_prompts)
 
     def schedule_period(self) -> int:

@@ -26,13 +26,17 @@ class NFTModule(PostTrainModule):
         grad_clip: gradient-norm clip per optimizer step (paper 1.0); null disables it.
         generation: {temperature, max_new_tokens} of the rollouts.
         truncated_is_wrong: answers without eos within max_new_tokens score 0 (paper).
+        max_generation_batches: dynamic sampling; at most this many prompt batches are generated per step to fill
+            the batch with mixed groups (paper: 10); 1 = train on the mixed groups of the step's batch only.
         seed: seeds the rollouts by position in training (a resumed run draws the same samples).
     """
+
+    record_start_evaluation = True  # the start model's row, with the same evaluation (incl. sampled accuracy)
 
     def __init__(self, model, tokenizer, eps: float = 1.0, omega: str = "1-r", neg_weight: float = 1.0,
                  r_clamp=(0.02, 0.98), prompts_per_minibatch: int = 16, normalizer: float | None = None,
                  grad_clip: float | None = 1.0, generation: dict | None = None, truncated_is_wrong: bool = True,
-                 seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
+                 max_generation_batches: int = 1, seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
         check(eps > 0, "method.eps", f"must be > 0, got {eps}")
         check_choice(omega, OMEGAS, "method.omega")
@@ -47,9 +51,12 @@ class NFTModule(PostTrainModule):
         self.prompts_per_minibatch, self.normalizer, self.grad_clip = prompts_per_minibatch, normalizer, grad_clip
         self.generation = online.generation_settings(generation)
         self.truncated_is_wrong, self.seed = truncated_is_wrong, seed
+        online.check_generation_batches(max_generation_batches)
+        self.max_generation_batches = max_generation_batches
 
     def training_step(self, batch, batch_idx):
-        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong)
+        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong,
+                                 self.max_generation_batches)
         k = rollout.num_samples
         r_hat = correctness_rate(rollout.grouped(rollout.rewards)).repeat_interleave(k)  # (R,)
         kept = mixed_prompts(rollout)  # (P',) prompts with 0 < r̂ < 1
@@ -65,7 +72,7 @@ class NFTModule(PostTrainModule):
             throughput.add(rows)
             parts.append({"loss": loss.detach(), **metrics})
         self.log_metrics("train", {**group_statistics(rollout), **online.mean_metrics(parts),
-                                   "groups_kept": kept.numel() / rollout.num_prompts, "updates": float(len(parts)),
+                                   "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
                                    **throughput.metrics()}, batch_size=rollout.num_prompts)
 
     def schedule_period(self) -> int:

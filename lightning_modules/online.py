@@ -8,7 +8,9 @@ import time
 
 import torch
 
-from posttrain.rollouts import Rollout, collect_rollout, sampling_generator
+from datamodules.collate import SFTCollator
+from posttrain.rollouts import (Rollout, collect_rollout, concat_rollouts, mixed_prompts, sampling_generator,
+                                select_prompts)
 from posttrain.utils.config import check
 
 GENERATION_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 8}
@@ -26,13 +28,38 @@ def generation_settings(generation: dict | None) -> dict:
     return cfg
 
 
-def rollout(module, batch: dict, batch_idx: int, generation: dict, truncated_is_wrong: bool) -> Rollout:
-    """K samples per prompt of the batch from the current policy, seeded by the position in training."""
+def rollout(module, batch: dict, batch_idx: int, generation: dict, truncated_is_wrong: bool,
+            max_generation_batches: int = 1) -> Rollout:
+    """K samples per prompt of the batch from the current policy, seeded by the position in training.
+
+    Dynamic sampling (the NFT/DAPO papers' refill), when `max_generation_batches` > 1: while fewer than
+    len(batch) prompts have mixed groups (0 < r̂ < 1, the only ones that carry a gradient), another batch of
+    training prompts, drawn at random by the same position-seeded generator (so a resumed run draws the same), is
+    sampled and its mixed groups appended, up to `max_generation_batches` batches in all. The result holds the
+    step's own batch first (its statistics stay unbiased) and then only the added mixed groups, at most enough to
+    reach len(batch) mixed prompts, so every method gets the same number of updates per step.
+    """
     datamodule = module.trainer.datamodule
     generator = sampling_generator(module.device, module.seed, module.current_epoch, batch_idx, module.global_rank)
-    return collect_rollout(module.model, batch, datamodule, num_samples=datamodule.num_samples,
-                           max_new_tokens=generation["max_new_tokens"], temperature=generation["temperature"],
-                           generator=generator, truncated_is_wrong=truncated_is_wrong)
+
+    def sample(prompts: dict) -> Rollout:
+        return collect_rollout(module.model, prompts, datamodule, num_samples=datamodule.num_samples,
+                               max_new_tokens=generation["max_new_tokens"], temperature=generation["temperature"],
+                               generator=generator, truncated_is_wrong=truncated_is_wrong)
+
+    first = sample(batch)
+    target, parts = first.num_prompts, [first]
+    missing = target - mixed_prompts(first).numel()
+    while missing > 0 and len(parts) < max_generation_batches:
+        train = datamodule.splits["train"]
+        picks = torch.randint(len(train), (target,), generator=generator, device=generator.device).tolist()
+        prompts = SFTCollator(datamodule.encoder, with_prompts=True)([train[i] for i in picks])
+        prompts = {k: v.to(module.device) if torch.is_tensor(v) else v for k, v in prompts.items()}
+        extra = sample(prompts)
+        added = mixed_prompts(extra)[:missing]  # (P',)
+        parts.append(select_prompts(extra, added))
+        missing -= added.numel()
+    return concat_rollouts(parts, datamodule.encoder.pad_id) if len(parts) > 1 else first
 
 
 def update(module, loss: torch.Tensor, grad_clip: float | None) -> None:
@@ -44,6 +71,11 @@ def update(module, loss: torch.Tensor, grad_clip: float | None) -> None:
         module.clip_gradients(optimizer, gradient_clip_val=grad_clip, gradient_clip_algorithm="norm")
     optimizer.step()
     module.lr_schedulers().step()
+
+
+def check_generation_batches(max_generation_batches: int) -> None:
+    check(max_generation_batches >= 1, "method.max_generation_batches",
+          f"must be >= 1 (1 = no dynamic sampling), got {max_generation_batches}")
 
 
 def updates_per_batch(module, prompts_per_minibatch: int) -> int:

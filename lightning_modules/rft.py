@@ -20,12 +20,16 @@ class RFTModule(PostTrainModule):
     """Args:
         filter_groups: skip prompts with all-equal rewards (the NFT paper's pipeline); false keeps every correct
             answer, including those of all-correct prompts.
-        prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong, seed: as for NFT.
+        prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong, max_generation_batches, seed:
+            as for NFT.
     """
+
+    record_start_evaluation = True  # the start model's row, with the same evaluation (incl. sampled accuracy)
 
     def __init__(self, model, tokenizer, filter_groups: bool = True, prompts_per_minibatch: int = 16,
                  normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
-                 truncated_is_wrong: bool = True, seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
+                 truncated_is_wrong: bool = True, max_generation_batches: int = 1, seed: int = 0,
+                 optimizer=None, scheduler=None, evaluation=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
         check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
         check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
@@ -35,9 +39,12 @@ class RFTModule(PostTrainModule):
         self.normalizer, self.grad_clip = normalizer, grad_clip
         self.generation = online.generation_settings(generation)
         self.truncated_is_wrong, self.seed = truncated_is_wrong, seed
+        online.check_generation_batches(max_generation_batches)
+        self.max_generation_batches = max_generation_batches
 
     def training_step(self, batch, batch_idx):
-        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong)
+        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong,
+                                 self.max_generation_batches)
         k = rollout.num_samples
         if self.filter_groups:
             kept = mixed_prompts(rollout)
@@ -53,7 +60,7 @@ class RFTModule(PostTrainModule):
             throughput.add(rows)
             parts.append({"loss": loss.detach(), **metrics})
         self.log_metrics("train", {**group_statistics(rollout), **online.mean_metrics(parts),
-                                   "groups_kept": kept.numel() / rollout.num_prompts, "updates": float(len(parts)),
+                                   "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
                                    **throughput.metrics()}, batch_size=rollout.num_prompts)
 
     def schedule_period(self) -> int:

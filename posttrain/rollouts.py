@@ -30,10 +30,18 @@ class Rollout:
     finished: torch.Tensor  # (R,) bool, the response ended with eos
     num_samples: int  # K; rows of prompt i are i*K .. i*K+K-1
     seconds: float = 0.0  # wall time of generation and scoring
+    first_prompts: int | None = None  # prompts of the step's own batch (the rest were added by dynamic sampling)
+    generation_batches: int = 1  # prompt batches generated for this rollout (> 1 with dynamic sampling)
 
     @property
     def num_prompts(self) -> int:
         return self.rewards.shape[0] // self.num_samples
+
+    @property
+    def batch_prompts(self) -> int:
+        """The prompts of the step's own batch, an unbiased sample of the data (dynamic sampling adds only mixed
+        groups after them, which would bias the logged group fractions and accuracy)."""
+        return self.num_prompts if self.first_prompts is None else self.first_prompts
 
     def grouped(self, values: torch.Tensor) -> torch.Tensor:
         return values.view(self.num_prompts, self.num_samples)  # (P, K)
@@ -85,6 +93,34 @@ def collect_rollout(model, batch: dict, datamodule, *, num_samples: int, max_new
                    num_samples=num_samples, seconds=time.perf_counter() - start)
 
 
+def select_prompts(rollout: Rollout, prompts: torch.Tensor) -> Rollout:
+    """The rollout restricted to the given prompts (whole groups, in the given order)."""
+    k = rollout.num_samples
+    index = (prompts[:, None] * k + torch.arange(k, device=prompts.device)).flatten()  # (P' * K,)
+    tensors = {f.name: getattr(rollout, f.name)[index] for f in fields(rollout)
+               if isinstance(getattr(rollout, f.name), torch.Tensor)}
+    return Rollout(**tensors, num_samples=k, seconds=rollout.seconds)
+
+
+def concat_rollouts(parts: list[Rollout], pad_token_id: int) -> Rollout:
+    """One rollout from several of the same K, right-padding every row to the widest; `first_prompts` = the first
+    part's prompts, so statistics can be taken over the step's own batch."""
+    width = max(p.input_ids.shape[1] for p in parts)
+    pad_values = {"input_ids": pad_token_id, "attention_mask": 0, "labels": -100, "old_logps": 0.0, "mask": False}
+
+    def padded(part: Rollout, name: str) -> torch.Tensor:
+        value = getattr(part, name)
+        if name not in pad_values:
+            return value
+        extra = width - (1 if name in ("old_logps", "mask") else 0) - value.shape[1]
+        return torch.nn.functional.pad(value, (0, extra), value=pad_values[name])
+
+    tensors = {f.name: torch.cat([padded(p, f.name) for p in parts]) for f in fields(parts[0])
+               if isinstance(getattr(parts[0], f.name), torch.Tensor)}
+    return Rollout(**tensors, num_samples=parts[0].num_samples, seconds=sum(p.seconds for p in parts),
+                   first_prompts=parts[0].num_prompts, generation_batches=len(parts))
+
+
 def policy_logprobs(model, rows: dict, temperature: float = 1.0) -> torch.Tensor:
     """log π_θ of each label token under the same temperature the rollout sampled with: (R, T-1), 0 off-response.
 
@@ -119,17 +155,19 @@ def group_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-
 
 def group_statistics(rollout: Rollout) -> dict:
     """The logged rollout metrics: reward mean, accuracy, all-correct/all-wrong group fractions, lengths, parsing."""
-    rewards = rollout.grouped(rollout.rewards)  # (P, K)
+    rows = rollout.batch_prompts * rollout.num_samples  # statistics of the step's own batch only
+    rewards = rollout.grouped(rollout.rewards)[: rollout.batch_prompts]  # (P, K)
     rate = correctness_rate(rewards)  # (P,)
-    lengths = rollout.mask.sum(-1).float()  # (R,)
+    lengths = rollout.mask[:rows].sum(-1).float()  # (R,)
     return {
-        "reward_mean": rollout.rewards.mean(),
-        "accuracy": (rollout.rewards > 0.5).float().mean(),
+        "reward_mean": rewards.mean(),
+        "accuracy": (rewards > 0.5).float().mean(),
         "groups_all_correct": (rate == 1).float().mean(),
         "groups_all_wrong": (rate == 0).float().mean(),
         "response_length": lengths.mean(),
-        "truncated": (~rollout.finished).float().mean(),
-        "unparsed": (~rollout.parsed).float().mean(),
+        "truncated": (~rollout.finished[:rows]).float().mean(),
+        "unparsed": (~rollout.parsed[:rows]).float().mean(),
+        "generation_batches": float(rollout.generation_batches),
     }
 
 

@@ -1,12 +1,13 @@
 """Evidence for the online methods: SFT (the shared warm-up checkpoint), RFT, GRPO and NFT from the same
 under-trained SFT model, on the same prompts with the same number of samples, for several seeds; one table.
 
-    OMP_NUM_THREADS=1 python scripts/compare_online.py [--seeds 0 1] [--epochs 2] [key=value ...]
+    OMP_NUM_THREADS=1 python scripts/compare_online.py [--seeds 0 1] [--epochs 5] [key=value ...]
 
 Extra key=value arguments are Hydra overrides applied to every run (e.g. data.num_samples=16). Each run is
 `python train.py experiment=<method> seed=<s>`; experiments with identical model, data and warm-up config reuse one
-cached SFT checkpoint per seed. Prints per-seed and mean exact-match accuracy on val and test_ood and writes
-logs/compare_online/results.json.
+cached SFT checkpoint per seed. Prints per-seed values, the mean and its standard error over seeds
+(sd / sqrt(n)) of greedy exact match and, where the experiment logs it, sampled accuracy (avg@k at T = 1) on val
+and test_ood, and the optimizer steps made; writes logs/compare_online/results.json.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from posttrain.run import register_resolvers, train  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("rft", "grpo", "nft")
-SPLITS = ("val/accuracy", "test_ood/accuracy")
+SPLITS = ("val/accuracy", "test_ood/accuracy", "val/accuracy_sampled", "test_ood/accuracy_sampled")
 
 
 def run(method: str, seed: int, epochs: int, overrides: list[str], out: str) -> list[dict]:
@@ -44,7 +45,7 @@ def run(method: str, seed: int, epochs: int, overrides: list[str], out: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--out", default=os.path.join(ROOT, "logs", "compare_online"))
     parser.add_argument("overrides", nargs="*")
@@ -53,7 +54,10 @@ def main() -> None:
     for seed in args.seeds:
         for method in args.methods:
             rows = run(method, seed, args.epochs, args.overrides, args.out)
-            results["sft"][seed] = rows[0]  # the warm-up row: the same checkpoint for every method of this seed
+            # the start row: the same warm-up checkpoint for every method of this seed; the method's own evaluation
+            # of it (epoch -1) when there is one, since that one has the method's metrics (sampled accuracy)
+            start = [r for r in rows if r.get("epoch") == -1] or rows[:1]
+            results["sft"][seed] = start[0]
             results.setdefault(method, {})[seed] = rows[-1]
     print_table(results, args.seeds)
     os.makedirs(args.out, exist_ok=True)
@@ -63,14 +67,26 @@ def main() -> None:
                   handle, indent=1)
 
 
+def mean_and_error(values: list[float]) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) / len(values) ** 0.5:.3f}"
+
+
 def print_table(results: dict, seeds: list[int]) -> None:
-    header = ["method", *(f"{split.split('/')[0]} s{s}" for split in SPLITS for s in seeds),
-              *(f"{split.split('/')[0]} mean" for split in SPLITS)]
+    splits = [split for split in SPLITS if any(split in r for by_seed in results.values() for r in by_seed.values())]
+    short = {split: split.replace("/accuracy", "").replace("_sampled", " sampled") for split in splits}
+    header = ["method", "steps", *(f"{short[split]} s{s}" for split in splits for s in seeds),
+              *(f"{short[split]} mean" for split in splits)]
     lines = []
     for method, by_seed in results.items():
-        cells = [method]
-        cells += [f"{by_seed[s][split]:.3f}" if s in by_seed else "" for split in SPLITS for s in seeds]
-        cells += [f"{statistics.mean(by_seed[s][split] for s in seeds if s in by_seed):.3f}" for split in SPLITS]
+        cells = [method, "/".join(str(by_seed[s].get("step", "")) for s in seeds if s in by_seed)]
+        cells += [f"{by_seed[s][split]:.3f}" if s in by_seed and split in by_seed[s] else ""
+                  for split in splits for s in seeds]
+        cells += [mean_and_error([by_seed[s][split] for s in seeds if s in by_seed and split in by_seed[s]])
+                  for split in splits]
         lines.append(cells)
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))

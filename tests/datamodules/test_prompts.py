@@ -100,3 +100,31 @@ def test_gsm8k_loads_with_a_config_override(tmp_path):
     assert isinstance(dm.verifier, GSM8KVerifier)
     example = dm.splits["val"][0]
     assert dm.is_correct(example, example["answer"]) and not dm.is_correct(example, "#### -1")
+
+
+def test_select_and_concat_rollouts_keep_groups_aligned():
+    from posttrain.rollouts import concat_rollouts, select_prompts
+    model, tok = tiny_llama()
+    dm = arithmetic_datamodule(tok, num_samples=2)
+    batches = iter(dm.train_dataloader())
+    first = collect_rollout(model, next(batches), dm, num_samples=2, max_new_tokens=3, temperature=1.0,
+                            generator=torch.Generator().manual_seed(0))
+    longer = collect_rollout(model, next(batches), dm, num_samples=2, max_new_tokens=7, temperature=1.0,
+                             generator=torch.Generator().manual_seed(1))
+    longer.rewards = torch.tensor([1.0, 0, 1, 1, 0, 1, 0, 0])  # prompts 0 and 2 mixed
+    picked = select_prompts(longer, torch.tensor([2, 0]))
+    assert picked.num_prompts == 2 and picked.rewards.tolist() == [0.0, 1, 1, 0]
+    assert torch.equal(picked.input_ids[:2], longer.input_ids[4:6])
+    merged = concat_rollouts([first, picked], tok.pad_token_id)
+    assert merged.num_prompts == 6 and merged.batch_prompts == 4 and merged.generation_batches == 2
+    assert merged.input_ids.shape[1] == merged.old_logps.shape[1] + 1 == max(first.input_ids.shape[1],
+                                                                               longer.input_ids.shape[1])
+    # every row keeps its tokens, log-probs and mask; padding carries no response token
+    for source, rows in ((first, slice(0, 8)), (picked, slice(8, 12))):
+        width = source.input_ids.shape[1]
+        assert torch.equal(merged.input_ids[rows, :width], source.input_ids)
+        assert torch.equal(merged.mask[rows, : width - 1], source.mask)
+        assert torch.equal(merged.old_logps[rows, : width - 1], source.old_logps)
+        assert not merged.mask[rows, width - 1:].any() and not merged.attention_mask[rows, width:].any()
+    # statistics describe the step's own batch only (the added groups are all mixed by construction)
+    assert group_statistics(merged)["reward_mean"] == first.rewards.mean()
