@@ -13,7 +13,7 @@ import torch
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.losses.grpo import AGGREGATIONS, grpo_loss
-from posttrain.rollouts import group_advantages, group_statistics, minibatch_rows, mixed_prompts, policy_logprobs
+from posttrain.rollouts import group_advantages, mixed_prompts, policy_logprobs
 from posttrain.utils.config import check, check_choice
 
 
@@ -59,23 +59,17 @@ class GRPOModule(PostTrainModule):
         advantages = group_advantages(rollout.grouped(rollout.rewards), scale=self.scale_rewards).flatten()  # (R,)
         kept = mixed_prompts(rollout) if self.filter_groups else torch.arange(rollout.num_prompts, device=self.device)
         normalizer = self.normalizer or self.prompts_per_minibatch * k
-        throughput, parts = online.Throughput(rollout), []
-        for index in minibatch_rows(kept, k, self.prompts_per_minibatch):
-            rows = rollout.rows(index)
-            logp = policy_logprobs(self.model, rows, self.generation["temperature"])  # (B, T-1)
+
+        def loss_of(logp, rows, index):
             ref_logp = None
             if self.reference is not None:
                 with torch.no_grad():
                     ref_logp = policy_logprobs(self.reference, rows, self.generation["temperature"])  # (B, T-1)
-            loss, metrics = grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"],
-                                      clip_eps=self.clip_eps, ref_logp=ref_logp, kl_coef=self.kl_coef,
-                                      aggregation=self.aggregation, normalizer=normalizer)
-            online.update(self, loss, self.grad_clip)
-            throughput.add(rows)
-            parts.append({"loss": loss.detach(), **metrics})
-        self.log_metrics("train", {**group_statistics(rollout), **online.mean_metrics(parts),
-                                   "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
-                                   **throughput.metrics()}, batch_size=rollout.num_prompts)
+            return grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"], clip_eps=self.clip_eps,
+                             ref_logp=ref_logp, kl_coef=self.kl_coef, aggregation=self.aggregation,
+                             normalizer=normalizer)
+
+        online.train_on_prompts(self, rollout, kept, loss_of)
 
     def schedule_period(self) -> int:
         return int(self.trainer.estimated_stepping_batches) * online.updates_per_batch(self, self.prompts_per_minibatch)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule
 from posttrain.losses.nft import OMEGAS, nft_loss
-from posttrain.rollouts import correctness_rate, group_statistics, minibatch_rows, mixed_prompts, policy_logprobs
+from posttrain.rollouts import correctness_rate, mixed_prompts
 from posttrain.utils.config import check, check_choice
 
 
@@ -61,19 +61,12 @@ class NFTModule(PostTrainModule):
         r_hat = correctness_rate(rollout.grouped(rollout.rewards)).repeat_interleave(k)  # (R,)
         kept = mixed_prompts(rollout)  # (P',) prompts with 0 < r̂ < 1
         normalizer = self.normalizer or self.prompts_per_minibatch * k
-        throughput, parts = online.Throughput(rollout), []
-        for index in minibatch_rows(kept, k, self.prompts_per_minibatch):
-            rows = rollout.rows(index)
-            logp = policy_logprobs(self.model, rows, self.generation["temperature"])  # (B, T-1)
-            loss, metrics = nft_loss(logp, rows["old_logps"], rows["rewards"], r_hat[index], rows["mask"],
-                                     eps=self.eps, omega=self.omega, neg_weight=self.neg_weight,
-                                     r_clamp=self.r_clamp, normalizer=normalizer)
-            online.update(self, loss, self.grad_clip)
-            throughput.add(rows)
-            parts.append({"loss": loss.detach(), **metrics})
-        self.log_metrics("train", {**group_statistics(rollout), **online.mean_metrics(parts),
-                                   "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
-                                   **throughput.metrics()}, batch_size=rollout.num_prompts)
+
+        def loss_of(logp, rows, index):
+            return nft_loss(logp, rows["old_logps"], rows["rewards"], r_hat[index], rows["mask"], eps=self.eps,
+                            omega=self.omega, neg_weight=self.neg_weight, r_clamp=self.r_clamp, normalizer=normalizer)
+
+        online.train_on_prompts(self, rollout, kept, loss_of)
 
     def schedule_period(self) -> int:
         return int(self.trainer.estimated_stepping_batches) * online.updates_per_batch(self, self.prompts_per_minibatch)

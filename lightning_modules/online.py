@@ -9,8 +9,8 @@ import time
 import torch
 
 from datamodules.collate import SFTCollator
-from posttrain.rollouts import (Rollout, collect_rollout, concat_rollouts, mixed_prompts, sampling_generator,
-                                select_prompts)
+from posttrain.rollouts import (Rollout, collect_rollout, concat_rollouts, group_statistics, minibatch_rows,
+                                mixed_prompts, policy_logprobs, sampling_generator, select_prompts)
 from posttrain.utils.config import check
 
 GENERATION_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 8}
@@ -81,6 +81,25 @@ def check_generation_batches(max_generation_batches: int) -> None:
 def updates_per_batch(module, prompts_per_minibatch: int) -> int:
     """The most mini-batch updates one rollout batch can make (fewer when groups are filtered out)."""
     return max(1, math.ceil(module.trainer.datamodule.batch_size / prompts_per_minibatch))
+
+
+def train_on_prompts(module, rollout: Rollout, kept: torch.Tensor, loss_of) -> None:
+    """One optimizer update per mini-batch of the kept prompts' samples, then the step's metrics.
+
+    `loss_of(logp, rows, index)` is the method's loss on one mini-batch: logp (B, T-1) are the policy's log-probs of
+    the sampled tokens (with gradient), rows the mini-batch's rollout tensors, index its rows in the rollout (B,).
+    """
+    throughput, parts = Throughput(rollout), []
+    for index in minibatch_rows(kept, rollout.num_samples, module.prompts_per_minibatch):
+        rows = rollout.rows(index)
+        logp = policy_logprobs(module.model, rows, module.generation["temperature"])  # (B, T-1)
+        loss, metrics = loss_of(logp, rows, index)
+        update(module, loss, module.grad_clip)
+        throughput.add(rows)
+        parts.append({"loss": loss.detach(), **metrics})
+    module.log_metrics("train", {**group_statistics(rollout), **mean_metrics(parts),
+                                 "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
+                                 **throughput.metrics()}, batch_size=rollout.num_prompts)
 
 
 def mean_metrics(parts: list[dict]) -> dict:

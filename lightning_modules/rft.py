@@ -12,7 +12,7 @@ import torch
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule
 from posttrain.losses.rft import rft_loss
-from posttrain.rollouts import group_statistics, minibatch_rows, mixed_prompts, policy_logprobs
+from posttrain.rollouts import mixed_prompts
 from posttrain.utils.config import check
 
 
@@ -51,17 +51,11 @@ class RFTModule(PostTrainModule):
         else:  # prompts with at least one correct answer
             kept = torch.nonzero(rollout.grouped(rollout.rewards).amax(-1) > 0).flatten()
         normalizer = self.normalizer or self.prompts_per_minibatch * k
-        throughput, parts = online.Throughput(rollout), []
-        for index in minibatch_rows(kept, k, self.prompts_per_minibatch):
-            rows = rollout.rows(index)
-            logp = policy_logprobs(self.model, rows, self.generation["temperature"])  # (B, T-1)
-            loss, metrics = rft_loss(logp, rows["rewards"], rows["mask"], normalizer=normalizer)
-            online.update(self, loss, self.grad_clip)
-            throughput.add(rows)
-            parts.append({"loss": loss.detach(), **metrics})
-        self.log_metrics("train", {**group_statistics(rollout), **online.mean_metrics(parts),
-                                   "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
-                                   **throughput.metrics()}, batch_size=rollout.num_prompts)
+
+        def loss_of(logp, rows, index):
+            return rft_loss(logp, rows["rewards"], rows["mask"], normalizer=normalizer)
+
+        online.train_on_prompts(self, rollout, kept, loss_of)
 
     def schedule_period(self) -> int:
         return int(self.trainer.estimated_stepping_batches) * online.updates_per_batch(self, self.prompts_per_minibatch)
