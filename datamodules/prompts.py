@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from torch.utils.data import DataLoader
-
-from datamodules.collate import SFTCollator
-from datamodules.jsonl import read_jsonl
-from datamodules.sampler import EpochShuffleSampler
+from datamodules.jsonl import JsonlTask
 from datamodules.sft import SFTDataModule
 from posttrain.rewards import ArithmeticVerifier, Verdict
 from posttrain.utils.config import check
 
 
-class JsonlPromptTask:
+class JsonlPromptTask(JsonlTask):
     """Prompts and reference answers from jsonl files, e.g. GSM8K (`prompt_key=question`).
 
     The answer field doubles as the SFT target of a warm-up (a GSM8K answer is a worked solution ending in
@@ -33,19 +29,8 @@ class JsonlPromptTask:
 
     def __init__(self, train_path: str, eval_paths: Mapping[str, str] | None = None, prompt_key: str = "prompt",
                  answer_key: str = "answer", val_fraction: float = 0.05):
-        fields = {"prompt": prompt_key, "answer": answer_key}
-        train = [{**r, "response": r["answer"]} for r in read_jsonl(train_path, fields)]
-        self._splits = {"train": train}
-        for split, path in dict(eval_paths or {}).items():
-            self._splits[split] = [{**r, "response": r["answer"]} for r in read_jsonl(path, fields)]
-        if len(self._splits) == 1 and val_fraction > 0:
-            n_val = max(1, int(len(train) * val_fraction))
-            self._splits = {"train": train[n_val:], "val": train[:n_val]}
-        self.eval_splits = tuple(s for s in self._splits if s != "train")
-
-    def examples(self, split: str) -> list[dict]:
-        check(split in self._splits, "split", f"unknown split {split!r}; this task has {sorted(self._splits)}")
-        return self._splits[split]
+        super().__init__(train_path, eval_paths, prompt_key=prompt_key, response_key=answer_key,
+                         answer_key=answer_key, val_fraction=val_fraction)
 
 
 class PromptDataModule(SFTDataModule):
@@ -55,6 +40,8 @@ class PromptDataModule(SFTDataModule):
         verifier: a callable (completion, answer) -> posttrain.rewards.Verdict; default the arithmetic check.
         num_samples: K, responses drawn per prompt by online methods (the group size of group statistics).
     """
+
+    train_with_prompts = True  # online methods generate from the training prompts
 
     def __init__(self, tokenizer, task, verifier=None, num_samples: int = 8, **kwargs):
         super().__init__(tokenizer, task, **kwargs)
@@ -67,15 +54,3 @@ class PromptDataModule(SFTDataModule):
 
     def is_correct(self, example: dict, completion: str) -> bool:
         return self.verify(example, completion).correct
-
-    def train_dataloader(self) -> DataLoader:
-        train = self.splits["train"]
-        return DataLoader(
-            train,
-            batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(train), seed=self.seed),
-            collate_fn=SFTCollator(self.encoder, with_prompts=True),
-            num_workers=self.num_workers,
-            drop_last=len(train) >= self.batch_size,
-        )
-

@@ -15,6 +15,8 @@ from posttrain.utils.config import check
 
 
 class SFTDataModule(L.LightningDataModule):
+    train_with_prompts = False  # training batches carry left-padded prompts and raw examples too (online methods)
+
     def __init__(
         self,
         tokenizer,
@@ -55,7 +57,7 @@ class SFTDataModule(L.LightningDataModule):
             train,
             batch_size=self.batch_size,
             sampler=EpochShuffleSampler(len(train), seed=self.seed),
-            collate_fn=SFTCollator(self.encoder),
+            collate_fn=SFTCollator(self.encoder, with_prompts=self.train_with_prompts),
             num_workers=self.num_workers,
             drop_last=len(train) >= self.batch_size,
         )

@@ -39,17 +39,11 @@ class GRPOModule(PostTrainModule):
         check(clip_eps > 0, "method.clip_eps", f"must be > 0, got {clip_eps}")
         check(kl_coef >= 0, "method.kl_coef", f"must be >= 0, got {kl_coef}")
         check_choice(aggregation, AGGREGATIONS, "method.aggregation")
-        check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
-        check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
         self.save_hyperparameters(ignore=["model", "tokenizer"])
-        self.automatic_optimization = False  # several optimizer steps per rollout batch
         self.clip_eps, self.scale_rewards, self.kl_coef, self.aggregation = clip_eps, scale_rewards, kl_coef, aggregation
-        self.filter_groups, self.prompts_per_minibatch = filter_groups, prompts_per_minibatch
-        self.normalizer, self.grad_clip = normalizer, grad_clip
-        self.generation = online.generation_settings(generation)
-        self.truncated_is_wrong, self.seed = truncated_is_wrong, seed
-        online.check_generation_batches(max_generation_batches)
-        self.max_generation_batches = max_generation_batches
+        self.filter_groups = filter_groups
+        online.configure(self, prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong,
+                         max_generation_batches, seed)
         self.reference = frozen_copy(model) if kl_coef > 0 else None
 
     def training_step(self, batch, batch_idx):

@@ -43,16 +43,10 @@ class NFTModule(PostTrainModule):
         check(neg_weight >= 0, "method.neg_weight", f"must be >= 0, got {neg_weight}")
         check(len(r_clamp) == 2 and 0 < r_clamp[0] <= r_clamp[1] < 1, "method.r_clamp",
               f"must be [low, high] with 0 < low <= high < 1, got {list(r_clamp)}")
-        check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
-        check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
         self.save_hyperparameters(ignore=["model", "tokenizer"])
-        self.automatic_optimization = False  # several optimizer steps per rollout batch
         self.eps, self.omega, self.neg_weight, self.r_clamp = eps, omega, neg_weight, tuple(r_clamp)
-        self.prompts_per_minibatch, self.normalizer, self.grad_clip = prompts_per_minibatch, normalizer, grad_clip
-        self.generation = online.generation_settings(generation)
-        self.truncated_is_wrong, self.seed = truncated_is_wrong, seed
-        online.check_generation_batches(max_generation_batches)
-        self.max_generation_batches = max_generation_batches
+        online.configure(self, prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong,
+                         max_generation_batches, seed)
 
     def training_step(self, batch, batch_idx):
         rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong,

@@ -73,9 +73,19 @@ def update(module, loss: torch.Tensor, grad_clip: float | None) -> None:
     module.lr_schedulers().step()
 
 
-def check_generation_batches(max_generation_batches: int) -> None:
+def configure(module, prompts_per_minibatch: int, normalizer: float | None, grad_clip: float | None,
+              generation: dict | None, truncated_is_wrong: bool, max_generation_batches: int, seed: int) -> None:
+    """Checks and stores the settings every online method has; optimisation becomes manual (several optimizer
+    steps per rollout batch)."""
+    check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
+    check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
     check(max_generation_batches >= 1, "method.max_generation_batches",
           f"must be >= 1 (1 = no dynamic sampling), got {max_generation_batches}")
+    module.automatic_optimization = False
+    module.prompts_per_minibatch, module.normalizer, module.grad_clip = prompts_per_minibatch, normalizer, grad_clip
+    module.generation = generation_settings(generation)
+    module.truncated_is_wrong, module.max_generation_batches, module.seed = (truncated_is_wrong,
+                                                                             max_generation_batches, seed)
 
 
 def updates_per_batch(module, prompts_per_minibatch: int) -> int:

@@ -13,7 +13,6 @@ from lightning_modules import online
 from lightning_modules.base import PostTrainModule
 from posttrain.losses.rft import rft_loss
 from posttrain.rollouts import mixed_prompts
-from posttrain.utils.config import check
 
 
 class RFTModule(PostTrainModule):
@@ -31,16 +30,10 @@ class RFTModule(PostTrainModule):
                  truncated_is_wrong: bool = True, max_generation_batches: int = 1, seed: int = 0,
                  optimizer=None, scheduler=None, evaluation=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
-        check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
-        check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
         self.save_hyperparameters(ignore=["model", "tokenizer"])
-        self.automatic_optimization = False  # several optimizer steps per rollout batch
-        self.filter_groups, self.prompts_per_minibatch = filter_groups, prompts_per_minibatch
-        self.normalizer, self.grad_clip = normalizer, grad_clip
-        self.generation = online.generation_settings(generation)
-        self.truncated_is_wrong, self.seed = truncated_is_wrong, seed
-        online.check_generation_batches(max_generation_batches)
-        self.max_generation_batches = max_generation_batches
+        self.filter_groups = filter_groups
+        online.configure(self, prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong,
+                         max_generation_batches, seed)
 
     def training_step(self, batch, batch_idx):
         rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong,

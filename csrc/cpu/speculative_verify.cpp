@@ -7,7 +7,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "op_args.h"
 #include "cpu/row_math.h"
 
 namespace posttrain::cpu {
@@ -15,15 +15,6 @@ namespace {
 
 template <typename A>
 using Vec = at::vec::Vectorized<A>;
-
-enum class Mode { kSample, kGreedy, kLenient };
-
-Mode parse_mode(c10::string_view mode) {
-  if (mode == "sample") return Mode::kSample;
-  if (mode == "greedy") return Mode::kGreedy;
-  if (mode == "lenient") return Mode::kLenient;
-  TORCH_CHECK_VALUE(false, "mode must be one of sample, greedy, lenient; got ", mode);
-}
 
 // First index of the maximum (torch.argmax's tie rule).
 template <typename scalar_t, typename A>
@@ -79,32 +70,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> speculative_verify_cpu(const at::
                                                                       const at::Tensor& target_logits_in,
                                                                       const at::Tensor& uniforms_in, double temperature,
                                                                       c10::string_view mode_s, double lenience) {
-  const Mode mode = parse_mode(mode_s);
-  PT_CHECK_DEVICE(target_logits_in, at::kCPU, "target_logits");
-  PT_CHECK_FLOAT(target_logits_in, "target_logits");
-  PT_CHECK_DIM(target_logits_in, 3, "target_logits");
-  PT_CHECK_SAME_DEVICE(draft_probs_in, target_logits_in, "draft_probs", "target_logits");
-  PT_CHECK_FLOAT(draft_probs_in, "draft_probs");
-  PT_CHECK_DIM(draft_probs_in, 3, "draft_probs");
-  PT_CHECK_SAME_DEVICE(draft_tokens_in, target_logits_in, "draft_tokens", "target_logits");
-  PT_CHECK_INDEX_DTYPE(draft_tokens_in, "draft_tokens");
-  PT_CHECK_DIM(draft_tokens_in, 2, "draft_tokens");
-  PT_CHECK_SAME_DEVICE(uniforms_in, target_logits_in, "uniforms", "target_logits");
-  TORCH_CHECK_TYPE(uniforms_in.scalar_type() == at::kFloat || uniforms_in.scalar_type() == at::kDouble,
-                   "uniforms must be float32 or float64, got ", uniforms_in.scalar_type());
-  PT_CHECK_DIM(uniforms_in, 2, "uniforms");
+  const VerifyMode mode = parse_verify_mode(mode_s);
+  check_verify_args(draft_tokens_in, draft_probs_in, target_logits_in, uniforms_in, temperature, mode, lenience,
+                    at::kCPU);
   const int64_t B = draft_tokens_in.size(0), G = draft_tokens_in.size(1), V = target_logits_in.size(2);
-  TORCH_CHECK_VALUE(target_logits_in.size(0) == B && target_logits_in.size(1) == G + 1,
-                    "target_logits must have shape (B, gamma + 1, V) = (", B, ", ", G + 1, ", V), got ",
-                    target_logits_in.sizes());
-  TORCH_CHECK_VALUE(V > 0, "target_logits must have at least one vocabulary column");
-  TORCH_CHECK_VALUE(draft_probs_in.size(0) == B && draft_probs_in.size(1) == G && draft_probs_in.size(2) == V,
-                    "draft_probs must have shape (B, gamma, V) = (", B, ", ", G, ", ", V, "), got ",
-                    draft_probs_in.sizes());
-  TORCH_CHECK_VALUE(uniforms_in.size(0) == B && uniforms_in.size(1) == G + 1, "uniforms must have shape (", B, ", ",
-                    G + 1, "), got ", uniforms_in.sizes());
-  if (mode != Mode::kGreedy) PT_CHECK_TEMPERATURE(temperature);
-  TORCH_CHECK_VALUE(lenience > 0 && lenience <= 1, "lenience must lie in (0, 1], got ", lenience);
   const auto tokens_in = draft_tokens_in.to(at::kLong).contiguous();
   const auto uniforms = uniforms_in.to(at::kDouble).contiguous();
   {
@@ -123,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> speculative_verify_cpu(const at::
   auto out_tokens = at::full({B, G + 1}, -1, tokens_in.options());
   auto out_n = at::empty({B}, tokens_in.options());
   auto expected = at::empty({B, G}, target.options().dtype(fdt));
-  const double eps = mode == Mode::kLenient ? lenience : 1.0;
+  const double eps = mode == VerifyMode::kLenient ? lenience : 1.0;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, target.scalar_type(), "speculative_verify_cpu", [&] {
     using A = acc_t<scalar_t>;
     const scalar_t* X = target.const_data_ptr<scalar_t>();
@@ -133,20 +102,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> speculative_verify_cpu(const at::
     int64_t* OT = out_tokens.data_ptr<int64_t>();
     int64_t* ON = out_n.data_ptr<int64_t>();
     A* OE = expected.data_ptr<A>();
-    const A inv_t = mode == Mode::kGreedy ? A(1) : A(1.0 / temperature);
+    const A inv_t = mode == VerifyMode::kGreedy ? A(1) : A(1.0 / temperature);
     const A inv_eps = A(1.0 / eps);
     const int64_t P = G + 1;
     // Phase 1, parallel over every (row, position): the position's lse (or argmax) and expected acceptance. The
     // positions of a row are independent until the sequential acceptance test, so B = 1 still uses every thread.
     std::vector<A> lse_all(B * P);
-    std::vector<int64_t> argmax_all(mode == Mode::kGreedy ? B * P : 0);
+    std::vector<int64_t> argmax_all(mode == VerifyMode::kGreedy ? B * P : 0);
     at::parallel_for(0, B * P, 1, [&](int64_t begin, int64_t end) {
       const int64_t nt = num_tiles(V);
       std::vector<A> e(V), tile(kTile), tmax(nt);
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / P, i = task % P;
         const scalar_t* row = X + task * V;
-        if (mode == Mode::kGreedy) {
+        if (mode == VerifyMode::kGreedy) {
           argmax_all[task] = row_argmax<scalar_t, A>(row, V, tile.data());
           if (i < G) OE[b * G + i] = argmax_all[task] == TK[b * G + i] ? A(1) : A(0);
           continue;
@@ -179,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> speculative_verify_cpu(const at::
         int64_t n = G, extra = -1;
         for (int64_t i = 0; i < G && n == G; ++i) {
           const int64_t task = b * P + i;
-          if (mode == Mode::kGreedy) {
+          if (mode == VerifyMode::kGreedy) {
             if (argmax_all[task] != x[i]) n = i;
             continue;
           }
@@ -187,7 +156,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> speculative_verify_cpu(const at::
           if (!(A(u[i]) * Q[(b * G + i) * V + x[i]] < px * inv_eps)) n = i;
         }
         const int64_t task = b * P + n;
-        if (mode == Mode::kGreedy) {
+        if (mode == VerifyMode::kGreedy) {
           extra = argmax_all[task];
         } else {
           // p at position n from its exponentials (w = p), then max(0, p - q) unless n is the bonus position

@@ -5,37 +5,12 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "op_args.h"
 #include "cpu/row_math.h"
 
 namespace posttrain::cpu {
 
-enum class Kind { kForwardKL = 0, kReverseKL = 1, kJSD = 2, kTVD = 3 };
-
-Kind parse_kind(c10::string_view kind) {
-  if (kind == "forward_kl") return Kind::kForwardKL;
-  if (kind == "reverse_kl") return Kind::kReverseKL;
-  if (kind == "jsd") return Kind::kJSD;
-  if (kind == "tvd") return Kind::kTVD;
-  TORCH_CHECK_VALUE(false, "kind must be one of forward_kl, reverse_kl, jsd, tvd; got ", kind);
-}
-
 namespace {
-
-void check_pair(const at::Tensor& student, const at::Tensor& teacher, double beta, double temperature) {
-  PT_CHECK_DEVICE(student, at::kCPU, "student_logits");
-  PT_CHECK_FLOAT(student, "student_logits");
-  PT_CHECK_DIM(student, 2, "student_logits");
-  PT_CHECK_SAME_DEVICE(teacher, student, "teacher_logits", "student_logits");
-  PT_CHECK_FLOAT(teacher, "teacher_logits");
-  TORCH_CHECK_TYPE(teacher.scalar_type() == student.scalar_type(), "teacher_logits must have the dtype of student_logits (",
-                   student.scalar_type(), "), got ", teacher.scalar_type());
-  TORCH_CHECK_VALUE(teacher.sizes() == student.sizes(), "teacher_logits must have the shape of student_logits ",
-                    student.sizes(), ", got ", teacher.sizes());
-  TORCH_CHECK_VALUE(student.size(1) > 0 || student.size(0) == 0, "student_logits must have at least one column");
-  TORCH_CHECK_VALUE(beta >= 0 && beta <= 1, "beta must lie in [0, 1], got ", beta);
-  PT_CHECK_TEMPERATURE(temperature);
-}
 
 int64_t grain_rows(int64_t V) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(V, 1)); }
 
@@ -54,7 +29,7 @@ inline Vec<A> half_sign(const Vec<A>& q, const Vec<A>& p) {
   return Vec<A>::blendv(s, Vec<A>(A(0)), q == p);
 }
 
-template <Kind K, typename scalar_t>
+template <DivKind K, typename scalar_t>
 void forward_rows(const scalar_t* S, const scalar_t* T, int64_t N, int64_t V, double beta_d, double temp, acc_t<scalar_t>* div,
                   acc_t<scalar_t>* lse_s, acc_t<scalar_t>* lse_t, acc_t<scalar_t>* aux) {
   using A = acc_t<scalar_t>;
@@ -86,11 +61,11 @@ void forward_rows(const scalar_t* S, const scalar_t* T, int64_t N, int64_t V, do
           const Vec<A> lp = Vec<A>::loadu(bt.data() + i, cnt) - Vec<A>(lt);
           const Vec<A> zero(A(0));
           Vec<A> term, term_aux(A(0));
-          if constexpr (K == Kind::kForwardKL) {
+          if constexpr (K == DivKind::kForwardKL) {
             term = zero_where(p * (lp - lq), p == zero);
-          } else if constexpr (K == Kind::kReverseKL) {
+          } else if constexpr (K == DivKind::kReverseKL) {
             term = zero_where(q * (lq - lp), q == zero);
-          } else if constexpr (K == Kind::kJSD) {
+          } else if constexpr (K == DivKind::kJSD) {
             const Vec<A> lm = (Vec<A>(beta) * p + Vec<A>(omb) * q).log();
             const Vec<A> kq = zero_where(q * (lq - lm), q == zero);
             term = Vec<A>(beta) * zero_where(p * (lp - lm), p == zero) + Vec<A>(omb) * kq;
@@ -116,12 +91,12 @@ void forward_rows(const scalar_t* S, const scalar_t* T, int64_t N, int64_t V, do
       auto add = [](Vec<A>& a, Vec<A>& b) { return a + b; };
       div[r] = sum + at::vec::vec_reduce_all<A>(add, acc);
       const A a = sum_aux + at::vec::vec_reduce_all<A>(add, acc_aux);
-      aux[r] = K == Kind::kReverseKL ? div[r] : (K == Kind::kJSD ? a : (K == Kind::kTVD ? a : A(0)));
+      aux[r] = K == DivKind::kReverseKL ? div[r] : (K == DivKind::kJSD ? a : (K == DivKind::kTVD ? a : A(0)));
     }
   });
 }
 
-template <Kind K, typename scalar_t>
+template <DivKind K, typename scalar_t>
 void backward_rows(const acc_t<scalar_t>* G, const scalar_t* S, const scalar_t* T, int64_t N, int64_t V, double beta_d,
                    double temp, const acc_t<scalar_t>* lse_s, const acc_t<scalar_t>* lse_t, const acc_t<scalar_t>* aux,
                    scalar_t* out) {
@@ -142,11 +117,11 @@ void backward_rows(const acc_t<scalar_t>* G, const scalar_t* S, const scalar_t* 
           const Vec<A> lp = Vec<A>::loadu(bt.data() + i, cnt) - vlt;
           const Vec<A> q = lq.exp(), p = lp.exp();
           Vec<A> dz;
-          if constexpr (K == Kind::kForwardKL) {
+          if constexpr (K == DivKind::kForwardKL) {
             dz = q - p;
-          } else if constexpr (K == Kind::kReverseKL) {
+          } else if constexpr (K == DivKind::kReverseKL) {
             dz = zero_where(q * (lq - lp - vaux), q == zero);
-          } else if constexpr (K == Kind::kJSD) {
+          } else if constexpr (K == DivKind::kJSD) {
             const Vec<A> lm = (Vec<A>(beta) * p + Vec<A>(omb) * q).log();
             dz = Vec<A>(omb) * zero_where(q * (lq - lm - vaux), q == zero);
           } else {
@@ -167,8 +142,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> token_divergence_cpu(
                                                                                 const at::Tensor& teacher_in,
                                                                                 c10::string_view kind_s, double beta,
                                                                                 double temperature) {
-  check_pair(student_in, teacher_in, beta, temperature);
-  const Kind kind = parse_kind(kind_s);
+  check_divergence_args(student_in, teacher_in, beta, temperature, at::kCPU);
+  const DivKind kind = parse_divergence_kind(kind_s);
   const auto student = student_in.contiguous();
   const auto teacher = teacher_in.contiguous();
   const int64_t N = student.size(0), V = student.size(1);
@@ -179,10 +154,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> token_divergence_cpu(
     auto args = std::make_tuple(student.const_data_ptr<scalar_t>(), teacher.const_data_ptr<scalar_t>(), N, V, beta,
                                 temperature, div.data_ptr<A>(), ls.data_ptr<A>(), lt.data_ptr<A>(), aux.data_ptr<A>());
     switch (kind) {
-      case Kind::kForwardKL: std::apply(forward_rows<Kind::kForwardKL, scalar_t>, args); break;
-      case Kind::kReverseKL: std::apply(forward_rows<Kind::kReverseKL, scalar_t>, args); break;
-      case Kind::kJSD: std::apply(forward_rows<Kind::kJSD, scalar_t>, args); break;
-      case Kind::kTVD: std::apply(forward_rows<Kind::kTVD, scalar_t>, args); break;
+      case DivKind::kForwardKL: std::apply(forward_rows<DivKind::kForwardKL, scalar_t>, args); break;
+      case DivKind::kReverseKL: std::apply(forward_rows<DivKind::kReverseKL, scalar_t>, args); break;
+      case DivKind::kJSD: std::apply(forward_rows<DivKind::kJSD, scalar_t>, args); break;
+      case DivKind::kTVD: std::apply(forward_rows<DivKind::kTVD, scalar_t>, args); break;
     }
   });
   return {div, ls, lt, aux};
@@ -192,8 +167,8 @@ at::Tensor token_divergence_backward_cpu(const at::Tensor& grad, const at::Tenso
                                          const at::Tensor& teacher_in, const at::Tensor& lse_s_in,
                                          const at::Tensor& lse_t_in, const at::Tensor& aux_in, c10::string_view kind_s,
                                          double beta, double temperature) {
-  check_pair(student_in, teacher_in, beta, temperature);
-  const Kind kind = parse_kind(kind_s);
+  check_divergence_args(student_in, teacher_in, beta, temperature, at::kCPU);
+  const DivKind kind = parse_divergence_kind(kind_s);
   const int64_t N = student_in.size(0), V = student_in.size(1);
   const auto acc = student_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   for (auto* t : {&grad, &lse_s_in, &lse_t_in, &aux_in}) {
@@ -211,10 +186,10 @@ at::Tensor token_divergence_backward_cpu(const at::Tensor& grad, const at::Tenso
                                 teacher.const_data_ptr<scalar_t>(), N, V, beta, temperature, ls.const_data_ptr<A>(),
                                 lt.const_data_ptr<A>(), aux.const_data_ptr<A>(), out.data_ptr<scalar_t>());
     switch (kind) {
-      case Kind::kForwardKL: std::apply(backward_rows<Kind::kForwardKL, scalar_t>, args); break;
-      case Kind::kReverseKL: std::apply(backward_rows<Kind::kReverseKL, scalar_t>, args); break;
-      case Kind::kJSD: std::apply(backward_rows<Kind::kJSD, scalar_t>, args); break;
-      case Kind::kTVD: std::apply(backward_rows<Kind::kTVD, scalar_t>, args); break;
+      case DivKind::kForwardKL: std::apply(backward_rows<DivKind::kForwardKL, scalar_t>, args); break;
+      case DivKind::kReverseKL: std::apply(backward_rows<DivKind::kReverseKL, scalar_t>, args); break;
+      case DivKind::kJSD: std::apply(backward_rows<DivKind::kJSD, scalar_t>, args); break;
+      case DivKind::kTVD: std::apply(backward_rows<DivKind::kTVD, scalar_t>, args); break;
     }
   });
   return out;

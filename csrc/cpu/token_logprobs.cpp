@@ -5,7 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "checks.h"
+#include "op_args.h"
 #include "cpu/row_math.h"
 
 namespace posttrain::cpu {
@@ -21,22 +21,11 @@ void check_labels_in_range(const at::Tensor& labels, int64_t V, int64_t ignore_i
   }
 }
 
-void check_inputs(const at::Tensor& logits, const at::Tensor& labels) {
-  PT_CHECK_DEVICE(logits, at::kCPU, "logits");
-  PT_CHECK_FLOAT(logits, "logits");
-  PT_CHECK_DIM(logits, 2, "logits");
-  PT_CHECK_SAME_DEVICE(labels, logits, "labels", "logits");
-  PT_CHECK_INDEX_DTYPE(labels, "labels");
-  PT_CHECK_DIM(labels, 1, "labels");
-  PT_CHECK_SIZE(labels, 0, logits.size(0), "labels");
-  TORCH_CHECK_VALUE(logits.size(1) > 0 || logits.size(0) == 0, "logits must have at least one vocabulary column");
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> token_logprobs_cpu(const at::Tensor& logits_in, const at::Tensor& labels_in,
                                                       int64_t ignore_index) {
-  check_inputs(logits_in, labels_in);
+  check_logprob_args(logits_in, labels_in, at::kCPU);
   const auto logits = logits_in.contiguous();
   const auto labels = labels_in.to(at::kLong).contiguous();
   const int64_t N = logits.size(0), V = logits.size(1);
@@ -67,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> token_logprobs_cpu(const at::Tensor& logits_i
 at::Tensor token_logprobs_backward_cpu(const at::Tensor& grad_logp_in, const at::Tensor& grad_lse_in,
                                        const at::Tensor& logits_in, const at::Tensor& labels_in,
                                        const at::Tensor& lse_in, int64_t ignore_index) {
-  check_inputs(logits_in, labels_in);
+  check_logprob_args(logits_in, labels_in, at::kCPU);
   const int64_t N = logits_in.size(0), V = logits_in.size(1);
   const auto acc_dtype = logits_in.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   for (auto* t : {&grad_logp_in, &grad_lse_in, &lse_in}) {

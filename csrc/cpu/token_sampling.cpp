@@ -8,7 +8,7 @@
 
 #include <numeric>
 
-#include "checks.h"
+#include "op_args.h"
 #include "cpu/row_math.h"
 
 namespace posttrain::cpu {
@@ -60,32 +60,12 @@ A truncation_threshold(const A* x, int64_t V, int64_t top_k, double top_p, std::
   return thr;
 }
 
-void check_inputs(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& uniforms, double temperature,
-                  int64_t top_k, double top_p) {
-  PT_CHECK_DEVICE(logits, at::kCPU, "logits");
-  PT_CHECK_FLOAT(logits, "logits");
-  PT_CHECK_DIM(logits, 2, "logits");
-  TORCH_CHECK_VALUE(logits.size(1) > 0 || logits.size(0) == 0, "logits must have at least one vocabulary column");
-  PT_CHECK_SAME_DEVICE(labels, logits, "labels", "logits");
-  PT_CHECK_INDEX_DTYPE(labels, "labels");
-  PT_CHECK_DIM(labels, 1, "labels");
-  PT_CHECK_SIZE(labels, 0, logits.size(0), "labels");
-  PT_CHECK_SAME_DEVICE(uniforms, logits, "uniforms", "logits");
-  TORCH_CHECK_TYPE(uniforms.scalar_type() == at::kFloat || uniforms.scalar_type() == at::kDouble,
-                   "uniforms must be float32 or float64, got ", uniforms.scalar_type());
-  PT_CHECK_DIM(uniforms, 2, "uniforms");
-  PT_CHECK_SIZE(uniforms, 0, logits.size(0), "uniforms");
-  PT_CHECK_TEMPERATURE(temperature);
-  TORCH_CHECK_VALUE(top_k >= 0, "top_k must be >= 0 (0 disables it), got ", top_k);
-  TORCH_CHECK_VALUE(top_p > 0 && top_p <= 1, "top_p must lie in (0, 1], got ", top_p);
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample_k_tokens_cpu(
     const at::Tensor& logits_in, const at::Tensor& labels_in, const at::Tensor& uniforms_in, double temperature,
     int64_t top_k, double top_p, int64_t ignore_index) {
-  check_inputs(logits_in, labels_in, uniforms_in, temperature, top_k, top_p);
+  check_sampling_args(logits_in, labels_in, uniforms_in, temperature, top_k, top_p, at::kCPU);
   const auto logits = logits_in.contiguous();
   const auto labels = labels_in.to(at::kLong).contiguous();
   const auto uniforms = uniforms_in.to(at::kDouble).contiguous();

@@ -5,16 +5,12 @@
 
 #include <cstdint>
 
+#include "op_enums.h"
+
 namespace posttrain::cuda {
 
 // Element type of a floating input; outputs and accumulators are float32, or float64 for kFloat64 inputs.
 enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2, kFloat64 = 3 };
-
-// Divergence kinds, in the order of posttrain/ops/token_divergence.py's KINDS.
-enum class DivKind : int { kForwardKL = 0, kReverseKL = 1, kJSD = 2, kTVD = 3 };
-
-// Verification modes: sample, greedy, lenient.
-enum class VerifyMode : int { kSample = 0, kGreedy = 1, kLenient = 2 };
 
 void token_logprobs_forward(DType dt, const void* logits, const int64_t* labels, int64_t N, int64_t V,
                             int64_t ignore_index, void* logp, void* lse, cudaStream_t stream);

@@ -2,36 +2,16 @@
 #include <torch/library.h>
 
 #include "cuda/binding_utils.h"
+#include "op_args.h"
 
 namespace posttrain::cuda {
 namespace {
 
-DivKind parse_kind(c10::string_view kind) {
-  if (kind == "forward_kl") return DivKind::kForwardKL;
-  if (kind == "reverse_kl") return DivKind::kReverseKL;
-  if (kind == "jsd") return DivKind::kJSD;
-  if (kind == "tvd") return DivKind::kTVD;
-  TORCH_CHECK_VALUE(false, "kind must be one of forward_kl, reverse_kl, jsd, tvd; got ", kind);
-}
-
-void check(const at::Tensor& s, const at::Tensor& t, double beta, double temperature) {
-  PT_CHECK_DEVICE(s, at::kCUDA, "student_logits");
-  PT_CHECK_FLOAT(s, "student_logits");
-  PT_CHECK_DIM(s, 2, "student_logits");
-  PT_CHECK_SAME_DEVICE(t, s, "teacher_logits", "student_logits");
-  TORCH_CHECK_TYPE(t.scalar_type() == s.scalar_type(), "teacher_logits must have the dtype of student_logits");
-  TORCH_CHECK_VALUE(t.sizes() == s.sizes(), "teacher_logits must have the shape of student_logits ", s.sizes(),
-                    ", got ", t.sizes());
-  TORCH_CHECK_VALUE(s.size(1) > 0 || s.size(0) == 0, "student_logits must have at least one column");
-  TORCH_CHECK_VALUE(beta >= 0 && beta <= 1, "beta must lie in [0, 1], got ", beta);
-  PT_CHECK_TEMPERATURE(temperature);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& s_in, const at::Tensor& t_in,
                                                                    c10::string_view kind, double beta,
                                                                    double temperature) {
-  check(s_in, t_in, beta, temperature);
-  const DivKind k = parse_kind(kind);
+  check_divergence_args(s_in, t_in, beta, temperature, at::kCUDA);
+  const DivKind k = parse_divergence_kind(kind);
   c10::cuda::CUDAGuard guard(s_in.device());
   const auto s = s_in.contiguous(), t = t_in.contiguous();
   const int64_t N = s.size(0), V = s.size(1);
@@ -45,8 +25,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Ten
 at::Tensor backward(const at::Tensor& grad, const at::Tensor& s_in, const at::Tensor& t_in, const at::Tensor& ls_in,
                     const at::Tensor& lt_in, const at::Tensor& aux_in, c10::string_view kind, double beta,
                     double temperature) {
-  check(s_in, t_in, beta, temperature);
-  const DivKind k = parse_kind(kind);
+  check_divergence_args(s_in, t_in, beta, temperature, at::kCUDA);
+  const DivKind k = parse_divergence_kind(kind);
   c10::cuda::CUDAGuard guard(s_in.device());
   const auto acc = acc_dtype(s_in);
   const auto s = s_in.contiguous(), t = t_in.contiguous();

@@ -2,24 +2,14 @@
 #include <torch/library.h>
 
 #include "cuda/binding_utils.h"
+#include "op_args.h"
 
 namespace posttrain::cuda {
 namespace {
 
-void check(const at::Tensor& logits, const at::Tensor& labels) {
-  PT_CHECK_DEVICE(logits, at::kCUDA, "logits");
-  PT_CHECK_FLOAT(logits, "logits");
-  PT_CHECK_DIM(logits, 2, "logits");
-  PT_CHECK_SAME_DEVICE(labels, logits, "labels", "logits");
-  PT_CHECK_INDEX_DTYPE(labels, "labels");
-  PT_CHECK_DIM(labels, 1, "labels");
-  PT_CHECK_SIZE(labels, 0, logits.size(0), "labels");
-  TORCH_CHECK_VALUE(logits.size(1) > 0 || logits.size(0) == 0, "logits must have at least one vocabulary column");
-}
-
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& logits_in, const at::Tensor& labels_in,
                                            int64_t ignore_index) {
-  check(logits_in, labels_in);
+  check_logprob_args(logits_in, labels_in, at::kCUDA);
   c10::cuda::CUDAGuard guard(logits_in.device());
   const auto logits = logits_in.contiguous();
   const auto labels = labels_in.to(at::kLong).contiguous();
@@ -34,7 +24,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& logits_in, const at
 
 at::Tensor backward(const at::Tensor& grad_logp, const at::Tensor& grad_lse, const at::Tensor& logits_in,
                     const at::Tensor& labels_in, const at::Tensor& lse_in, int64_t ignore_index) {
-  check(logits_in, labels_in);
+  check_logprob_args(logits_in, labels_in, at::kCUDA);
   c10::cuda::CUDAGuard guard(logits_in.device());
   const auto acc = acc_dtype(logits_in);
   const auto logits = logits_in.contiguous();

@@ -2,6 +2,7 @@
 #include <torch/library.h>
 
 #include "cuda/binding_utils.h"
+#include "op_args.h"
 
 namespace posttrain::cuda {
 namespace {
@@ -10,22 +11,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tens
                                                                   const at::Tensor& labels_in,
                                                                   const at::Tensor& uniforms_in, double temperature,
                                                                   int64_t top_k, double top_p, int64_t ignore_index) {
-  PT_CHECK_DEVICE(logits_in, at::kCUDA, "logits");
-  PT_CHECK_FLOAT(logits_in, "logits");
-  PT_CHECK_DIM(logits_in, 2, "logits");
-  TORCH_CHECK_VALUE(logits_in.size(1) > 0 || logits_in.size(0) == 0, "logits must have at least one vocabulary column");
-  PT_CHECK_SAME_DEVICE(labels_in, logits_in, "labels", "logits");
-  PT_CHECK_INDEX_DTYPE(labels_in, "labels");
-  PT_CHECK_DIM(labels_in, 1, "labels");
-  PT_CHECK_SIZE(labels_in, 0, logits_in.size(0), "labels");
-  PT_CHECK_SAME_DEVICE(uniforms_in, logits_in, "uniforms", "logits");
-  TORCH_CHECK_TYPE(uniforms_in.scalar_type() == at::kFloat || uniforms_in.scalar_type() == at::kDouble,
-                   "uniforms must be float32 or float64, got ", uniforms_in.scalar_type());
-  PT_CHECK_DIM(uniforms_in, 2, "uniforms");
-  PT_CHECK_SIZE(uniforms_in, 0, logits_in.size(0), "uniforms");
-  PT_CHECK_TEMPERATURE(temperature);
-  TORCH_CHECK_VALUE(top_k >= 0, "top_k must be >= 0 (0 disables it), got ", top_k);
-  TORCH_CHECK_VALUE(top_p > 0 && top_p <= 1, "top_p must lie in (0, 1], got ", top_p);
+  check_sampling_args(logits_in, labels_in, uniforms_in, temperature, top_k, top_p, at::kCUDA);
   c10::cuda::CUDAGuard guard(logits_in.device());
   const auto logits = logits_in.contiguous();
   const auto labels = labels_in.to(at::kLong).contiguous();
