@@ -47,8 +47,7 @@ class GRPOModule(PostTrainModule):
         self.reference = frozen_copy(model) if kl_coef > 0 else None
 
     def training_step(self, batch, batch_idx):
-        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong,
-                                 self.max_generation_batches)
+        rollout = online.rollout(self, batch, batch_idx)
         k = rollout.num_samples
         advantages = group_advantages(rollout.grouped(rollout.rewards), scale=self.scale_rewards).flatten()  # (R,)
         kept = mixed_prompts(rollout) if self.filter_groups else torch.arange(rollout.num_prompts, device=self.device)

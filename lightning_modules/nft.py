@@ -49,8 +49,7 @@ class NFTModule(PostTrainModule):
                          max_generation_batches, seed)
 
     def training_step(self, batch, batch_idx):
-        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong,
-                                 self.max_generation_batches)
+        rollout = online.rollout(self, batch, batch_idx)
         k = rollout.num_samples
         r_hat = correctness_rate(rollout.grouped(rollout.rewards)).repeat_interleave(k)  # (R,)
         kept = mixed_prompts(rollout)  # (P',) prompts with 0 < r̂ < 1

@@ -28,9 +28,9 @@ def generation_settings(generation: dict | None) -> dict:
     return cfg
 
 
-def rollout(module, batch: dict, batch_idx: int, generation: dict, truncated_is_wrong: bool,
-            max_generation_batches: int = 1) -> Rollout:
-    """K samples per prompt of the batch from the current policy, seeded by the position in training.
+def rollout(module, batch: dict, batch_idx: int) -> Rollout:
+    """K samples per prompt of the batch from the current policy (settings stored by `configure`), seeded by the
+    position in training.
 
     Dynamic sampling (the NFT/DAPO papers' refill), when `max_generation_batches` > 1: while fewer than
     len(batch) prompts have mixed groups (0 < r̂ < 1, the only ones that carry a gradient), another batch of
@@ -39,18 +39,18 @@ def rollout(module, batch: dict, batch_idx: int, generation: dict, truncated_is_
     step's own batch first (its statistics stay unbiased) and then only the added mixed groups, at most enough to
     reach len(batch) mixed prompts, so every method gets the same number of updates per step.
     """
-    datamodule = module.trainer.datamodule
+    datamodule, generation = module.trainer.datamodule, module.generation
     generator = sampling_generator(module.device, module.seed, module.current_epoch, batch_idx, module.global_rank)
 
     def sample(prompts: dict) -> Rollout:
         return collect_rollout(module.model, prompts, datamodule, num_samples=datamodule.num_samples,
                                max_new_tokens=generation["max_new_tokens"], temperature=generation["temperature"],
-                               generator=generator, truncated_is_wrong=truncated_is_wrong)
+                               generator=generator, truncated_is_wrong=module.truncated_is_wrong)
 
     first = sample(batch)
     target, parts = first.num_prompts, [first]
     missing = target - mixed_prompts(first).numel()
-    while missing > 0 and len(parts) < max_generation_batches:
+    while missing > 0 and len(parts) < module.max_generation_batches:
         train = datamodule.splits["train"]
         picks = torch.randint(len(train), (target,), generator=generator, device=generator.device).tolist()
         prompts = SFTCollator(datamodule.encoder, with_prompts=True)([train[i] for i in picks])

@@ -36,8 +36,7 @@ class RFTModule(PostTrainModule):
                          max_generation_batches, seed)
 
     def training_step(self, batch, batch_idx):
-        rollout = online.rollout(self, batch, batch_idx, self.generation, self.truncated_is_wrong,
-                                 self.max_generation_batches)
+        rollout = online.rollout(self, batch, batch_idx)
         k = rollout.num_samples
         if self.filter_groups:
             kept = mixed_prompts(rollout)
