@@ -1,0 +1,39 @@
+"""A scalar head on any causal LM's last hidden states: the Bradley–Terry reward model and the PPO critic."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ValueModel(nn.Module):
+    """v(tokens_≤t) = w · h_t + b for every position, h_t the backbone's last hidden state.
+
+    Args:
+        backbone: a Hugging Face causal LM (its decoder is used; the lm-head is not).
+    The head starts at zero weight and bias, so every start value is 0 and a fresh critic's first advantages are
+    the rewards themselves.
+    """
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, T) float32 values; positions count from each row's first real token (left or right padding)."""
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        hidden = self.backbone.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                             position_ids=position_ids, use_cache=False).last_hidden_state  # (B, T, H)
+        return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()  # (B, T)
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The value at each row's last real token (right padding): (B, T) -> (B,), the sequence's reward."""
+        values = self(input_ids, attention_mask)  # (B, T)
+        last = attention_mask.sum(-1) - 1  # (B,)
+        return values.gather(-1, last[:, None]).squeeze(-1)
