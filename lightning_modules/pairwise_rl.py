@@ -1,0 +1,146 @@
+"""Pairwise PPO, the RL half of Pairwise-RL (Xu et al., "A Unified Pairwise Framework for RLHF", arXiv 2504.04950).
+
+Each training batch of prompts is one rollout step: the policy (π_old for the step) samples `ppo.num_samples`
+responses per prompt; the frozen generative judge scores each response y against the prompt's anchor y* as the
+symmetrised win probability r_pair = P̄(y ≻ y* | q) (both orders in one batch); the score (centred by default)
+lands on the last token of a per-token KL penalty to π_ref; a critic that reads the anchor gives GAE advantages;
+then `ppo.epochs` passes of clipped PPO over shuffled mini-batches update the policy and the critic.
+
+The anchor y* is, by default, π_ref's greedy response to the prompt, generated the first time the prompt is drawn
+and kept (in the checkpoint too) for the rest of the run; `anchor: ground_truth` uses the data's reference
+response instead (with an exact-answer task a correct response can then at best tie: spec §7).
+"""
+from __future__ import annotations
+
+import torch
+
+from lightning_modules import ppo as ppo_lib
+from lightning_modules.base import PostTrainModule, frozen_copy
+from posttrain.generation import generate
+from posttrain.losses.ppo import PAIRWISE_TRANSFORMS, pairwise_score
+from posttrain.models.value_head import ValueModel
+from posttrain.rewards.judges import PAIRWISE_TEMPLATE, PAIRWISE_VERDICTS, PairwiseJudge, verdict_token_ids
+from posttrain.rollouts import sampling_generator
+from posttrain.utils.config import check, check_choice
+
+ANCHORS = ("reference_sample", "ground_truth")
+CRITIC_TEMPLATE = "{prompt}|B:{anchor}|A:"  # the judge's fields, anchor first so the response can follow
+
+
+class PairwiseRLModule(PostTrainModule):
+    """Args:
+        reward_model: the trained generative judge LM (from the run's `reward_model` stage); frozen here.
+        anchor: "reference_sample" (π_ref's response, cached per prompt) or "ground_truth" (the data's response).
+        anchor_temperature: 0 = π_ref's greedy response; > 0 = one sample at this temperature.
+        reward_transform: "centered" (r_pair − ½), "raw" (r_pair) or "logit" (log-odds).
+        critic_anchor: the critic reads `critic_template` (q and y*) before the response; false = the policy's own
+            row (the ablation of spec §6).
+        critic_template: the critic's context, with {prompt} and {anchor}.
+        critic_init: "reward_model" (the judge's weights, spec §2.3) or "policy"; the value head starts at zero.
+        judge: {template, verdicts} of the judge's prompt, as the reward model was trained.
+        ppo: the PPO settings (`lightning_modules.ppo.PPO_DEFAULTS`).
+        generation: {temperature, max_new_tokens} of the rollouts (and of sampled anchors' length).
+        seed: seeds rollouts and mini-batch order by position in training, so a resumed run draws the same.
+    """
+
+    record_start_evaluation = True
+
+    def __init__(self, model, tokenizer, reward_model=None, anchor: str = "reference_sample",
+                 anchor_temperature: float = 0.0, reward_transform: str = "centered", critic_anchor: bool = True,
+                 critic_template: str = CRITIC_TEMPLATE, critic_init: str = "reward_model", judge: dict | None = None,
+                 ppo: dict | None = None, generation: dict | None = None, seed: int = 0, optimizer=None,
+                 scheduler=None, evaluation=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+        check(reward_model is not None, "reward_model",
+              "pairwise PPO needs a judge: set the run's reward_model stage (e.g. method pairwise_rm)")
+        check(not isinstance(reward_model, ValueModel), "reward_model",
+              "pairwise PPO needs a generative judge LM, got a scalar ValueModel (use experiment=bt_ppo)")
+        check_choice(anchor, ANCHORS, "method.anchor")
+        check(anchor_temperature >= 0, "method.anchor_temperature", f"must be >= 0, got {anchor_temperature}")
+        check_choice(reward_transform, PAIRWISE_TRANSFORMS, "method.reward_transform")
+        for field in ("{prompt}", "{anchor}"):
+            check(field in critic_template, "method.critic_template", f"must contain {field}, got {critic_template!r}")
+        self.judge_cfg = {"template": PAIRWISE_TEMPLATE, "verdicts": list(PAIRWISE_VERDICTS), **(judge or {})}
+        verdict_token_ids(tokenizer, self.judge_cfg["verdicts"])  # fails now, not at the first step
+        self.save_hyperparameters(ignore=["model", "tokenizer", "reward_model"])
+        self.ppo, self.generation = ppo_lib.settings(ppo, generation)
+        self.anchor, self.anchor_temperature, self.reward_transform = anchor, anchor_temperature, reward_transform
+        self.critic_anchor, self.critic_template, self.seed = critic_anchor, critic_template, seed
+        self.automatic_optimization = False
+        self.reward_model = ppo_lib.freeze(reward_model)
+        self.reference = frozen_copy(model)
+        self.critic = ppo_lib.build_critic(ppo_lib.critic_source(critic_init, model, reward_model))
+        self.anchors: dict[str, str] = {}  # prompt -> anchor response, kept in the checkpoint
+        self.judge: PairwiseJudge | None = None
+
+    def configure_optimizers(self):
+        return ppo_lib.configure_optimizers(self)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.judge is None:
+            self.judge = PairwiseJudge(self.reward_model, self.trainer.datamodule.encoder, **self.judge_cfg)
+
+    def training_step(self, batch, batch_idx):
+        rollout = ppo_lib.rollout(self, batch, batch_idx)
+        k = rollout.num_samples
+        prompts = [e["prompt"] for e in batch["examples"] for _ in range(k)]
+        anchors = [a for a in self.anchor_responses(batch, batch_idx) for _ in range(k)]
+        responses = self.tokenizer.batch_decode(ppo_lib.response_tokens(rollout), skip_special_tokens=True)
+        win = self.win_probability(prompts, responses, anchors)  # (R,)
+        scores = pairwise_score(win, self.reward_transform)  # (R,)
+        inputs = ppo_lib.critic_inputs(rollout, self.critic_prefixes(prompts, anchors), self.tokenizer.pad_token_id)
+        metrics = ppo_lib.train_on_rollout(self, rollout, scores, inputs, batch_idx)
+        datamodule = self.trainer.datamodule
+        anchor_correct = [datamodule.verify(e, a).correct for e, a in zip(batch["examples"], anchors[::k])]
+        self.log_metrics("train", {"reward": win.mean(), "win_rate": (win > 0.5).float().mean(), **metrics,
+                                   "anchor_accuracy": sum(anchor_correct) / len(anchor_correct)},
+                         batch_size=rollout.num_prompts)
+
+    @torch.no_grad()
+    def win_probability(self, prompts: list[str], responses: list[str], anchors: list[str]) -> torch.Tensor:
+        """P̄(y ≻ y* | q) by the frozen judge, both orders batched, in mini-batch chunks: (R,)."""
+        size = self.ppo["minibatch_size"]
+        return torch.cat([self.judge.symmetric(prompts[i:i + size], responses[i:i + size], anchors[i:i + size])
+                          for i in range(0, len(prompts), size)])
+
+    def anchor_responses(self, batch: dict, batch_idx: int) -> list[str]:
+        """y* of each prompt of the batch: the data's response, or π_ref's (generated once per prompt, cached)."""
+        examples = batch["examples"]
+        if self.anchor == "ground_truth":
+            return [e["response"] for e in examples]
+        missing = [i for i, e in enumerate(examples) if e["prompt"] not in self.anchors]
+        if missing:
+            index = torch.tensor(missing, device=self.device)
+            generator = sampling_generator(self.device, self.seed + 2, self.current_epoch, batch_idx, self.global_rank)
+            with torch.no_grad():
+                out = generate(self.reference, batch["prompt_input_ids"][index], batch["prompt_attention_mask"][index],
+                               max_new_tokens=self.generation["max_new_tokens"], temperature=self.anchor_temperature,
+                               eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                               generator=generator)
+            texts = self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
+            for i, text in zip(missing, texts):
+                self.anchors[examples[i]["prompt"]] = text
+        return [self.anchors[e["prompt"]] for e in examples]
+
+    def critic_prefixes(self, prompts: list[str], anchors: list[str]) -> list[list[int]] | None:
+        """`[bos] critic_template(q, y*)` per rollout row, or None: the critic reads the policy's own rows."""
+        if not self.critic_anchor:
+            return None
+        encoder = self.trainer.datamodule.encoder
+        return [encoder.prompt(self.critic_template.format(prompt=q, anchor=a)) for q, a in zip(prompts, anchors)]
+
+    # ---- checkpoint -------------------------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {"anchors": dict(self.anchors)}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.anchors = dict(state.get("anchors", {}))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        ppo_lib.drop_frozen(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        ppo_lib.restore_frozen(self, checkpoint)
+        super().on_load_checkpoint(checkpoint)

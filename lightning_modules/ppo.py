@@ -1,0 +1,237 @@
+"""Lightning glue the PPO methods (pairwise PPO, BT-PPO) share as functions: settings, the critic and its inputs,
+one optimizer with a policy and a critic parameter group, and the PPO update of one rollout batch. Each method's
+`training_step` (rollout -> sequence scores -> critic inputs -> `train_on_rollout`) reads in its own module.
+
+The frozen networks (π_ref as `module.reference`, the reward model as `module.reward_model`) never require a
+gradient, so they are outside the optimizer and outside DDP's gradient sync, and they are left out of checkpoints
+(`drop_frozen` / `restore_frozen`): a resumed run rebuilds them from the same cached stages.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from datamodules.collate import pack
+from posttrain.losses.ppo import gae, kl_penalized_rewards, ppo_loss, whiten
+from posttrain.models.forward import IGNORE_INDEX
+from posttrain.models.value_head import ValueModel
+from posttrain.optim import build_optimizer, build_scheduler
+from posttrain.rollouts import Rollout, collect_rollout, policy_logprobs, sampling_generator
+from posttrain.utils.config import check, check_choice
+
+PPO_DEFAULTS = {
+    "num_samples": 4,           # responses per prompt per rollout step
+    "minibatch_size": 64,       # rollout rows per optimizer step
+    "epochs": 2,                # passes over each rollout batch
+    "clip_eps": 0.2,            # ratio clip ε
+    "value_clip": 0.2,          # ε_V of the value clip; null: no clip
+    "value_coef": 0.5,          # c_V
+    "kl_coef": 0.05,            # β_KL of the per-token penalty
+    "gamma": 1.0,
+    "lam": 0.95,
+    "whiten_advantages": True,  # advantages standardised over the rollout batch's response tokens
+    "grad_clip": 1.0,           # gradient-norm clip, per network (policy, critic); null: none
+    "critic_lr": 1.0e-4,        # learning rate of the critic's parameter group
+}
+GENERATION_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 8}
+CRITIC_INITS = ("policy", "reward_model")
+FROZEN_PREFIXES = ("reference.", "reward_model.")
+
+
+def settings(ppo: dict | None, generation: dict | None) -> tuple[dict, dict]:
+    """The checked PPO and rollout settings (`method.ppo`, `method.generation`), defaults filled in."""
+    cfg = {**PPO_DEFAULTS, **(ppo or {})}
+    unknown = set(cfg) - set(PPO_DEFAULTS)
+    check(not unknown, "method.ppo", f"unknown keys {sorted(unknown)}; known: {sorted(PPO_DEFAULTS)}")
+    for key in ("num_samples", "minibatch_size", "epochs"):
+        check(int(cfg[key]) >= 1, f"method.ppo.{key}", f"must be >= 1, got {cfg[key]}")
+    check(cfg["clip_eps"] > 0, "method.ppo.clip_eps", f"must be > 0, got {cfg['clip_eps']}")
+    check(cfg["value_clip"] is None or cfg["value_clip"] > 0, "method.ppo.value_clip",
+          f"must be > 0 or null, got {cfg['value_clip']}")
+    check(cfg["value_coef"] > 0, "method.ppo.value_coef", f"must be > 0, got {cfg['value_coef']}")
+    check(cfg["kl_coef"] >= 0, "method.ppo.kl_coef", f"must be >= 0, got {cfg['kl_coef']}")
+    check(0 < cfg["gamma"] <= 1, "method.ppo.gamma", f"must be in (0, 1], got {cfg['gamma']}")
+    check(0 <= cfg["lam"] <= 1, "method.ppo.lam", f"must be in [0, 1], got {cfg['lam']}")
+    check(cfg["grad_clip"] is None or cfg["grad_clip"] > 0, "method.ppo.grad_clip",
+          f"must be > 0 or null, got {cfg['grad_clip']}")
+    check(cfg["critic_lr"] > 0, "method.ppo.critic_lr", f"must be > 0, got {cfg['critic_lr']}")
+    gen = {**GENERATION_DEFAULTS, **(generation or {})}
+    unknown = set(gen) - set(GENERATION_DEFAULTS)
+    check(not unknown, "method.generation", f"unknown keys {sorted(unknown)}; PPO samples with "
+          f"{sorted(GENERATION_DEFAULTS)} only (top-k/top-p would bias the importance ratios)")
+    check(gen["temperature"] > 0, "method.generation.temperature", f"must be > 0, got {gen['temperature']}")
+    check(gen["max_new_tokens"] > 0, "method.generation.max_new_tokens", f"must be > 0, got {gen['max_new_tokens']}")
+    return cfg, gen
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    return model.eval().requires_grad_(False)
+
+
+def build_critic(source: nn.Module) -> ValueModel:
+    """V_ψ on a copy of `source`'s backbone (a causal LM, or a ValueModel whose backbone is taken) with a zero
+    head, so its first values are 0. The lm-head is unused by a value model: it is frozen, or DDP would wait for
+    its gradient."""
+    backbone = source.backbone if isinstance(source, ValueModel) else source
+    critic = ValueModel(copy.deepcopy(backbone).train().requires_grad_(True))
+    output = critic.backbone.get_output_embeddings()
+    if output is not None:
+        output.requires_grad_(False)
+    return critic
+
+
+def critic_source(init: str, model: nn.Module, reward_model: nn.Module) -> nn.Module:
+    check_choice(init, CRITIC_INITS, "method.critic_init")
+    return model if init == "policy" else reward_model
+
+
+def configure_optimizers(module) -> dict:
+    """One optimizer, two parameter groups: the policy at `optimizer.lr` and the critic at `ppo.critic_lr`; one
+    optimizer step per mini-batch updates both (so `global_step` counts PPO updates)."""
+    policy = [p for p in module.model.parameters() if p.requires_grad]
+    critic = [p for p in module.critic.parameters() if p.requires_grad]
+    groups = [{"params": policy, "name": "policy"}, {"params": critic, "name": "critic", "lr": module.ppo["critic_lr"]}]
+    optimizer = build_optimizer(groups, **module.optimizer_cfg)
+    scheduler = build_scheduler(optimizer, schedule_period(module), **module.scheduler_cfg)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def updates_per_batch(module) -> int:
+    rows = module.trainer.datamodule.batch_size * module.ppo["num_samples"]
+    return module.ppo["epochs"] * -(-rows // module.ppo["minibatch_size"])
+
+
+def schedule_period(module) -> int:
+    return int(module.trainer.estimated_stepping_batches) * updates_per_batch(module)
+
+
+def rollout(module, batch: dict, batch_idx: int) -> Rollout:
+    """`ppo.num_samples` responses per prompt of the batch from the current policy, gold-verified (the verifier's
+    reward is logged as accuracy, never trained on), seeded by the position in training."""
+    generator = sampling_generator(module.device, module.seed, module.current_epoch, batch_idx, module.global_rank)
+    return collect_rollout(module.model, batch, module.trainer.datamodule, num_samples=module.ppo["num_samples"],
+                           max_new_tokens=module.generation["max_new_tokens"],
+                           temperature=module.generation["temperature"], generator=generator)
+
+
+def response_tokens(rollout: Rollout) -> list[list[int]]:
+    return [row[row != IGNORE_INDEX].tolist() for row in rollout.labels]
+
+
+def critic_inputs(rollout: Rollout, prefixes: list[list[int]] | None, pad_id: int) -> dict:
+    """The critic's rows: the rollout's own rows, or, with `prefixes` (one token list per rollout row, e.g.
+    `[bos] q |B: y* |A:`), each prefix followed by the row's response tokens.
+
+    `offsets` (R,) maps a rollout label position j (the state before token j + 1) to the critic row's position
+    j + offset of the same state: offset = critic prefix length − rollout prompt length.
+    """
+    if prefixes is None:
+        zeros = torch.zeros(rollout.input_ids.shape[0], dtype=torch.long, device=rollout.input_ids.device)
+        return {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask, "offsets": zeros}
+    responses = response_tokens(rollout)
+    width = max(len(p) + len(r) for p, r in zip(prefixes, responses))
+    packed = pack(prefixes, responses, pad_id, max_length=width)  # no truncation: every row fits
+    prompt_lengths = (rollout.labels != IGNORE_INDEX).int().argmax(-1)  # (R,) first response token
+    device = rollout.input_ids.device
+    return {"input_ids": packed["input_ids"].to(device), "attention_mask": packed["attention_mask"].to(device),
+            "offsets": packed["prompt_lengths"].to(device) - prompt_lengths}
+
+
+def critic_rows(inputs: dict, index: torch.Tensor) -> dict:
+    """The selected critic rows, trimmed to their longest sequence."""
+    width = int(inputs["attention_mask"][index].sum(-1).max())
+    return {"input_ids": inputs["input_ids"][index, :width], "attention_mask": inputs["attention_mask"][index, :width],
+            "offsets": inputs["offsets"][index]}
+
+
+def critic_values(critic: nn.Module, rows: dict, mask: torch.Tensor) -> torch.Tensor:
+    """V_ψ at the rollout's label positions: values (B, Tc) of the critic rows gathered at j + offset, 0 off the
+    response. mask (B, T) -> (B, T)."""
+    values = critic(rows["input_ids"], rows["attention_mask"])  # (B, Tc)
+    positions = torch.arange(mask.shape[1], device=mask.device)[None] + rows["offsets"][:, None]  # (B, T)
+    positions = positions.clamp(0, values.shape[1] - 1)
+    return values.gather(1, positions) * mask  # (B, T)
+
+
+def chunks(total: int, size: int, device) -> list[torch.Tensor]:
+    return list(torch.arange(total, device=device).split(size))
+
+
+@torch.no_grad()
+def rollout_statistics(module, rollout: Rollout, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π_ref of the sampled tokens and the critic's rollout-time values: (R, T-1) each, in mini-batch chunks."""
+    ref_parts, value_parts = [], []
+    full = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask, "labels": rollout.labels}
+    for index in chunks(rollout.input_ids.shape[0], module.ppo["minibatch_size"], module.device):
+        ref_parts.append(policy_logprobs(module.reference, {k: v[index] for k, v in full.items()},
+                                         module.generation["temperature"]))  # (b, T-1)
+        rows = {k: v[index] for k, v in inputs.items()}
+        value_parts.append(critic_values(module.critic, rows, rollout.mask[index]))  # (b, T-1)
+    return torch.cat(ref_parts), torch.cat(value_parts)
+
+
+def update(module, loss: torch.Tensor) -> None:
+    """One optimizer step of both networks; each network's gradient norm is clipped on its own, so the critic's
+    (often larger) gradient never shrinks the policy's step."""
+    optimizer = module.optimizers()
+    optimizer.zero_grad()
+    module.manual_backward(loss)
+    clip = module.ppo["grad_clip"]
+    if clip:
+        for group in optimizer.param_groups:
+            torch.nn.utils.clip_grad_norm_(group["params"], clip)
+    optimizer.step()
+    module.lr_schedulers().step()
+
+
+def train_on_rollout(module, rollout: Rollout, scores: torch.Tensor, inputs: dict, batch_idx: int) -> dict:
+    """PPO on one rollout batch: KL-penalised token rewards from `scores` (R,), GAE on the critic's values, then
+    `ppo.epochs` passes of shuffled mini-batches, one optimizer step each. Returns the step's metrics."""
+    cfg, mask = module.ppo, rollout.mask
+    ref_logp, values_old = rollout_statistics(module, rollout, inputs)  # (R, T-1) each
+    rewards = kl_penalized_rewards(rollout.old_logps, ref_logp, scores, mask, cfg["kl_coef"])  # (R, T-1)
+    advantages, returns = gae(rewards, values_old, mask, cfg["gamma"], cfg["lam"])  # (R, T-1) each
+    if cfg["whiten_advantages"]:
+        advantages = whiten(advantages, mask)
+    generator = sampling_generator(module.device, module.seed + 1, module.current_epoch, batch_idx,
+                                   module.global_rank)
+    parts = []
+    for _ in range(cfg["epochs"]):
+        order = torch.randperm(rollout.input_ids.shape[0], generator=generator, device=generator.device)
+        for index in order.split(cfg["minibatch_size"]):
+            rows = rollout.rows(index)
+            steps = rows["mask"].shape[1]
+            logp = policy_logprobs(module.model, rows, module.generation["temperature"])  # (b, steps)
+            values = critic_values(module.critic, critic_rows(inputs, index), rows["mask"])  # (b, steps)
+            loss, metrics = ppo_loss(logp, rows["old_logps"], advantages[index, :steps], values,
+                                     values_old[index, :steps], returns[index, :steps], rows["mask"],
+                                     clip_eps=cfg["clip_eps"], value_clip=cfg["value_clip"],
+                                     value_coef=cfg["value_coef"])
+            update(module, loss)
+            parts.append({"loss": loss.detach(), **metrics})
+    kl = ((rollout.old_logps - ref_logp) * mask).sum(-1)  # (R,) sequence KL estimate
+    return {**{k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]},
+            "kl": kl.mean(), "score": scores.mean(), "updates": float(len(parts)), **rollout_metrics(rollout)}
+
+
+def rollout_metrics(rollout: Rollout) -> dict:
+    """The verifier's gold accuracy of the rollouts (never a training signal here) and their shape."""
+    return {"accuracy": rollout.rewards.mean(), "response_length": rollout.mask.sum(-1).float().mean(),
+            "truncated": (~rollout.finished).float().mean(), "unparsed": (~rollout.parsed).float().mean()}
+
+
+def drop_frozen(checkpoint: dict) -> None:
+    """Leaves π_ref and the reward model out of the checkpoint: both are rebuilt from the cached stages."""
+    state = checkpoint.get("state_dict", {})
+    for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
+        del state[key]
+
+
+def restore_frozen(module, checkpoint: dict) -> None:
+    """Puts the live (rebuilt) frozen weights back into a checkpoint that lacks them, before Lightning loads it."""
+    state = checkpoint.setdefault("state_dict", {})
+    for key, value in module.state_dict().items():
+        if key.startswith(FROZEN_PREFIXES):
+            state.setdefault(key, value)
