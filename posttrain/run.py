@@ -5,6 +5,9 @@ Stages, each a Lightning fit over the same DataModule:
            the method receives it as `teacher=`;
   warmup  (optional) SFT from the initial model, on `warmup.data` if given (e.g. task A of a two-stage experiment)
           else on `data`; its result is cached under paths.cache_dir and reused; its row is evaluated on `data`;
+  reward_model (optional) a reward-model method (e.g. pairwise_rm, bt_rm) trained on its own data
+          (`reward_model.data`) from a copy of the warm-up model, cached like warm-up; the main method receives the
+          trained network (a judge LM or a ValueModel) as `reward_model=`;
   main    the experiment's method, from the warm-up model (resumable with ckpt_path=...);
   control (optional) a baseline from the same start with the same trainer settings, e.g. continued SFT.
 Every evaluation of every stage becomes a row of the results table, printed and written to results.json.
@@ -24,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from posttrain.models import builders
+from posttrain.models.value_head import ValueModel
 from posttrain.utils.config import ConfigError
 
 
@@ -44,8 +48,12 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("warmup"):
         start, warm_row = warmup_stage(cfg, model, tokenizer, datamodule)
         rows.append(warm_row)
+    main_extra = dict(extra)
+    if cfg.get("reward_model"):
+        main_extra["reward_model"], reward_rows = reward_model_stage(cfg, start, tokenizer)
+        rows += reward_rows
     module = instantiate(cfg.method, model=copy.deepcopy(start) if cfg.get("control") else start,
-                         tokenizer=tokenizer, _convert_="all", **extra)
+                         tokenizer=tokenizer, _convert_="all", **main_extra)
     trainer = make_trainer(cfg, "main")
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     rows += history_rows(cfg.name, module.eval_history)
@@ -57,7 +65,8 @@ def train(cfg: DictConfig) -> dict:
     report(cfg, rows)
     if cfg.get("save_model") and trainer.is_global_zero:
         builders.save(module.model, tokenizer, os.path.join(cfg.paths.output_dir, "model"))
-    return {"module": module, "trainer": trainer, "rows": rows, "datamodule": datamodule}
+    return {"module": module, "trainer": trainer, "rows": rows, "datamodule": datamodule,
+            "reward_model": main_extra.get("reward_model")}
 
 
 def make_trainer(cfg: DictConfig, stage: str | None, **overrides) -> L.Trainer:
@@ -112,6 +121,65 @@ def teacher_stage(cfg: DictConfig, tokenizer, datamodule):
                                            "trainer": cfg.trainer.get("limit_train_batches")})
     return cached_sft_stage(cfg, cfg.teacher, model, tokenizer, datamodule, "teacher", "teacher (sft)", directory,
                             datamodule)
+
+
+def reward_model_stage(cfg: DictConfig, start, tokenizer):
+    """`reward_model.method` trained for `reward_model.max_epochs` on `reward_model.data` from a copy of `start`
+    (the warm-up model) and evaluated on that data's held-out splits, or the result cached in
+    `reward_model_cache_dir(cfg)`. Returns (the trained network, its results rows)."""
+    if any(key not in cfg.reward_model for key in ("method", "data", "max_epochs")):
+        raise ConfigError("reward_model: needs reward_model.method (a reward-model method config), reward_model.data "
+                          "(its data config) and reward_model.max_epochs")
+    directory = reward_model_cache_dir(cfg)
+    rows_path = os.path.join(directory, "rows.json")
+    if os.path.isfile(rows_path):
+        with open(rows_path) as handle:
+            return load_reward_model(directory), json.load(handle)
+    data = instantiate(cfg.reward_model.data, tokenizer=tokenizer)
+    module = instantiate(cfg.reward_model.method, model=copy.deepcopy(start), tokenizer=tokenizer, _convert_="all")
+    trainer = make_trainer(cfg, "reward_model", max_epochs=cfg.reward_model.max_epochs, limit_val_batches=0,
+                           check_val_every_n_epoch=None, val_check_interval=None, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+    validator = make_trainer(cfg, None, enable_progress_bar=False)
+    validator.validate(module, datamodule=data, verbose=False)
+    history = getattr(module, "eval_history", None) or [{}]
+    rows = [{"run": cfg.reward_model.get("name", "reward model"), **history[-1], "step": trainer.global_step}]
+    if trainer.is_global_zero:
+        save_reward_model(module.model, tokenizer, directory)
+        with open(rows_path, "w") as handle:
+            json.dump(rows, handle, indent=1)
+    return module.model, rows
+
+
+def reward_model_cache_dir(cfg: DictConfig) -> str:
+    """Where the reward model of these settings is cached: its own config and what it starts from (the warm-up's
+    key, or the initial model without a warm-up)."""
+    start = warmup_cache_dir(cfg) if cfg.get("warmup") else cfg.model
+    return cache_dir(cfg, "reward_model", {"start": start, "reward_model": cfg.reward_model, "seed": cfg.seed,
+                                           "trainer": cfg.trainer.get("limit_train_batches")})
+
+
+VALUE_HEAD_FILE = "value_head.pt"
+
+
+def save_reward_model(model, tokenizer, directory: str) -> None:
+    """A judge LM as a model directory; a ValueModel as its backbone's directory plus the head's state."""
+    if isinstance(model, ValueModel):
+        builders.save(model.backbone, tokenizer, directory)
+        torch.save(model.head.state_dict(), os.path.join(directory, VALUE_HEAD_FILE))
+    else:
+        builders.save(model, tokenizer, directory)
+
+
+def load_reward_model(directory: str):
+    """What `save_reward_model` wrote: a ValueModel where a head was saved, else the LM, in float32."""
+    backbone = builders.from_pretrained(directory)[0].to(torch.float32)
+    head_path = os.path.join(directory, VALUE_HEAD_FILE)
+    if not os.path.isfile(head_path):
+        return backbone
+    model = ValueModel(backbone)
+    model.head.load_state_dict(torch.load(head_path, map_location="cpu", weights_only=True))
+    return model
 
 
 def cache_dir(cfg: DictConfig, stage: str, key: dict) -> str:
