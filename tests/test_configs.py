@@ -13,8 +13,11 @@ from tests.helpers import compose_config, experiments
 # run uses a coin-flip verifier that gives mixed groups (and lets truncated answers count).
 ONLINE = ["trainer.max_epochs=1", "data.verifier._target_=tests.helpers.CoinFlipVerifier",
           "method.truncated_is_wrong=false"]
+# PPO runs train their reward model first (reward_model stage, from the initial model here): one tiny epoch.
+PPO = ["trainer.max_epochs=1", "method.ppo.epochs=1", "reward_model.max_epochs=1", "reward_model.data.train_size=8",
+       "reward_model.data.eval_size=8"]
 ONE_EPOCH = {"spin": ["method.num_iterations=1", "method.epochs_per_iteration=1"],
-             "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE,
+             "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE, "pairwise_rl": PPO, "bt_ppo": PPO,
              "distillspec": ["trainer.max_epochs=1", "teacher.max_epochs=1", "method.speculative.num_prompts=2",
                              "method.speculative.repeats=1", "method.speculative.max_new_tokens=4"]}
 

@@ -1,0 +1,36 @@
+"""A pairwise PPO run killed mid-training resumes from last.ckpt and ends exactly where an uninterrupted run ends."""
+import pytest
+import torch
+
+from posttrain.run import train
+from tests.helpers import Killed, compose_config
+
+# 2 epochs x 2 rollout batches x 2 PPO epochs (one mini-batch each) = 8 steps; the kill lands inside epoch 2, after
+# epoch 1's checkpoint. Anchors are sampled (not greedy), so a resumed run that lost the cached anchors would draw
+# different ones for epoch 2's prompts and end elsewhere.
+TINY_MODEL = ["model.hidden_size=32", "model.num_heads=2", "model.num_layers=1", "model.intermediate_size=64"]
+REWARD_MODEL = ["method@reward_model.method=sft", "data@reward_model.data=prompts", "reward_model.max_epochs=1", "reward_model.data.train_size=8", "reward_model.data.eval_size=8"]
+BASE = ["experiment=pairwise_rl", "debug=tiny", "warmup=null", "trainer.max_epochs=2", "method.ppo.num_samples=2",
+        "method.anchor_temperature=1.0", "method.optimizer.lr=1e-3", "method.ppo.critic_lr=1e-3",
+        "method.evaluation.sampled_k=0", *TINY_MODEL, *REWARD_MODEL]
+
+
+def test_killed_pairwise_rl_run_resumes_to_the_same_result(tmp_path):
+    reference = train(compose_config(BASE, tmp_path / "uninterrupted"))
+
+    killed_cfg = compose_config([*BASE, "+callbacks.kill._target_=tests.helpers.KillAtStep", "+callbacks.kill.step=6"],
+                                tmp_path / "killed")
+    with pytest.raises(Killed):
+        train(killed_cfg)
+    last = tmp_path / "killed" / "checkpoints" / "main" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    assert state["global_step"] == 4 and len(state["posttrain"]["anchors"]) == 8  # every prompt's anchor, epoch 1
+    assert not [k for k in state["state_dict"] if k.startswith(("reference.", "reward_model."))]
+
+    resumed = train(compose_config([*BASE, f"ckpt_path={last}"], tmp_path / "killed"))
+    assert resumed["trainer"].global_step == reference["trainer"].global_step == 8
+    assert resumed["module"].anchors == reference["module"].anchors
+    final = dict(reference["module"].named_parameters())
+    for name, param in resumed["module"].named_parameters():  # policy, critic and the frozen networks
+        torch.testing.assert_close(param, final[name], rtol=0, atol=1e-6, msg=name)
+    assert resumed["module"].eval_history == reference["module"].eval_history
