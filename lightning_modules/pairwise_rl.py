@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from datamodules.collate import Encoder
 from lightning_modules import ppo as ppo_lib
 from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.generation import generate
@@ -79,7 +80,9 @@ class PairwiseRLModule(PostTrainModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if self.judge is None:
-            self.judge = PairwiseJudge(self.reward_model, self.trainer.datamodule.encoder, **self.judge_cfg)
+            # the encoder the reward-model stage trained the judge with (PairwiseRMModule's), not the policy data's
+            encoder = Encoder(self.tokenizer, max_length=self.tokenizer.model_max_length)
+            self.judge = PairwiseJudge(self.reward_model, encoder, **self.judge_cfg)
 
     def training_step(self, batch, batch_idx):
         rollout = ppo_lib.rollout(self, batch, batch_idx)
