@@ -18,7 +18,7 @@ from datamodules.collate import Encoder
 from lightning_modules import ppo as ppo_lib
 from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.generation import generate
-from posttrain.losses.ppo import PAIRWISE_TRANSFORMS, pairwise_score
+from posttrain.losses.ppo import NORMALIZATIONS, PAIRWISE_TRANSFORMS, normalize_scores, pairwise_score
 from posttrain.models.value_head import ValueModel
 from posttrain.rewards.judges import PAIRWISE_TEMPLATE, PAIRWISE_VERDICTS, PairwiseJudge, verdict_token_ids
 from posttrain.rollouts import sampling_generator
@@ -34,6 +34,8 @@ class PairwiseRLModule(PostTrainModule):
         anchor: "reference_sample" (π_ref's response, cached per prompt) or "ground_truth" (the data's response).
         anchor_temperature: 0 = π_ref's greedy response; > 0 = one sample at this temperature.
         reward_transform: "centered" (r_pair − ½), "raw" (r_pair) or "logit" (log-odds).
+        reward_normalization: "none" (the judge's calibrated probability as is) or "batch" (standardised over the
+            rollout batch after the transform, as BT-PPO's default: the ablation that gives both the same scale).
         critic_anchor: the critic reads `critic_template` (q and y*) before the response; false = the policy's own
             row (the ablation of spec §6).
         critic_template: the critic's context, with {prompt} and {anchor}.
@@ -47,7 +49,8 @@ class PairwiseRLModule(PostTrainModule):
     record_start_evaluation = True
 
     def __init__(self, model, tokenizer, reward_model=None, anchor: str = "reference_sample",
-                 anchor_temperature: float = 0.0, reward_transform: str = "centered", critic_anchor: bool = True,
+                 anchor_temperature: float = 0.0, reward_transform: str = "centered",
+                 reward_normalization: str = "none", critic_anchor: bool = True,
                  critic_template: str = CRITIC_TEMPLATE, critic_init: str = "reward_model", judge: dict | None = None,
                  ppo: dict | None = None, generation: dict | None = None, seed: int = 0, optimizer=None,
                  scheduler=None, evaluation=None):
@@ -59,6 +62,7 @@ class PairwiseRLModule(PostTrainModule):
         check_choice(anchor, ANCHORS, "method.anchor")
         check(anchor_temperature >= 0, "method.anchor_temperature", f"must be >= 0, got {anchor_temperature}")
         check_choice(reward_transform, PAIRWISE_TRANSFORMS, "method.reward_transform")
+        check_choice(reward_normalization, NORMALIZATIONS, "method.reward_normalization")
         for field in ("{prompt}", "{anchor}"):
             check(field in critic_template, "method.critic_template", f"must contain {field}, got {critic_template!r}")
         self.judge_cfg = {"template": PAIRWISE_TEMPLATE, "verdicts": list(PAIRWISE_VERDICTS), **(judge or {})}
@@ -66,6 +70,7 @@ class PairwiseRLModule(PostTrainModule):
         self.save_hyperparameters(ignore=["model", "tokenizer", "reward_model"])
         self.ppo, self.generation = ppo_lib.settings(ppo, generation)
         self.anchor, self.anchor_temperature, self.reward_transform = anchor, anchor_temperature, reward_transform
+        self.reward_normalization = reward_normalization
         self.critic_anchor, self.critic_template, self.seed = critic_anchor, critic_template, seed
         self.automatic_optimization = False
         self.reward_model = ppo_lib.freeze(reward_model)
@@ -91,7 +96,7 @@ class PairwiseRLModule(PostTrainModule):
         anchors = [a for a in self.anchor_responses(batch, batch_idx) for _ in range(k)]
         responses = self.tokenizer.batch_decode(ppo_lib.response_tokens(rollout), skip_special_tokens=True)
         win = self.win_probability(prompts, responses, anchors)  # (R,)
-        scores = pairwise_score(win, self.reward_transform)  # (R,)
+        scores = normalize_scores(pairwise_score(win, self.reward_transform), self.reward_normalization)  # (R,)
         inputs = ppo_lib.critic_inputs(rollout, self.critic_prefixes(prompts, anchors), self.tokenizer.pad_token_id)
         metrics = ppo_lib.train_on_rollout(self, rollout, scores, inputs, batch_idx)
         datamodule = self.trainer.datamodule
