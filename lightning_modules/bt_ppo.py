@@ -55,7 +55,8 @@ class BTPPOModule(PostTrainModule):
         scores = normalize_scores(rewards, self.reward_normalization)  # (R,)
         inputs = ppo_lib.critic_inputs(rollout, None, self.tokenizer.pad_token_id)
         metrics = ppo_lib.train_on_rollout(self, rollout, scores, inputs, batch_idx)
-        self.log_metrics("train", {"reward": rewards.mean(), "reward_std": rewards.std(correction=0), **metrics},
+        self.log_metrics("train", {"reward": rewards.mean(), "reward_std": rewards.std(correction=0), **metrics,
+                                   **ppo_lib.reward_gold_metrics(rewards, rollout.rewards)},
                          batch_size=rollout.num_prompts)
 
     @torch.no_grad()

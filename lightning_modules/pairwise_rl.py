@@ -102,6 +102,7 @@ class PairwiseRLModule(PostTrainModule):
         datamodule = self.trainer.datamodule
         anchor_correct = [datamodule.verify(e, a).correct for e, a in zip(batch["examples"], anchors[::k])]
         self.log_metrics("train", {"reward": win.mean(), "win_rate": (win > 0.5).float().mean(), **metrics,
+                                   **ppo_lib.reward_gold_metrics(win, rollout.rewards),
                                    "anchor_accuracy": sum(anchor_correct) / len(anchor_correct)},
                          batch_size=rollout.num_prompts)
 

@@ -222,6 +222,18 @@ def rollout_metrics(rollout: Rollout) -> dict:
             "truncated": (~rollout.finished).float().mean(), "unparsed": (~rollout.parsed).float().mean()}
 
 
+def reward_gold_metrics(rewards: torch.Tensor, correct: torch.Tensor) -> dict:
+    """How the RM reward of the rollouts agrees with their gold correctness: the mean reward of the correct ones
+    minus that of the wrong ones, in units of the batch's reward std so that RMs of different scales compare
+    (`reward_gap`; logged only when the batch has both). A gap that shrinks while the RM reward rises is reward
+    hacking. rewards, correct: (R,)."""
+    right = correct > 0.5  # (R,)
+    if right.all() or not right.any():
+        return {}
+    spread = rewards.std(correction=0).clamp(min=1e-6)
+    return {"reward_gap": (rewards[right].mean() - rewards[~right].mean()) / spread}
+
+
 def drop_frozen(checkpoint: dict) -> None:
     """Leaves π_ref and the reward model out of the checkpoint: both are rebuilt from the cached stages."""
     state = checkpoint.get("state_dict", {})

@@ -30,7 +30,7 @@ from posttrain.run import register_resolvers, train  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("pairwise_rl", "bt_ppo")
 SPLITS = ("val/accuracy", "test_ood/accuracy", "val/accuracy_sampled", "test_ood/accuracy_sampled")
-TRACED = ("train/reward", "train/accuracy", "train/kl", "train/value_error", "train/clip_fraction")
+TRACED = ("train/reward", "train/accuracy", "train/reward_gap", "train/kl", "train/value_error", "train/clip_fraction")
 
 
 class EpochTrace(Callback):
