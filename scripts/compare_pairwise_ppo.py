@@ -2,9 +2,10 @@
 Terry scalar RM) from the same SFT warm-up, on the same prompts with the same PPO settings and steps, for several
 seeds; one table.
 
-    OMP_NUM_THREADS=1 python scripts/compare_pairwise_ppo.py [--seeds 0 1] [--epochs 2] [key=value ...]
+    OMP_NUM_THREADS=1 python scripts/compare_pairwise_ppo.py [key=value ...] [--seeds 0 1] [--epochs 2] [--methods ...]
 
-Extra key=value arguments are Hydra overrides applied to every run. Each run is `python train.py
+Extra key=value arguments are Hydra overrides applied to every run (put them before a `--methods` list, which would
+otherwise take them as method names). Each run is `python train.py
 experiment=<pairwise_rl|bt_ppo> seed=<s>`; both share the cached SFT warm-up of a seed (the same as experiment=grpo's)
 and cache their reward model under logs/cache. Per method and seed it prints: the reward model's held-out row,
 greedy and sampled (avg@k, T = 1) accuracy on val and test_ood at the start and after PPO, and, per training epoch,
@@ -80,6 +81,9 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "logs", "compare_pairwise_ppo"))
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    unknown = set(args.methods) - set(METHODS)
+    if unknown:
+        parser.error(f"--methods: unknown {sorted(unknown)} (overrides go before --methods)")
     results: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:
         for method in args.methods:
