@@ -49,10 +49,9 @@ class ValueModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str) -> "ValueModel":
-        """Loads what `save_pretrained` wrote (the tokenizer is in the same directory)."""
-        from posttrain.models.builders import from_pretrained
+        """Loads what `save_pretrained` wrote."""
+        from transformers import AutoModelForCausalLM
 
-        backbone, _ = from_pretrained(directory)
-        model = cls(backbone)
+        model = cls(AutoModelForCausalLM.from_pretrained(directory))
         model.head.load_state_dict(torch.load(os.path.join(directory, cls.HEAD_FILE), map_location="cpu"))
         return model
