@@ -61,8 +61,7 @@ class PairwiseRMModule(PostTrainModule):
                  optimizer=None, scheduler=None, evaluation=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
         self.save_hyperparameters(ignore=["model", "tokenizer"])
-        self.judge = PairwiseJudge(model, Encoder(tokenizer, max_length=tokenizer.model_max_length), template,
-                                   verdicts)
+        self.judge = PairwiseJudge(model, Encoder(tokenizer), template, verdicts)
         self.swap_augmentation, self.seed = swap_augmentation, seed
 
     def training_step(self, batch, batch_idx):
