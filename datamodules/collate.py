@@ -89,14 +89,15 @@ class SFTCollator:
 
 
 class PairCollator:
-    """Examples {"prompt", "chosen", "rejected"} -> chosen_* and rejected_* batches over the same prompts."""
+    """Examples {"prompt", "chosen", "rejected"} -> chosen_* and rejected_* batches over the same prompts, and the raw
+    `examples` (a generative judge builds its own texts from them)."""
 
     def __init__(self, encoder: Encoder):
         self.encoder = encoder
 
     def __call__(self, examples: Sequence[dict]) -> dict:
         prompts = [self.encoder.prompt(e["prompt"]) for e in examples]
-        batch = {"index": torch.tensor([e["index"] for e in examples], dtype=torch.long)}
+        batch = {"index": torch.tensor([e["index"] for e in examples], dtype=torch.long), "examples": list(examples)}
         for side in ("chosen", "rejected"):
             packed = pack(prompts, [self.encoder.response(e[side]) for e in examples], self.encoder.pad_id, self.encoder.max_length)
             batch.update({f"{side}_{k}": v for k, v in packed.items()})

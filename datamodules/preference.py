@@ -1,4 +1,5 @@
-"""Offline preference pairs from jsonl: {"prompt", "chosen", "rejected"} (field names configurable)."""
+"""Preference pairs {"prompt", "chosen", "rejected"}: from jsonl files (field names configurable) or from a task's
+built-in pairs (e.g. `ArithmeticPairTask`), with one validation dataloader per held-out split."""
 from __future__ import annotations
 
 import lightning as L
@@ -7,14 +8,24 @@ from torch.utils.data import DataLoader
 from datamodules.collate import Encoder, PairCollator
 from datamodules.jsonl import read_jsonl
 from datamodules.sampler import EpochShuffleSampler
+from posttrain.utils.config import check
 
 
 class PreferenceDataModule(L.LightningDataModule):
+    """Args:
+        train_path, val_path: jsonl files (the held-out split is then `val`, if given); or
+        task: an object with `examples(split)` and `eval_splits` whose examples are pairs (e.g. ArithmeticPairTask);
+            exactly one of train_path and task.
+        train_size, eval_size: use only the first N pairs of train / of each held-out split.
+    Batches hold the PairCollator tensors (chosen_*, rejected_*) and the raw `examples`.
+    """
+
     def __init__(
         self,
         tokenizer,
-        train_path: str,
+        train_path: str | None = None,
         val_path: str | None = None,
+        task=None,
         prompt_key: str = "prompt",
         chosen_key: str = "chosen",
         rejected_key: str = "rejected",
@@ -22,28 +33,41 @@ class PreferenceDataModule(L.LightningDataModule):
         eval_batch_size: int = 64,
         max_length: int = 512,
         prompt_template: str = "{prompt}",
+        train_size: int | None = None,
+        eval_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ):
         super().__init__()
+        check((train_path is None) != (task is None), "data.train_path",
+              "give exactly one of data.train_path (jsonl pairs) and data.task (built-in pairs)")
+        check(task is None or val_path is None, "data.val_path", "only applies to jsonl pairs (data.train_path)")
+        check(batch_size > 0, "data.batch_size", f"must be > 0, got {batch_size}")
+        check(train_size is None or train_size > 0, "data.train_size", f"must be > 0 or null, got {train_size}")
+        self.task = task
         self.paths = {"train": train_path, "val": val_path}
+        self.eval_splits = tuple(task.eval_splits) if task is not None else (("val",) if val_path else ())
         self.fields = {"prompt": prompt_key, "chosen": chosen_key, "rejected": rejected_key}
         self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
-        self.collator = PairCollator(Encoder(tokenizer, max_length=max_length, prompt_template=prompt_template))
+        self.train_size, self.eval_size = train_size, eval_size
+        self.encoder = Encoder(tokenizer, max_length=max_length, prompt_template=prompt_template)
+        self.collator = PairCollator(self.encoder)
         self.splits: dict[str, list[dict]] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        for split, path in self.paths.items():
-            if path and split not in self.splits:
-                self.splits[split] = [{**r, "index": i} for i, r in enumerate(read_jsonl(path, self.fields))]
+        if self.splits:
+            return
+        for split in ("train", *self.eval_splits):
+            rows = self.task.examples(split) if self.task is not None else read_jsonl(self.paths[split], self.fields)
+            rows = rows[: self.train_size if split == "train" else self.eval_size]
+            self.splits[split] = [{**r, "index": i} for i, r in enumerate(rows)]
 
     def train_dataloader(self) -> DataLoader:
         train = self.splits["train"]
         return DataLoader(train, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(train), self.seed),
-                          collate_fn=self.collator, num_workers=self.num_workers)
+                          collate_fn=self.collator, num_workers=self.num_workers,
+                          drop_last=len(train) >= self.batch_size)
 
-    def val_dataloader(self):
-        if "val" not in self.splits:
-            return []
-        return DataLoader(self.splits["val"], batch_size=self.eval_batch_size, collate_fn=self.collator,
-                          num_workers=self.num_workers)
+    def val_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(self.splits[split], batch_size=self.eval_batch_size, collate_fn=self.collator,
+                           num_workers=self.num_workers) for split in self.eval_splits]

@@ -202,13 +202,19 @@ def cached_sft_stage(cfg: DictConfig, stage_cfg: DictConfig, model, tokenizer, d
                            check_val_every_n_epoch=None, val_check_interval=None)
     trainer.fit(module, datamodule=train_data)
     validator = make_trainer(cfg, None, enable_progress_bar=False)
-    validator.validate(module, datamodule=datamodule, verbose=False)
+    validator.validate(module, datamodule=sft_evaluation_data(datamodule, train_data), verbose=False)
     row = {"run": label, **module.eval_history[-1], "step": trainer.global_step}
     if trainer.is_global_zero:
         builders.save(module.model, tokenizer, directory)
         with open(metrics_path, "w") as handle:
             json.dump(row, handle, indent=1)
     return module.model, row
+
+
+def sft_evaluation_data(datamodule, train_data):
+    """Where an SFT stage is scored: on the main stage's data, unless that data cannot check generated answers (e.g.
+    preference pairs for a reward model); then on the stage's own training data's held-out splits."""
+    return datamodule if hasattr(datamodule, "is_correct") else train_data
 
 
 def history_rows(name: str, history: list[dict]) -> list[dict]:

@@ -20,6 +20,10 @@ ONE_EPOCH = {"spin": ["method.num_iterations=1", "method.epochs_per_iteration=1"
              "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE, "pairwise_rl": PPO, "bt_ppo": PPO,
              "distillspec": ["trainer.max_epochs=1", "teacher.max_epochs=1", "method.speculative.num_prompts=2",
                              "method.speculative.repeats=1", "method.speculative.max_new_tokens=4"]}
+# Metrics each experiment's evaluation must report (default: generation accuracy and reference NLL).
+PAIR_METRICS = {f"{split}/{name}" for split in ("val", "test_ood")
+                for name in ("pair_accuracy", "pair_accuracy_one_order", "ece", "brier", "position_consistency")}
+EVAL_KEYS = {"pairwise_rm": PAIR_METRICS, "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"}}
 
 
 @pytest.mark.parametrize("experiment", experiments())
@@ -29,10 +33,15 @@ def test_experiment_runs_two_steps_and_changes_every_parameter(experiment, tmp_p
     initial, _ = instantiate(cfg.model)
     result = train(cfg)
     assert result["trainer"].global_step == 2
-    trained = dict(result["module"].model.named_parameters())
-    unchanged = [n for n, p in initial.named_parameters() if p.requires_grad and torch.equal(p, trained[n].detach())]
+    model = result["module"].model
+    lm = getattr(model, "backbone", model)  # a reward model's value head wraps the LM
+    trained = dict(lm.named_parameters())
+    unchanged = [n for n, p in initial.named_parameters() if trained[n].requires_grad and torch.equal(p, trained[n].detach())]
+    unchanged += [n for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad
+                  and not p.detach().any()]  # the value head starts at 0
     assert not unchanged, f"parameters that did not change: {unchanged}"
-    assert {"val/accuracy", "test_ood/accuracy", "val/nll"} <= set(result["module"].eval_history[-1])
+    expected = EVAL_KEYS.get(experiment, {"val/accuracy", "test_ood/accuracy", "val/nll"})
+    assert expected <= set(result["module"].eval_history[-1])
 
 
 @pytest.mark.parametrize(

@@ -27,3 +27,12 @@ def test_two_stage_rows_report_retention_and_entropy(tmp_path):
             for name in ("accuracy", "nll", "entropy"):
                 assert f"{split}/{name}" in row, (row["run"], split, name)
     assert rows[-1]["retain/entropy"] > 0
+
+
+def test_reward_model_warmup_is_scored_on_its_own_data(tmp_path):
+    """Preference pairs cannot score generated answers, so the SFT start row comes from warmup.data's splits."""
+    cfg = compose_config(["experiment=pairwise_rm", "debug=tiny", "control=null", "warmup.max_epochs=1",
+                          "trainer.max_epochs=1", "warmup.data.train_size=8", "warmup.data.eval_size=8"], tmp_path)
+    rows = train(cfg)["rows"]
+    assert rows[0]["run"] == "sft (start)" and "val/accuracy" in rows[0]
+    assert [r["run"] for r in rows[1:]] == ["test (start)", "test epoch 1"] and "val/pair_accuracy" in rows[-1]

@@ -1,3 +1,4 @@
 from datamodules.tasks.arithmetic import ArithmeticTask
+from datamodules.tasks.arithmetic_pairs import ArithmeticPairTask
 
-__all__ = ["ArithmeticTask"]
+__all__ = ["ArithmeticPairTask", "ArithmeticTask"]

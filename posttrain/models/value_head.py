@@ -1,6 +1,8 @@
 """A scalar head on any causal LM's last hidden states: the Bradley–Terry reward model and the PPO critic."""
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -37,3 +39,19 @@ class ValueModel(nn.Module):
         values = self(input_ids, attention_mask)  # (B, T)
         last = attention_mask.sum(-1) - 1  # (B,)
         return values.gather(-1, last[:, None]).squeeze(-1)
+
+    HEAD_FILE = "value_head.pt"
+
+    def save_pretrained(self, directory: str) -> None:
+        """The backbone as a Hugging Face model (loadable alone) plus the head's weights beside it."""
+        self.backbone.save_pretrained(directory)
+        torch.save(self.head.state_dict(), os.path.join(directory, self.HEAD_FILE))
+
+    @classmethod
+    def from_pretrained(cls, directory: str) -> "ValueModel":
+        """Loads what `save_pretrained` wrote."""
+        from transformers import AutoModelForCausalLM
+
+        model = cls(AutoModelForCausalLM.from_pretrained(directory))
+        model.head.load_state_dict(torch.load(os.path.join(directory, cls.HEAD_FILE), map_location="cpu"))
+        return model
