@@ -159,27 +159,20 @@ def reward_model_cache_dir(cfg: DictConfig) -> str:
                                            "trainer": cfg.trainer.get("limit_train_batches")})
 
 
-VALUE_HEAD_FILE = "value_head.pt"
-
-
 def save_reward_model(model, tokenizer, directory: str) -> None:
-    """A judge LM as a model directory; a ValueModel as its backbone's directory plus the head's state."""
+    """A judge LM as a model directory; a ValueModel as its backbone's directory plus the head's weights."""
     if isinstance(model, ValueModel):
-        builders.save(model.backbone, tokenizer, directory)
-        torch.save(model.head.state_dict(), os.path.join(directory, VALUE_HEAD_FILE))
+        model.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
     else:
         builders.save(model, tokenizer, directory)
 
 
 def load_reward_model(directory: str):
-    """What `save_reward_model` wrote: a ValueModel where a head was saved, else the LM, in float32."""
-    backbone = builders.from_pretrained(directory)[0].to(torch.float32)
-    head_path = os.path.join(directory, VALUE_HEAD_FILE)
-    if not os.path.isfile(head_path):
-        return backbone
-    model = ValueModel(backbone)
-    model.head.load_state_dict(torch.load(head_path, map_location="cpu", weights_only=True))
-    return model
+    """What `save_reward_model` wrote, in float32: a ValueModel where a head was saved, else the LM."""
+    if os.path.isfile(os.path.join(directory, ValueModel.HEAD_FILE)):
+        return ValueModel.from_pretrained(directory).to(torch.float32)
+    return builders.from_pretrained(directory)[0].to(torch.float32)
 
 
 def cache_dir(cfg: DictConfig, stage: str, key: dict) -> str:
