@@ -119,14 +119,14 @@ class SparkModule(PostTrainModule):
                                 judge_cap=math.floor(self.judge_fraction * len(examples)),
                                 reflect_cap=math.floor(self.reflect_fraction * len(examples)))
         fresh = [e for e in self.cache if self.batches_seen - e["born"] <= self.max_staleness]
+        dropped = len(self.cache) - len(fresh)
         self.cache = fresh + [{**e, "born": self.batches_seen} for e in new]
-        self.log_metrics("recycle", self.recycle_metrics(new, dropped=len(self.cache) - len(fresh) - len(new)),
-                         batch_size=len(examples))
         if len(self.cache) >= self.reward_batch_size:  # reward period on the oldest cached examples
             popped, self.cache = self.cache[:self.reward_batch_size], self.cache[self.reward_batch_size:]
             reward_rollout = self.reward_rollout(popped, batch_idx)
             self.grpo_update(reward_rollout, "reward")
             self.log_metrics("reward", self.reward_metrics(popped, reward_rollout), batch_size=len(popped))
+        self.log_metrics("recycle", self.recycle_metrics(new, dropped), batch_size=len(examples))
 
     def grpo_update(self, rollout, split: str) -> None:
         """Group-normalised advantages and one clipped-surrogate update per mini-batch (`grpo_loss`)."""
@@ -166,7 +166,7 @@ class SparkModule(PostTrainModule):
     def recycle_metrics(self, new: list[dict], dropped: int) -> dict:
         counts = {kind: sum(e["kind"] == kind for e in new) for kind in recycling.KINDS}
         metrics = {**{f"{kind}_examples": float(n) for kind, n in counts.items()},
-                   "cache_size": float(len(self.cache)), "dropped_stale": float(dropped)}
+                   "cache_size": float(len(self.cache)), "dropped_stale": float(dropped)}  # after the reward period
         if counts[recycling.POINTWISE]:  # drifts towards "Y" as solve accuracy rises
             metrics["pointwise_yes_fraction"] = sum(e["kind"] == recycling.POINTWISE and e["answer"] == recycling.YES
                                                     for e in new) / counts[recycling.POINTWISE]

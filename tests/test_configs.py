@@ -15,6 +15,8 @@ ONLINE = ["trainer.max_epochs=1", "data.verifier._target_=tests.helpers.CoinFlip
           "method.truncated_is_wrong=false"]
 ONE_EPOCH = {"spin": ["method.num_iterations=1", "method.epochs_per_iteration=1"],
              "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE,
+             # one solve batch: one solve update and one reward-period update on its 4 recycled examples
+             "spark": [*ONLINE, "trainer.limit_train_batches=1", "method.reward_batch_size=4"],
              "distillspec": ["trainer.max_epochs=1", "teacher.max_epochs=1", "method.speculative.num_prompts=2",
                              "method.speculative.repeats=1", "method.speculative.max_new_tokens=4"]}
 
