@@ -33,7 +33,6 @@ from torchmetrics.aggregation import CatMetric
 from datamodules.collate import left_pad
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
-from posttrain.generation import generate
 from posttrain.losses.grpo import AGGREGATIONS, grpo_loss
 from posttrain.metrics import expected_calibration_error
 from posttrain.rewards import recycling
