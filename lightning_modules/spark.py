@@ -120,12 +120,17 @@ class SparkModule(PostTrainModule):
         fresh = [e for e in self.cache if self.batches_seen - e["born"] <= self.max_staleness]
         dropped = len(self.cache) - len(fresh)
         self.cache = fresh + [{**e, "born": self.batches_seen} for e in new]
-        if len(self.cache) >= self.reward_batch_size:  # reward period on the oldest cached examples
+        if self.reward_period_ready():  # reward period on the oldest cached examples
             popped, self.cache = self.cache[:self.reward_batch_size], self.cache[self.reward_batch_size:]
             reward_rollout = self.reward_rollout(popped, batch_idx)
             self.grpo_update(reward_rollout, "reward")
             self.log_metrics("reward", self.reward_metrics(popped, reward_rollout), batch_size=len(popped))
         self.log_metrics("recycle", self.recycle_metrics(new, dropped), batch_size=len(examples))
+
+    def reward_period_ready(self) -> bool:
+        """Every process's cache holds a reward batch (processes must make the same number of optimizer steps)."""
+        ready = torch.tensor(float(len(self.cache) >= self.reward_batch_size), device=self.device)
+        return bool(self.all_gather(ready).min() > 0)
 
     def grpo_update(self, rollout, split: str) -> None:
         """Group-normalised advantages and one clipped-surrogate update per mini-batch (`grpo_loss`)."""
