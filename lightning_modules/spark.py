@@ -33,6 +33,7 @@ from torchmetrics.aggregation import CatMetric
 from datamodules.collate import left_pad
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
+from posttrain.generation import generate
 from posttrain.losses.grpo import AGGREGATIONS, grpo_loss
 from posttrain.metrics import expected_calibration_error
 from posttrain.rewards import recycling
@@ -93,7 +94,8 @@ class SparkModule(PostTrainModule):
         self.reference = frozen_copy(model) if kl_coef > 0 else None
         self.cache: list[dict] = []  # recycled examples awaiting a reward period, oldest first (in the checkpoint)
         self.batches_seen = 0  # solve batches trained on (the cache's clock)
-        names = ["p_yes", "yes_label", "pair_correct", "pair_consistent", "repaired",
+        judged = ["p_yes", "yes_label", "pair_correct", "pair_consistent"]
+        names = [*judged, *(f"ref_{n}" for n in judged), "repaired",
                  *(f"tts_round_{k}" for k in range(self.judge_eval["rounds"] + 1))]
         self.judge_metrics = nn.ModuleDict({n: CatMetric() for n in names})  # per-item values of one validation
         self.judge_results: dict = {}
@@ -216,27 +218,17 @@ class SparkModule(PostTrainModule):
         prompts = {"prompt_input_ids": batch["prompt_input_ids"][index],
                    "prompt_attention_mask": batch["prompt_attention_mask"][index]}
         judge = SelfJudge(self.model, datamodule.encoder, max_new_tokens=self.evaluation_cfg["max_new_tokens"])
-        n = self.judge_eval["samples"]
-        if n:  # the model's own held-out answers, with fixed noise (the same draws every evaluation)
-            answers = [c.strip() for c in self.sampled_completions(prompts, n, seed=7_919 + batch_idx)]
-            owners = [i for i in range(len(examples)) for _ in range(n)]
-            verdicts = [datamodule.verify(examples[i], a) for i, a in zip(owners, answers)]
-            judged = [j for j, v in enumerate(verdicts) if v.parsed]  # judge only extracted answers, as in training
-            p_yes = judge.p_correct([questions[owners[j]] for j in judged], [answers[j] for j in judged])
-            self.judge_update("p_yes", p_yes)
-            self.judge_update("yes_label", [float(verdicts[j].correct) for j in judged])
-            wrong = [j for j in judged if not verdicts[j].correct]
-            solved = {owners[j] for j in judged if verdicts[j].correct}
-            pairs = [j for j in wrong if owners[j] in solved]  # mixed groups: the correct answer is the truth
-            if pairs:
-                q = [questions[owners[j]] for j in pairs]
-                truth, bad = [examples[owners[j]]["answer"] for j in pairs], [answers[j] for j in pairs]
-                first = judge.p_first(q, truth, bad) >= 0.5  # (N,) correct in slot A
-                second = judge.p_first(q, bad, truth) < 0.5  # (N,) correct in slot B
-                self.judge_update("pair_correct", torch.cat([first, second]).float())
-                self.judge_update("pair_consistent", (first == second).float())
+        if self.judge_eval["samples"]:
+            # the model's own held-out answers, and the start model's (π_ref: the same answers in every evaluation
+            # and every run from this start), with fixed noise
+            answers = self.held_out_answers(self.model, prompts, examples, seed=7_919 + batch_idx)
+            wrong = self.judge_answers(judge, "", questions, examples, *answers)
+            if self.reference is not None:
+                self.judge_answers(judge, "ref_", questions, examples,
+                                   *self.held_out_answers(self.reference, prompts, examples, seed=7_919 + batch_idx))
             if wrong:
-                revised = judge.revise([questions[owners[j]] for j in wrong], [answers[j] for j in wrong])
+                owners, texts = answers[0], answers[1]
+                revised = judge.revise([questions[owners[j]] for j in wrong], [texts[j] for j in wrong])
                 self.judge_update("repaired", [float(datamodule.is_correct(examples[owners[j]], r))
                                                for j, r in zip(wrong, revised)])
         greedy = [c.strip() for c in self.greedy_completions(prompts)]
@@ -245,6 +237,39 @@ class SparkModule(PostTrainModule):
         for k, correct in enumerate(rounds):
             self.judge_update(f"tts_round_{k}", [float(c) for c in correct])
 
+    def held_out_answers(self, model, prompts: dict, examples: list[dict], seed: int):
+        """`judge_eval.samples` answers per problem from `model` at the evaluation temperature: (problem of each
+        answer, stripped answers, their verdicts)."""
+        n, datamodule = self.judge_eval["samples"], self.trainer.datamodule
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        out = generate(model, prompts["prompt_input_ids"], prompts["prompt_attention_mask"],
+                       temperature=self.evaluation_cfg["sampled_temperature"], num_samples=n, generator=generator,
+                       max_new_tokens=self.evaluation_cfg["max_new_tokens"], eos_token_id=self.tokenizer.eos_token_id,
+                       pad_token_id=self.tokenizer.pad_token_id)
+        answers = [c.strip() for c in self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)]
+        owners = [i for i in range(len(examples)) for _ in range(n)]
+        return owners, answers, [datamodule.verify(examples[i], a) for i, a in zip(owners, answers)]
+
+    def judge_answers(self, judge: SelfJudge, prefix: str, questions, examples, owners, answers, verdicts) -> list:
+        """Pointwise P(Y) of every parsed answer (judged only extracted answers, as in training) and pairwise
+        verdicts in both orders on mixed groups (a problem with a correct sample: its correct answer is the truth);
+        returns the indices of the wrong parsed answers."""
+        judged = [j for j, v in enumerate(verdicts) if v.parsed]
+        self.judge_update(prefix + "p_yes", judge.p_correct([questions[owners[j]] for j in judged],
+                                                            [answers[j] for j in judged]))
+        self.judge_update(prefix + "yes_label", [float(verdicts[j].correct) for j in judged])
+        wrong = [j for j in judged if not verdicts[j].correct]
+        solved = {owners[j] for j in judged if verdicts[j].correct}
+        pairs = [j for j in wrong if owners[j] in solved]
+        if pairs:
+            q = [questions[owners[j]] for j in pairs]
+            truth, bad = [examples[owners[j]]["answer"] for j in pairs], [answers[j] for j in pairs]
+            first = judge.p_first(q, truth, bad) >= 0.5  # (N,) correct in slot A
+            second = judge.p_first(q, bad, truth) < 0.5  # (N,) correct in slot B
+            self.judge_update(prefix + "pair_correct", torch.cat([first, second]).float())
+            self.judge_update(prefix + "pair_consistent", (first == second).float())
+        return wrong
+
     def on_validation_epoch_end(self) -> None:
         values = {}
         for name, metric in self.judge_metrics.items():
@@ -252,15 +277,17 @@ class SparkModule(PostTrainModule):
                 values[name] = metric.compute().flatten().float()
             metric.reset()
         results = {}
-        if "p_yes" in values:
-            labels = values["yes_label"] > 0.5
-            results["judge_balanced_accuracy"] = balanced_accuracy(values["p_yes"] >= 0.5, labels)
-            results["judge_ece"] = float(expected_calibration_error(values["p_yes"], labels))
-            results["judge_yes_rate"] = float((values["p_yes"] >= 0.5).float().mean())
-            results["judge_answers_correct"] = float(labels.float().mean())
-        if "pair_correct" in values:
-            results["pair_accuracy"] = float(values["pair_correct"].mean())
-            results["pair_consistency"] = float(values["pair_consistent"].mean())
+        for prefix, name in (("", "judge"), ("ref_", "judge_ref")):  # own answers / the start model's answers
+            if prefix + "p_yes" in values:
+                p_yes, labels = values[prefix + "p_yes"], values[prefix + "yes_label"] > 0.5
+                results[f"{name}_balanced_accuracy"] = balanced_accuracy(p_yes >= 0.5, labels)
+                results[f"{name}_ece"] = float(expected_calibration_error(p_yes, labels))
+                results[f"{name}_yes_rate"] = float((p_yes >= 0.5).float().mean())
+                results[f"{name}_answers_correct"] = float(labels.float().mean())
+            if prefix + "pair_correct" in values:
+                pair = "pair" if not prefix else "pair_ref"
+                results[f"{pair}_accuracy"] = float(values[prefix + "pair_correct"].mean())
+                results[f"{pair}_consistency"] = float(values[prefix + "pair_consistent"].mean())
         if "repaired" in values:
             results["repair_rate"] = float(values["repaired"].mean())
         rounds = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in values.items() if k.startswith("tts_round_"))

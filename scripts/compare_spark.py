@@ -8,7 +8,8 @@ stage) and GRPO (its control stage: the same module with method.recycle=false). 
 overrides applied to the run (e.g. trainer.max_epochs=5). Prints, per metric, the start model's, GRPO's and SPARK's
 value after the last epoch per seed and the mean ± standard error over seeds (sd / sqrt(n)):
 solve greedy and sampled accuracy on val and test_ood; as a judge of its own held-out sampled answers, pointwise
-balanced accuracy, ECE and the fraction judged correct; pairwise accuracy and position consistency; the repair
+balanced accuracy, ECE and the fraction judged correct, and the same on the start model's answers (one fixed set for
+every run of a seed); pairwise accuracy and position consistency; the repair
 rate of one reflection; test-time self-reflection accuracy at rounds 0 and 3 and their difference. Writes
 logs/compare_spark/results.json.
 """
@@ -37,8 +38,11 @@ METRICS = [
     ("val/judge_ece", "judge pointwise ECE"),
     ("val/judge_yes_rate", "judge says Y (fraction)"),
     ("val/judge_answers_correct", "judged answers correct (fraction)"),
+    ("val/judge_ref_balanced_accuracy", "judge of start's answers: bal. acc"),
+    ("val/judge_ref_ece", "judge of start's answers: ECE"),
     ("val/pair_accuracy", "judge pairwise accuracy"),
     ("val/pair_consistency", "judge pairwise consistency"),
+    ("val/pair_ref_accuracy", "pairwise acc. on start's answers"),
     ("val/repair_rate", "reflection repair rate"),
     ("val/tts_round_0", "TTS round 0 (greedy)"),
     ("val/tts_round_3", "TTS round 3"),

@@ -12,7 +12,8 @@ SMALL = ["experiment=spark", "debug=tiny", "warmup=null", "control=null", "model
          "method.generation.max_new_tokens=4", "method.evaluation.max_new_tokens=4", "method.judge_eval.size=4",
          "method.judge_eval.samples=2", "method.judge_eval.rounds=2", "method.optimizer.lr=1e-3"]
 JUDGE_KEYS = {"val/judge_balanced_accuracy", "val/judge_ece", "val/judge_yes_rate", "val/pair_accuracy",
-              "val/pair_consistency", "val/repair_rate", "val/tts_round_0", "val/tts_round_2", "val/tts_gain"}
+              "val/pair_consistency", "val/repair_rate", "val/tts_round_0", "val/tts_round_2", "val/tts_gain",
+              "val/judge_ref_balanced_accuracy", "val/judge_ref_ece"}
 
 
 def test_reward_period_updates_on_recycled_examples(tmp_path):
@@ -28,6 +29,9 @@ def test_reward_period_updates_on_recycled_examples(tmp_path):
     history = out["module"].eval_history
     assert history[0]["epoch"] == -1 and JUDGE_KEYS <= set(history[0]) and JUDGE_KEYS <= set(history[-1])
     assert all(0 <= history[-1][k] <= 1 for k in JUDGE_KEYS - {"val/tts_gain"})
+    # the start model judges its own answers = the reference's answers (same model, same noise)
+    for name in ("balanced_accuracy", "ece", "yes_rate", "answers_correct"):
+        assert history[0][f"val/judge_{name}"] == history[0][f"val/judge_ref_{name}"]
 
 
 def test_without_recycling_it_is_policy_only_grpo(tmp_path):
