@@ -53,6 +53,8 @@ class SparkModule(PostTrainModule):
             (pointwise + pairwise) and reflection examples per batch (paper 32 + 32 of 64: 0.5, 0.5).
         reward_batch_size: recycled prompts per reward period (null = data.batch_size, as the paper's 64 of 64).
         max_staleness: cached examples older than this many solve batches are dropped unused (on-policy data).
+        balance_pointwise: not in the paper: as many "Y" as "N" recycled pointwise examples per batch
+            (`recycling.recycle`).
         clip_eps, scale_rewards, kl_coef, aggregation, filter_groups, prompts_per_minibatch, normalizer, grad_clip,
             generation, truncated_is_wrong, max_generation_batches, seed: as for GRPO, shared by both periods
             (paper: k3 KL to π_ref with β = 0.001, seq-mean, no group filter).
@@ -63,7 +65,7 @@ class SparkModule(PostTrainModule):
 
     def __init__(self, model, tokenizer, recycle: bool = True, pairwise_prob: float = 0.7,
                  judge_fraction: float = 0.5, reflect_fraction: float = 0.5, reward_batch_size: int | None = None,
-                 max_staleness: int = 1, clip_eps: float = 0.2, scale_rewards: bool = True, kl_coef: float = 0.001,
+                 max_staleness: int = 1, balance_pointwise: bool = False, clip_eps: float = 0.2, scale_rewards: bool = True, kl_coef: float = 0.001,
                  aggregation: str = "seq-mean", filter_groups: bool = False, prompts_per_minibatch: int = 16,
                  normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
                  truncated_is_wrong: bool = True, max_generation_batches: int = 1, seed: int = 0,
@@ -87,6 +89,7 @@ class SparkModule(PostTrainModule):
         self.recycle, self.pairwise_prob = recycle, pairwise_prob
         self.judge_fraction, self.reflect_fraction = judge_fraction, reflect_fraction
         self.reward_batch_size_cfg, self.max_staleness = reward_batch_size, max_staleness
+        self.balance_pointwise = balance_pointwise
         self.clip_eps, self.scale_rewards, self.kl_coef, self.aggregation = clip_eps, scale_rewards, kl_coef, aggregation
         self.filter_groups = filter_groups
         online.configure(self, prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong,
@@ -118,7 +121,8 @@ class SparkModule(PostTrainModule):
                                 rollout.parsed[:rows].tolist(), rollout.num_samples, rng,
                                 pairwise_prob=self.pairwise_prob,
                                 judge_cap=math.floor(self.judge_fraction * len(examples)),
-                                reflect_cap=math.floor(self.reflect_fraction * len(examples)))
+                                reflect_cap=math.floor(self.reflect_fraction * len(examples)),
+                                balance_pointwise=self.balance_pointwise)
         fresh = [e for e in self.cache if self.batches_seen - e["born"] <= self.max_staleness]
         dropped = len(self.cache) - len(fresh)
         self.cache = fresh + [{**e, "born": self.batches_seen} for e in new]

@@ -86,7 +86,8 @@ def reflect_example(rng: random.Random, question: str, wrong_answer: str, truth:
 
 def recycle(examples: Sequence[dict], completions: Sequence[str], rewards: Sequence[float],
             parsed: Sequence[bool], num_samples: int, rng: random.Random, pairwise_prob: float = 0.7,
-            judge_cap: int | None = None, reflect_cap: int | None = None) -> list[dict]:
+            judge_cap: int | None = None, reflect_cap: int | None = None,
+            balance_pointwise: bool = False) -> list[dict]:
     """Judge and reflection examples built from one solve batch's rollouts.
 
     Args:
@@ -96,6 +97,9 @@ def recycle(examples: Sequence[dict], completions: Sequence[str], rewards: Seque
         rng: the only source of randomness.
         pairwise_prob: P(pairwise | mixed group), 0.7 in the paper.
         judge_cap, reflect_cap: most pointwise + pairwise, and reflection, examples kept (None: all).
+        balance_pointwise: not in the paper: keep as many "Y" as "N" pointwise examples (a random subset of the
+            majority label), before the caps. A weak policy's batch is mostly all-wrong groups, whose pointwise
+            examples are all "N", and a judge rewarded on such data learns to always say "N".
     Returns:
         [{"prompt", "answer" (the label), "response" (= the label, for SFT-style packing), "kind", ...}], the judge
         examples first, in prompt order within each kind.
@@ -124,7 +128,18 @@ def recycle(examples: Sequence[dict], completions: Sequence[str], rewards: Seque
             answer, response = rng.choice(bad)
             cot = i < half
             reflect.append(reflect_example(rng, question, answer, example["answer"], response if cot else None))
+    if balance_pointwise:
+        judge = balanced(judge, rng)
     return subsample(judge, judge_cap, rng) + subsample(reflect, reflect_cap, rng)
+
+
+def balanced(judge: list[dict], rng: random.Random) -> list[dict]:
+    """The judge examples with the pointwise majority label cut to the minority's count (order kept)."""
+    by_label = {label: [i for i, e in enumerate(judge) if e["kind"] == POINTWISE and e["answer"] == label]
+                for label in (YES, NO)}
+    keep = min(len(v) for v in by_label.values())
+    drop = {i for v in by_label.values() for i in v} - {i for v in by_label.values() for i in rng.sample(v, keep)}
+    return [e for i, e in enumerate(judge) if i not in drop]
 
 
 def subsample(items: list[dict], cap: int | None, rng: random.Random) -> list[dict]:

@@ -129,3 +129,13 @@ def test_pairwise_and_reflection_scoring():
     assert scorer.verify(reflect, "2").correct and not scorer.verify(reflect, "3").correct
     with pytest.raises(ConfigError, match="kind"):
         score_recycled({"answer": "x", "kind": "other"}, "x", Data.verify)
+
+
+def test_balanced_pointwise_keeps_as_many_yes_as_no():
+    groups = [group(f"{i}+1=", str(i + 1), ["0"] * K) for i in range(6)]  # all wrong: six "N"
+    groups += [group(f"{i}+2=", str(i + 2), [str(i + 2)] * K) for i in range(2)]  # all right: two "Y"
+    out = build(groups, balance_pointwise=True)
+    labels = [e["answer"] for e in out if e["kind"] == POINTWISE]
+    assert sorted(labels) == [NO, NO, YES, YES]
+    assert sum(e["kind"] == REFLECT for e in out) == 6  # reflection is untouched
+    assert len([e for e in build(groups) if e["kind"] == POINTWISE]) == 8
