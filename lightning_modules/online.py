@@ -93,8 +93,9 @@ def updates_per_batch(module, prompts_per_minibatch: int) -> int:
     return max(1, math.ceil(module.trainer.datamodule.batch_size / prompts_per_minibatch))
 
 
-def train_on_prompts(module, rollout: Rollout, kept: torch.Tensor, loss_of) -> None:
-    """One optimizer update per mini-batch of the kept prompts' samples, then the step's metrics.
+def train_on_prompts(module, rollout: Rollout, kept: torch.Tensor, loss_of, split: str = "train") -> None:
+    """One optimizer update per mini-batch of the kept prompts' samples, then the step's metrics (as `<split>/...`;
+    a method with a second rollout per step, e.g. SPARK's reward period, logs it under its own prefix).
 
     `loss_of(logp, rows, index)` is the method's loss on one mini-batch: logp (B, T-1) are the policy's log-probs of
     the sampled tokens (with gradient), rows the mini-batch's rollout tensors, index its rows in the rollout (B,).
@@ -107,7 +108,7 @@ def train_on_prompts(module, rollout: Rollout, kept: torch.Tensor, loss_of) -> N
         update(module, loss, module.grad_clip)
         throughput.add(rows)
         parts.append({"loss": loss.detach(), **metrics})
-    module.log_metrics("train", {**group_statistics(rollout), **mean_metrics(parts),
+    module.log_metrics(split, {**group_statistics(rollout), **mean_metrics(parts),
                                  "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
                                  **throughput.metrics()}, batch_size=rollout.num_prompts)
 

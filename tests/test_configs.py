@@ -18,6 +18,8 @@ PPO = ["trainer.max_epochs=1", "method.ppo.epochs=1", "reward_model.max_epochs=1
        "reward_model.data.eval_size=8"]
 ONE_EPOCH = {"spin": ["method.num_iterations=1", "method.epochs_per_iteration=1"],
              "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE, "pairwise_rl": PPO, "bt_ppo": PPO,
+             # one solve batch: one solve update and one reward-period update on its 4 recycled examples
+             "spark": [*ONLINE, "trainer.limit_train_batches=1", "method.reward_batch_size=4"],
              "distillspec": ["trainer.max_epochs=1", "teacher.max_epochs=1", "method.speculative.num_prompts=2",
                              "method.speculative.repeats=1", "method.speculative.max_new_tokens=4"]}
 # Metrics each experiment's evaluation must report (default: generation accuracy and reference NLL).

@@ -1,0 +1,317 @@
+"""SPARK: Synergistic Policy And Reward Co-Evolving (Liu et al., arXiv 2509.22624).
+
+GRPO with verifiable rewards whose rollouts are recycled, on-policy, into verifiable judge and reflection tasks
+for the same model, after the released code's two periods per batch:
+
+1. infer period: K samples per solve prompt, verified, one GRPO update per mini-batch (as plain GRPO);
+2. recycle: the same rollouts and verifier results become pointwise ("is â correct? Y/N"), pairwise ("which of
+   (A)/(B) is correct?") and reflection ("â is wrong, fix it" -> the ground truth) examples
+   (`posttrain.rewards.recycling.recycle`), appended to a cache;
+3. reward period: once the cache holds `reward_batch_size` examples, they are popped and answered K times each by
+   the *current* model, scored by exact match with their labels (reflection: the task's verifier), and trained on
+   with the same GRPO loss, optimizer, π_ref and KL coefficient.
+
+The loss is `posttrain.losses.grpo.grpo_loss` in both periods. `recycle: false` skips steps 2-3: plain policy-only
+GRPO with the same evaluation (the control of `experiment=spark`).
+
+Evaluation (each validation, on the first `judge_eval.size` problems of `judge_eval.split`), besides the solve
+accuracies every module logs, treats the model as its own judge of its own held-out answers (`judge_eval.samples`
+samples per problem at the evaluation temperature, fixed noise): pointwise balanced accuracy and ECE of P(Y), the
+fraction judged correct, pairwise accuracy and position consistency over (correct, wrong) pairs in both orders,
+the repair rate of one reflection on each wrong answer, and test-time self-reflection accuracy after 0..rounds
+rounds of judge-then-revise on the greedy answers.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+from torch import nn
+from torchmetrics.aggregation import CatMetric
+
+from datamodules.collate import left_pad
+from lightning_modules import online
+from lightning_modules.base import PostTrainModule, frozen_copy
+from posttrain.generation import generate
+from posttrain.losses.grpo import AGGREGATIONS, grpo_loss
+from posttrain.metrics import expected_calibration_error
+from posttrain.rewards import recycling
+from posttrain.rewards.self_judge import SelfJudge, balanced_accuracy, self_reflection
+from posttrain.rollouts import collect_rollout, group_advantages, mixed_prompts, policy_logprobs, sampling_generator
+from posttrain.utils.config import check, check_choice
+
+JUDGE_EVAL_DEFAULTS = {"split": "val", "size": 200, "samples": 4, "rounds": 3}
+REWARD_STREAM = 1_000_003  # offsets the reward period's sampling seed from the infer period's
+
+
+class SparkModule(PostTrainModule):
+    """Args:
+        recycle: build and train on the judge / reflection tasks; false = policy-only GRPO.
+        pairwise_prob: P(pairwise | mixed group) (paper 0.7; the rest are pointwise of a random class).
+        judge_fraction, reflect_fraction: at most this fraction of the solve batch's prompts become judge
+            (pointwise + pairwise) and reflection examples per batch (paper 32 + 32 of 64: 0.5, 0.5).
+        reward_batch_size: recycled prompts per reward period (null = data.batch_size, as the paper's 64 of 64).
+        max_staleness: cached examples older than this many solve batches are dropped unused (on-policy data).
+        balance_pointwise: not in the paper: as many "Y" as "N" recycled pointwise examples per batch
+            (`recycling.recycle`).
+        clip_eps, scale_rewards, kl_coef, aggregation, filter_groups, prompts_per_minibatch, normalizer, grad_clip,
+            generation, truncated_is_wrong, max_generation_batches, seed: as for GRPO, shared by both periods
+            (paper: k3 KL to π_ref with β = 0.001, seq-mean, no group filter).
+        judge_eval: {split, size, samples, rounds} of the self-judging evaluation.
+    """
+
+    record_start_evaluation = True
+
+    def __init__(self, model, tokenizer, recycle: bool = True, pairwise_prob: float = 0.7,
+                 judge_fraction: float = 0.5, reflect_fraction: float = 0.5, reward_batch_size: int | None = None,
+                 max_staleness: int = 1, balance_pointwise: bool = False, clip_eps: float = 0.2, scale_rewards: bool = True, kl_coef: float = 0.001,
+                 aggregation: str = "seq-mean", filter_groups: bool = False, prompts_per_minibatch: int = 16,
+                 normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
+                 truncated_is_wrong: bool = True, max_generation_batches: int = 1, seed: int = 0,
+                 judge_eval: dict | None = None, optimizer=None, scheduler=None, evaluation=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+        check(clip_eps > 0, "method.clip_eps", f"must be > 0, got {clip_eps}")
+        check(kl_coef >= 0, "method.kl_coef", f"must be >= 0, got {kl_coef}")
+        check_choice(aggregation, AGGREGATIONS, "method.aggregation")
+        check(0 <= pairwise_prob <= 1, "method.pairwise_prob", f"must be in [0, 1], got {pairwise_prob}")
+        for key, value in (("judge_fraction", judge_fraction), ("reflect_fraction", reflect_fraction)):
+            check(0 <= value <= 1, f"method.{key}", f"must be in [0, 1], got {value}")
+        check(reward_batch_size is None or reward_batch_size >= 1, "method.reward_batch_size",
+              f"must be >= 1 or null, got {reward_batch_size}")
+        check(max_staleness >= 0, "method.max_staleness", f"must be >= 0, got {max_staleness}")
+        self.judge_eval = {**JUDGE_EVAL_DEFAULTS, **(judge_eval or {})}
+        unknown = set(self.judge_eval) - set(JUDGE_EVAL_DEFAULTS)
+        check(not unknown, "method.judge_eval", f"unknown keys {sorted(unknown)}; has {sorted(JUDGE_EVAL_DEFAULTS)}")
+        for key in ("size", "samples", "rounds"):
+            check(self.judge_eval[key] >= 0, f"method.judge_eval.{key}", f"must be >= 0, got {self.judge_eval[key]}")
+        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        self.recycle, self.pairwise_prob = recycle, pairwise_prob
+        self.judge_fraction, self.reflect_fraction = judge_fraction, reflect_fraction
+        self.reward_batch_size_cfg, self.max_staleness = reward_batch_size, max_staleness
+        self.balance_pointwise = balance_pointwise
+        self.clip_eps, self.scale_rewards, self.kl_coef, self.aggregation = clip_eps, scale_rewards, kl_coef, aggregation
+        self.filter_groups = filter_groups
+        online.configure(self, prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong,
+                         max_generation_batches, seed)
+        self.reference = frozen_copy(model) if kl_coef > 0 else None
+        self.cache: list[dict] = []  # recycled examples awaiting a reward period, oldest first (in the checkpoint)
+        self.batches_seen = 0  # solve batches trained on (the cache's clock)
+        judged = ["p_yes", "yes_label", "pair_correct", "pair_consistent"]
+        names = [*judged, *(f"ref_{n}" for n in judged), "repaired",
+                 *(f"tts_round_{k}" for k in range(self.judge_eval["rounds"] + 1))]
+        self.judge_metrics = nn.ModuleDict({n: CatMetric() for n in names})  # per-item values of one validation
+        self.judge_results: dict = {}
+
+    # ---- training -----------------------------------------------------------------------------------------------
+    @property
+    def reward_batch_size(self) -> int:
+        return self.reward_batch_size_cfg or self.trainer.datamodule.batch_size
+
+    def training_step(self, batch, batch_idx):
+        rollout = online.rollout(self, batch, batch_idx)  # infer period: K samples per solve prompt
+        self.grpo_update(rollout, "train")
+        self.batches_seen += 1
+        if not self.recycle:
+            return
+        examples = batch["examples"]
+        rows = len(examples) * rollout.num_samples  # the step's own batch (dynamic sampling appends after it)
+        rng = random.Random(f"{self.seed}/{self.current_epoch}/{batch_idx}/{self.global_rank}")
+        new = recycling.recycle(examples, self.decode_responses(rollout.labels[:rows]), rollout.rewards[:rows].tolist(),
+                                rollout.parsed[:rows].tolist(), rollout.num_samples, rng,
+                                pairwise_prob=self.pairwise_prob,
+                                judge_cap=math.floor(self.judge_fraction * len(examples)),
+                                reflect_cap=math.floor(self.reflect_fraction * len(examples)),
+                                balance_pointwise=self.balance_pointwise)
+        fresh = [e for e in self.cache if self.batches_seen - e["born"] <= self.max_staleness]
+        dropped = len(self.cache) - len(fresh)
+        self.cache = fresh + [{**e, "born": self.batches_seen} for e in new]
+        if self.reward_period_ready():  # reward period on the oldest cached examples
+            popped, self.cache = self.cache[:self.reward_batch_size], self.cache[self.reward_batch_size:]
+            reward_rollout = self.reward_rollout(popped, batch_idx)
+            self.grpo_update(reward_rollout, "reward")
+            self.log_metrics("reward", self.reward_metrics(popped, reward_rollout), batch_size=len(popped))
+        self.log_metrics("recycle", self.recycle_metrics(new, dropped), batch_size=len(examples))
+
+    def reward_period_ready(self) -> bool:
+        """Every process's cache holds a reward batch (processes must make the same number of optimizer steps)."""
+        ready = torch.tensor(float(len(self.cache) >= self.reward_batch_size), device=self.device)
+        return bool(self.all_gather(ready).min() > 0)
+
+    def grpo_update(self, rollout, split: str) -> None:
+        """Group-normalised advantages and one clipped-surrogate update per mini-batch (`grpo_loss`)."""
+        k = rollout.num_samples
+        advantages = group_advantages(rollout.grouped(rollout.rewards), scale=self.scale_rewards).flatten()  # (R,)
+        kept = mixed_prompts(rollout) if self.filter_groups else torch.arange(rollout.num_prompts, device=self.device)
+        normalizer = self.normalizer or self.prompts_per_minibatch * k
+
+        def loss_of(logp, rows, index):
+            ref_logp = None
+            if self.reference is not None:
+                with torch.no_grad():
+                    ref_logp = policy_logprobs(self.reference, rows, self.generation["temperature"])  # (B, T-1)
+            return grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"], clip_eps=self.clip_eps,
+                             ref_logp=ref_logp, kl_coef=self.kl_coef, aggregation=self.aggregation,
+                             normalizer=normalizer)
+
+        online.train_on_prompts(self, rollout, kept, loss_of, split=split)
+
+    def reward_rollout(self, examples: list[dict], batch_idx: int):
+        """K fresh samples per recycled prompt from the current model, scored against the recycled labels."""
+        datamodule = self.trainer.datamodule
+        prompts = left_pad([datamodule.encoder.prompt(e["prompt"]) for e in examples], datamodule.encoder.pad_id)
+        batch = {k: v.to(self.device) for k, v in prompts.items()}
+        batch["examples"] = examples
+        generator = sampling_generator(self.device, self.seed + REWARD_STREAM, self.current_epoch, batch_idx,
+                                       self.global_rank)
+        return collect_rollout(self.model, batch, recycling.RecycledScorer(datamodule),
+                               num_samples=datamodule.num_samples, max_new_tokens=self.generation["max_new_tokens"],
+                               temperature=self.generation["temperature"], generator=generator,
+                               truncated_is_wrong=self.truncated_is_wrong)
+
+    def decode_responses(self, labels: torch.Tensor) -> list[str]:
+        """The sampled responses of rollout rows (labels (R, T), response tokens where != -100), as text."""
+        return self.tokenizer.batch_decode([row[row != -100].tolist() for row in labels], skip_special_tokens=True)
+
+    def recycle_metrics(self, new: list[dict], dropped: int) -> dict:
+        counts = {kind: sum(e["kind"] == kind for e in new) for kind in recycling.KINDS}
+        metrics = {**{f"{kind}_examples": float(n) for kind, n in counts.items()},
+                   "cache_size": float(len(self.cache)), "dropped_stale": float(dropped)}  # after the reward period
+        if counts[recycling.POINTWISE]:  # drifts towards "Y" as solve accuracy rises
+            metrics["pointwise_yes_fraction"] = sum(e["kind"] == recycling.POINTWISE and e["answer"] == recycling.YES
+                                                    for e in new) / counts[recycling.POINTWISE]
+        return metrics
+
+    def reward_metrics(self, examples: list[dict], rollout) -> dict:
+        """Mean reward per kind and the fraction of groups whose rewards are all equal (A = 0)."""
+        rewards = rollout.grouped(rollout.rewards)  # (P, K)
+        rate = rewards.mean(-1)  # (P,)
+        metrics = {"groups_zero_advantage": ((rate == 0) | (rate == 1)).float().mean()}
+        for kind in recycling.KINDS:
+            index = [i for i, e in enumerate(examples) if e["kind"] == kind]
+            if index:
+                metrics[f"reward_{kind}"] = rate[index].mean()
+        return metrics
+
+    def schedule_period(self) -> int:
+        per_batch = online.updates_per_batch(self, self.prompts_per_minibatch)
+        if self.recycle:
+            per_batch += max(1, math.ceil(self.reward_batch_size / self.prompts_per_minibatch))
+        return int(self.trainer.estimated_stepping_batches) * per_batch
+
+    # ---- evaluation ---------------------------------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        super().validation_step(batch, batch_idx, dataloader_idx)
+        if self.trainer.datamodule.eval_splits[dataloader_idx] == self.judge_eval["split"]:
+            self.judge_step(batch, batch_idx)
+
+    def judge_update(self, name: str, values) -> None:
+        values = torch.as_tensor(values, dtype=torch.float32, device=self.device).flatten()
+        if values.numel():
+            self.judge_metrics[name].update(values)
+
+    @torch.no_grad()
+    def judge_step(self, batch, batch_idx: int) -> None:
+        datamodule = self.trainer.datamodule
+        chosen = [i for i, e in enumerate(batch["examples"]) if e["index"] < self.judge_eval["size"]]
+        if not chosen:
+            return
+        examples = [batch["examples"][i] for i in chosen]
+        questions = [e["prompt"] for e in examples]
+        index = torch.tensor(chosen, device=self.device)
+        prompts = {"prompt_input_ids": batch["prompt_input_ids"][index],
+                   "prompt_attention_mask": batch["prompt_attention_mask"][index]}
+        judge = SelfJudge(self.model, datamodule.encoder, max_new_tokens=self.evaluation_cfg["max_new_tokens"])
+        if self.judge_eval["samples"]:
+            # the model's own held-out answers, and the start model's (π_ref: the same answers in every evaluation
+            # and every run from this start), with fixed noise
+            answers = self.held_out_answers(self.model, prompts, examples, seed=7_919 + batch_idx)
+            wrong = self.judge_answers(judge, "", questions, examples, *answers)
+            if self.reference is not None:
+                self.judge_answers(judge, "ref_", questions, examples,
+                                   *self.held_out_answers(self.reference, prompts, examples, seed=7_919 + batch_idx))
+            if wrong:
+                owners, texts = answers[0], answers[1]
+                revised = judge.revise([questions[owners[j]] for j in wrong], [texts[j] for j in wrong])
+                self.judge_update("repaired", [float(datamodule.is_correct(examples[owners[j]], r))
+                                               for j, r in zip(wrong, revised)])
+        greedy = [c.strip() for c in self.greedy_completions(prompts)]
+        rounds = self_reflection(questions, greedy, judge.p_correct, judge.revise,
+                                 lambda i, a: datamodule.is_correct(examples[i], a), self.judge_eval["rounds"])
+        for k, correct in enumerate(rounds):
+            self.judge_update(f"tts_round_{k}", [float(c) for c in correct])
+
+    def held_out_answers(self, model, prompts: dict, examples: list[dict], seed: int):
+        """`judge_eval.samples` answers per problem from `model` at the evaluation temperature: (problem of each
+        answer, stripped answers, their verdicts)."""
+        n, datamodule = self.judge_eval["samples"], self.trainer.datamodule
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        out = generate(model, prompts["prompt_input_ids"], prompts["prompt_attention_mask"],
+                       temperature=self.evaluation_cfg["sampled_temperature"], num_samples=n, generator=generator,
+                       max_new_tokens=self.evaluation_cfg["max_new_tokens"], eos_token_id=self.tokenizer.eos_token_id,
+                       pad_token_id=self.tokenizer.pad_token_id)
+        answers = [c.strip() for c in self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)]
+        owners = [i for i in range(len(examples)) for _ in range(n)]
+        return owners, answers, [datamodule.verify(examples[i], a) for i, a in zip(owners, answers)]
+
+    def judge_answers(self, judge: SelfJudge, prefix: str, questions, examples, owners, answers, verdicts) -> list:
+        """Pointwise P(Y) of every parsed answer (judged only extracted answers, as in training) and pairwise
+        verdicts in both orders on mixed groups (a problem with a correct sample: its correct answer is the truth);
+        returns the indices of the wrong parsed answers."""
+        judged = [j for j, v in enumerate(verdicts) if v.parsed]
+        self.judge_update(prefix + "p_yes", judge.p_correct([questions[owners[j]] for j in judged],
+                                                            [answers[j] for j in judged]))
+        self.judge_update(prefix + "yes_label", [float(verdicts[j].correct) for j in judged])
+        wrong = [j for j in judged if not verdicts[j].correct]
+        solved = {owners[j] for j in judged if verdicts[j].correct}
+        pairs = [j for j in wrong if owners[j] in solved]
+        if pairs:
+            q = [questions[owners[j]] for j in pairs]
+            truth, bad = [examples[owners[j]]["answer"] for j in pairs], [answers[j] for j in pairs]
+            first = judge.p_first(q, truth, bad) >= 0.5  # (N,) correct in slot A
+            second = judge.p_first(q, bad, truth) < 0.5  # (N,) correct in slot B
+            self.judge_update(prefix + "pair_correct", torch.cat([first, second]).float())
+            self.judge_update(prefix + "pair_consistent", (first == second).float())
+        return wrong
+
+    def on_validation_epoch_end(self) -> None:
+        values = {}
+        for name, metric in self.judge_metrics.items():
+            if metric.update_called:
+                values[name] = metric.compute().flatten().float()
+            metric.reset()
+        results = {}
+        for prefix, name in (("", "judge"), ("ref_", "judge_ref")):  # own answers / the start model's answers
+            if prefix + "p_yes" in values:
+                p_yes, labels = values[prefix + "p_yes"], values[prefix + "yes_label"] > 0.5
+                results[f"{name}_balanced_accuracy"] = balanced_accuracy(p_yes >= 0.5, labels)
+                results[f"{name}_ece"] = float(expected_calibration_error(p_yes, labels))
+                results[f"{name}_yes_rate"] = float((p_yes >= 0.5).float().mean())
+                results[f"{name}_answers_correct"] = float(labels.float().mean())
+            if prefix + "pair_correct" in values:
+                pair = "pair" if not prefix else "pair_ref"
+                results[f"{pair}_accuracy"] = float(values[prefix + "pair_correct"].mean())
+                results[f"{pair}_consistency"] = float(values[prefix + "pair_consistent"].mean())
+        if "repaired" in values:
+            results["repair_rate"] = float(values["repaired"].mean())
+        rounds = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in values.items() if k.startswith("tts_round_"))
+        for k, v in rounds:
+            results[f"tts_round_{k}"] = float(v.mean())
+        if rounds:
+            results["tts_gain"] = results[f"tts_round_{rounds[-1][0]}"] - results["tts_round_0"]
+        split = self.judge_eval["split"]
+        self.judge_results = {f"{split}/{k}": v for k, v in results.items()}
+        for name, value in self.judge_results.items():
+            self.log(name, value)
+        super().on_validation_epoch_end()
+
+    def progress_info(self) -> dict:
+        return dict(self.judge_results)
+
+    # ---- checkpoint ---------------------------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {"cache": list(self.cache), "batches_seen": self.batches_seen}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.cache = list(state.get("cache", []))
+        self.batches_seen = int(state.get("batches_seen", 0))
