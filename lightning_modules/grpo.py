@@ -47,22 +47,29 @@ class GRPOModule(PostTrainModule):
         self.reference = frozen_copy(model) if kl_coef > 0 else None
 
     def training_step(self, batch, batch_idx):
-        rollout = online.rollout(self, batch, batch_idx)
-        k = rollout.num_samples
-        advantages = group_advantages(rollout.grouped(rollout.rewards), scale=self.scale_rewards).flatten()  # (R,)
-        kept = mixed_prompts(rollout) if self.filter_groups else torch.arange(rollout.num_prompts, device=self.device)
-        normalizer = self.normalizer or self.prompts_per_minibatch * k
-
-        def loss_of(logp, rows, index):
-            ref_logp = None
-            if self.reference is not None:
-                with torch.no_grad():
-                    ref_logp = policy_logprobs(self.reference, rows, self.generation["temperature"])  # (B, T-1)
-            return grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"], clip_eps=self.clip_eps,
-                             ref_logp=ref_logp, kl_coef=self.kl_coef, aggregation=self.aggregation,
-                             normalizer=normalizer)
-
-        online.train_on_prompts(self, rollout, kept, loss_of)
+        grpo_update(self, online.rollout(self, batch, batch_idx))
 
     def schedule_period(self) -> int:
         return int(self.trainer.estimated_stepping_batches) * online.updates_per_batch(self, self.prompts_per_minibatch)
+
+
+def grpo_update(module, rollout, split: str = "train") -> None:
+    """Group-normalised advantages of `rollout` and one clipped-surrogate update (`grpo_loss`) per mini-batch of its
+    kept groups, with the settings `module` holds (clip_eps, scale_rewards, kl_coef, aggregation, filter_groups,
+    reference and those of `online.configure`). Metrics are logged under `split`. SPARK calls it for both of its
+    periods: its loss is this one on other prompts."""
+    k = rollout.num_samples
+    advantages = group_advantages(rollout.grouped(rollout.rewards), scale=module.scale_rewards).flatten()  # (R,)
+    kept = mixed_prompts(rollout) if module.filter_groups else torch.arange(rollout.num_prompts, device=module.device)
+    normalizer = module.normalizer or module.prompts_per_minibatch * k
+
+    def loss_of(logp, rows, index):
+        ref_logp = None
+        if module.reference is not None:
+            with torch.no_grad():
+                ref_logp = policy_logprobs(module.reference, rows, module.generation["temperature"])  # (B, T-1)
+        return grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"], clip_eps=module.clip_eps,
+                         ref_logp=ref_logp, kl_coef=module.kl_coef, aggregation=module.aggregation,
+                         normalizer=normalizer)
+
+    online.train_on_prompts(module, rollout, kept, loss_of, split=split)

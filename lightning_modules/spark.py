@@ -33,12 +33,13 @@ from torchmetrics.aggregation import CatMetric
 from datamodules.collate import left_pad
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
+from lightning_modules.grpo import grpo_update
 from posttrain.generation import generate
-from posttrain.losses.grpo import AGGREGATIONS, grpo_loss
+from posttrain.losses.grpo import AGGREGATIONS
 from posttrain.metrics import expected_calibration_error
 from posttrain.rewards import recycling
 from posttrain.rewards.self_judge import SelfJudge, balanced_accuracy, self_reflection
-from posttrain.rollouts import collect_rollout, group_advantages, mixed_prompts, policy_logprobs, sampling_generator
+from posttrain.rollouts import collect_rollout, sampling_generator
 from posttrain.utils.config import check, check_choice
 
 JUDGE_EVAL_DEFAULTS = {"split": "val", "size": 200, "samples": 4, "rounds": 3}
@@ -110,7 +111,7 @@ class SparkModule(PostTrainModule):
 
     def training_step(self, batch, batch_idx):
         rollout = online.rollout(self, batch, batch_idx)  # infer period: K samples per solve prompt
-        self.grpo_update(rollout, "train")
+        grpo_update(self, rollout, "train")
         self.batches_seen += 1
         if not self.recycle:
             return
@@ -129,7 +130,7 @@ class SparkModule(PostTrainModule):
         if self.reward_period_ready():  # reward period on the oldest cached examples
             popped, self.cache = self.cache[:self.reward_batch_size], self.cache[self.reward_batch_size:]
             reward_rollout = self.reward_rollout(popped, batch_idx)
-            self.grpo_update(reward_rollout, "reward")
+            grpo_update(self, reward_rollout, "reward")
             self.log_metrics("reward", self.reward_metrics(popped, reward_rollout), batch_size=len(popped))
         self.log_metrics("recycle", self.recycle_metrics(new, dropped), batch_size=len(examples))
 
@@ -137,24 +138,6 @@ class SparkModule(PostTrainModule):
         """Every process's cache holds a reward batch (processes must make the same number of optimizer steps)."""
         ready = torch.tensor(float(len(self.cache) >= self.reward_batch_size), device=self.device)
         return bool(self.all_gather(ready).min() > 0)
-
-    def grpo_update(self, rollout, split: str) -> None:
-        """Group-normalised advantages and one clipped-surrogate update per mini-batch (`grpo_loss`)."""
-        k = rollout.num_samples
-        advantages = group_advantages(rollout.grouped(rollout.rewards), scale=self.scale_rewards).flatten()  # (R,)
-        kept = mixed_prompts(rollout) if self.filter_groups else torch.arange(rollout.num_prompts, device=self.device)
-        normalizer = self.normalizer or self.prompts_per_minibatch * k
-
-        def loss_of(logp, rows, index):
-            ref_logp = None
-            if self.reference is not None:
-                with torch.no_grad():
-                    ref_logp = policy_logprobs(self.reference, rows, self.generation["temperature"])  # (B, T-1)
-            return grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"], clip_eps=self.clip_eps,
-                             ref_logp=ref_logp, kl_coef=self.kl_coef, aggregation=self.aggregation,
-                             normalizer=normalizer)
-
-        online.train_on_prompts(self, rollout, kept, loss_of, split=split)
 
     def reward_rollout(self, examples: list[dict], batch_idx: int):
         """K fresh samples per recycled prompt from the current model, scored against the recycled labels."""
