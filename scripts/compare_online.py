@@ -12,34 +12,16 @@ and test_ood, and the optimizer steps made; writes logs/compare_online/results.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from compare_common import ROOT, mean_and_error, run_experiment, write_results
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
-
-from posttrain.run import register_resolvers, train  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("rft", "grpo", "nft")
 SPLITS = ("val/accuracy", "test_ood/accuracy", "val/accuracy_sampled", "test_ood/accuracy_sampled")
 
 
 def run(method: str, seed: int, epochs: int, overrides: list[str], out: str) -> list[dict]:
-    register_resolvers()
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            f"experiment={method}", f"seed={seed}", f"trainer.max_epochs={epochs}", "logger=csv",
-            "~callbacks.progress_bar", "save_model=false", f"paths.log_dir={out}",
-            f"paths.output_dir={out}/{method}-seed{seed}", *overrides])
-    with open_dict(cfg):
-        cfg.name = method
-        cfg.trainer.enable_progress_bar = False
-    return train(cfg)["rows"]
+    return run_experiment(method, method, seed, out, [f"trainer.max_epochs={epochs}", *overrides])["rows"]
 
 
 def main() -> None:
@@ -60,19 +42,7 @@ def main() -> None:
             results["sft"][seed] = start[0]
             results.setdefault(method, {})[seed] = rows[-1]
     print_table(results, args.seeds)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as handle:
-        json.dump({"seeds": args.seeds, "epochs": args.epochs, "overrides": args.overrides,
-                   "results": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in results.items()}},
-                  handle, indent=1)
-
-
-def mean_and_error(values: list[float]) -> str:
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) / len(values) ** 0.5:.3f}"
+    write_results(args.out, results, seeds=args.seeds, epochs=args.epochs, overrides=args.overrides)
 
 
 def print_table(results: dict, seeds: list[int]) -> None:

@@ -15,20 +15,13 @@ reward hacking. Writes logs/compare_pairwise_ppo/results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lightning.pytorch import Callback
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from lightning.pytorch import Callback  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
+from compare_common import ROOT, mean_and_error, run_experiment, write_results
 
-from posttrain.run import register_resolvers, train  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("pairwise_rl", "bt_ppo")
 SPLITS = ("val/accuracy", "test_ood/accuracy", "val/accuracy_sampled", "test_ood/accuracy_sampled")
 TRACED = ("train/reward", "train/accuracy", "train/reward_gap", "train/kl", "train/value_error", "train/clip_fraction")
@@ -54,21 +47,12 @@ class EpochTrace(Callback):
 
 
 def run(method: str, seed: int, epochs: int, overrides: list[str], out: str) -> dict:
-    register_resolvers()
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            f"experiment={method}", f"seed={seed}", f"trainer.max_epochs={epochs}", "logger=csv",
-            "~callbacks.progress_bar", "save_model=false", f"paths.log_dir={out}",
-            f"paths.cache_dir={os.path.join(ROOT, 'logs', 'cache')}", f"paths.output_dir={out}/{method}-seed{seed}",
-            *overrides])
-    with open_dict(cfg):
-        cfg.name = method
-        cfg.trainer.enable_progress_bar = False
-        cfg.callbacks.trace = {"_target_": "__main__.EpochTrace"}
-    result = train(cfg)
+    result = run_experiment(method, method, seed, out, [
+        f"trainer.max_epochs={epochs}", f"paths.cache_dir={os.path.join(ROOT, 'logs', 'cache')}", *overrides],
+        callbacks={"trace": {"_target_": "__main__.EpochTrace"}})
     trace = next(c for c in result["trainer"].callbacks if isinstance(c, EpochTrace))
     rows = result["rows"]
-    reward_model = next(r for r in rows if r["run"] == cfg.reward_model.name)
+    reward_model = next(r for r in rows if r["run"] == result["cfg"].reward_model.name)
     start = [r for r in rows if r.get("epoch") == -1 and r["run"].startswith(method)]
     return {"reward_model": reward_model, "start": start[0], "final": rows[-1], "epochs": trace.means()}
 
@@ -89,19 +73,7 @@ def main() -> None:
         for method in args.methods:
             results.setdefault(method, {})[seed] = run(method, seed, args.epochs, args.overrides, args.out)
             print_tables(results, args.seeds)  # partial tables as runs finish
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as handle:
-        json.dump({"seeds": args.seeds, "epochs": args.epochs, "overrides": args.overrides,
-                   "results": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in results.items()}},
-                  handle, indent=1)
-
-
-def mean_and_error(values: list[float]) -> str:
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) / len(values) ** 0.5:.3f}"
+    write_results(args.out, results, seeds=args.seeds, epochs=args.epochs, overrides=args.overrides)
 
 
 def print_table(header: list[str], lines: list[list[str]]) -> None:

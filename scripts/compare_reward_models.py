@@ -13,34 +13,17 @@ val and test_ood; writes logs/compare_reward_models/results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from compare_common import ROOT, mean_and_error, run_experiment, write_results
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
-
-from posttrain.run import register_resolvers, train  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = ("pair_accuracy", "pair_accuracy_one_order", "ece", "brier", "position_consistency")
 SHORT = {"pair_accuracy": "acc", "pair_accuracy_one_order": "acc1", "ece": "ece", "brier": "brier",
          "position_consistency": "pos"}
 
 
 def run(name: str, seed: int, overrides: list[str], out: str) -> list[dict]:
-    register_resolvers()
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            "experiment=pairwise_rm", f"seed={seed}", "logger=csv", "~callbacks.progress_bar", "save_model=false",
-            f"paths.log_dir={out}", f"paths.output_dir={out}/{name}-seed{seed}", *overrides])
-    with open_dict(cfg):
-        cfg.name = name
-        cfg.trainer.enable_progress_bar = False
-    return train(cfg)["rows"]
+    return run_experiment("pairwise_rm", name, seed, out, overrides)["rows"]
 
 
 def final(rows: list[dict], prefix: str) -> dict:
@@ -66,17 +49,7 @@ def main() -> None:
             results.setdefault("pairwise RM, no swap", {})[seed] = final(rows, "pairwise_rm_no_swap")
     for split in ("val", "test_ood"):
         print_table(results, args.seeds, split)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as handle:
-        json.dump({"seeds": args.seeds, "overrides": args.overrides,
-                   "results": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in results.items()}},
-                  handle, indent=1)
-
-
-def mean_and_error(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) / len(values) ** 0.5:.3f}"
+    write_results(args.out, results, seeds=args.seeds, overrides=args.overrides)
 
 
 def print_table(results: dict, seeds: list[int], split: str) -> None:

@@ -16,19 +16,10 @@ logs/compare_spark/results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from compare_common import ROOT, mean_and_error, run_experiment, write_results
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
-
-from posttrain.run import register_resolvers, train  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS = [
     ("val/accuracy", "solve val greedy"),
     ("test_ood/accuracy", "solve test_ood greedy"),
@@ -52,25 +43,9 @@ RUNS = ("start", "grpo", "spark")
 
 
 def run(seed: int, overrides: list[str], out: str) -> dict[str, dict]:
-    register_resolvers()
-    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[
-            "experiment=spark", f"seed={seed}", "logger=csv", "~callbacks.progress_bar", "save_model=false",
-            f"paths.log_dir={out}", f"paths.output_dir={out}/spark-seed{seed}", *overrides])
-    with open_dict(cfg):
-        cfg.name = "spark"
-        cfg.trainer.enable_progress_bar = False
-    rows = train(cfg)["rows"]
+    rows = run_experiment("spark", "spark", seed, out, overrides)["rows"]
     last = {name: [r for r in rows if r["run"].startswith(f"{name} epoch")][-1] for name in ("spark", "grpo")}
     return {"start": next(r for r in rows if r["run"] == "spark (start)"), **last}
-
-
-def mean_and_error(values: list[float]) -> str:
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) / len(values) ** 0.5:.3f}"
 
 
 def print_table(results: dict[int, dict], seeds: list[int]) -> None:
@@ -97,10 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     results = {seed: run(seed, args.overrides, args.out) for seed in args.seeds}
     print_table(results, args.seeds)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "results.json"), "w") as handle:
-        json.dump({"seeds": args.seeds, "overrides": args.overrides,
-                   "results": {str(s): r for s, r in results.items()}}, handle, indent=1)
+    write_results(args.out, {"spark": results}, seeds=args.seeds, overrides=args.overrides)
 
 
 if __name__ == "__main__":
