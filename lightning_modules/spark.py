@@ -17,7 +17,8 @@ GRPO with the same evaluation (the control of `experiment=spark`).
 Evaluation (each validation, on the first `judge_eval.size` problems of `judge_eval.split`), besides the solve
 accuracies every module logs, treats the model as its own judge of its own held-out answers (`judge_eval.samples`
 samples per problem at the evaluation temperature, fixed noise): pointwise balanced accuracy and ECE of P(Y), the
-fraction judged correct, pairwise accuracy and position consistency over (correct, wrong) pairs in both orders,
+fraction judged correct, pairwise accuracy and order agreement (the same answer wins in both orders; not
+`posttrain.metrics`' position_consistency) over (correct, wrong) pairs in both orders,
 the repair rate of one reflection on each wrong answer, and test-time self-reflection accuracy after 0..rounds
 rounds of judge-then-revise on the greedy answers.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 
 import torch
 from torch import nn
@@ -44,6 +46,16 @@ from posttrain.utils.config import check, check_choice
 
 JUDGE_EVAL_DEFAULTS = {"split": "val", "size": 200, "samples": 4, "rounds": 3}
 REWARD_STREAM = 1_000_003  # offsets the reward period's sampling seed from the infer period's
+
+
+def recyclable(rollout, rows: int, truncated_is_wrong: bool) -> list[bool]:
+    """Which of the first `rows` rollouts may be recycled: parsed ones, and with `truncated_is_wrong` only those that
+    ended with eos, because their reward was zeroed while their text may hold a correct answer, so recycling them would
+    label a correct answer wrong."""
+    usable = rollout.parsed[:rows]
+    if truncated_is_wrong:
+        usable = usable & rollout.finished[:rows]
+    return usable.tolist()
 
 
 class SparkModule(PostTrainModule):
@@ -66,7 +78,8 @@ class SparkModule(PostTrainModule):
 
     def __init__(self, model, tokenizer, recycle: bool = True, pairwise_prob: float = 0.7,
                  judge_fraction: float = 0.5, reflect_fraction: float = 0.5, reward_batch_size: int | None = None,
-                 max_staleness: int = 1, balance_pointwise: bool = False, clip_eps: float = 0.2, scale_rewards: bool = True, kl_coef: float = 0.001,
+                 max_staleness: int = 1, balance_pointwise: bool = False, clip_eps: float = 0.2,
+                 scale_rewards: bool = True, kl_coef: float = 0.001,
                  aggregation: str = "seq-mean", filter_groups: bool = False, prompts_per_minibatch: int = 16,
                  normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
                  truncated_is_wrong: bool = True, max_generation_batches: int = 1, seed: int = 0,
@@ -98,11 +111,33 @@ class SparkModule(PostTrainModule):
         self.reference = frozen_copy(model) if kl_coef > 0 else None
         self.cache: list[dict] = []  # recycled examples awaiting a reward period, oldest first (in the checkpoint)
         self.batches_seen = 0  # solve batches trained on (the cache's clock)
-        judged = ["p_yes", "yes_label", "pair_correct", "pair_consistent"]
+        judged = ["p_yes", "yes_label", "pair_correct", "pair_order_agreement"]
         names = [*judged, *(f"ref_{n}" for n in judged), "repaired",
                  *(f"tts_round_{k}" for k in range(self.judge_eval["rounds"] + 1))]
         self.judge_metrics = nn.ModuleDict({n: CatMetric() for n in names})  # per-item values of one validation
         self.judge_results: dict = {}
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        datamodule = self.trainer.datamodule
+        splits = list(getattr(datamodule, "eval_splits", ()))
+        check(self.judge_eval["split"] in splits, "method.judge_eval.split",
+              f"must be one of the evaluation splits {splits}, got {self.judge_eval['split']!r}")
+        if not self.recycle:
+            return
+        verifier = getattr(datamodule, "verifier", None)
+        # recycling and the judge evaluation put the stripped completion where an answer goes and score verdicts by
+        # exact match, which is only right for verifiers whose answer is the whole completion
+        check(getattr(verifier, "answer_is_completion", False), "data.verifier",
+              f"SPARK needs a verifier whose answer is the whole completion (answer_is_completion = True, e.g. "
+              f"ArithmeticVerifier), got {type(verifier).__name__}")
+        batch = datamodule.batch_size
+        per_batch = math.floor(self.judge_fraction * batch) + math.floor(self.reflect_fraction * batch)
+        capacity = (self.max_staleness + 1) * per_batch
+        check(self.reward_batch_size <= capacity, "method.reward_batch_size",
+              f"{self.reward_batch_size} is more than the cache can ever hold ((max_staleness + 1) * "
+              f"(floor(judge_fraction * B) + floor(reflect_fraction * B)) = {capacity} with B = {batch}), so no "
+              f"reward period would run; lower it, raise the fractions or max_staleness, or set method.recycle=false")
 
     # ---- training -----------------------------------------------------------------------------------------------
     @property
@@ -119,7 +154,7 @@ class SparkModule(PostTrainModule):
         rows = len(examples) * rollout.num_samples  # the step's own batch (dynamic sampling appends after it)
         rng = random.Random(f"{self.seed}/{self.current_epoch}/{batch_idx}/{self.global_rank}")
         new = recycling.recycle(examples, self.decode_responses(rollout.labels[:rows]), rollout.rewards[:rows].tolist(),
-                                rollout.parsed[:rows].tolist(), rollout.num_samples, rng,
+                                recyclable(rollout, rows, self.truncated_is_wrong), rollout.num_samples, rng,
                                 pairwise_prob=self.pairwise_prob,
                                 judge_cap=math.floor(self.judge_fraction * len(examples)),
                                 reflect_cap=math.floor(self.reflect_fraction * len(examples)),
@@ -254,15 +289,22 @@ class SparkModule(PostTrainModule):
             first = judge.p_first(q, truth, bad) >= 0.5  # (N,) correct in slot A
             second = judge.p_first(q, bad, truth) < 0.5  # (N,) correct in slot B
             self.judge_update(prefix + "pair_correct", torch.cat([first, second]).float())
-            self.judge_update(prefix + "pair_consistent", (first == second).float())
+            self.judge_update(prefix + "pair_order_agreement", (first == second).float())
         return wrong
 
     def on_validation_epoch_end(self) -> None:
         values = {}
         for name, metric in self.judge_metrics.items():
-            if metric.update_called:
-                values[name] = metric.compute().flatten().float()
+            # compute() gathers across processes, so every process must call it for every metric, in the same order,
+            # whether or not it saw data itself; a metric is present if any process did
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*compute.*before the ``update``")
+                value = metric.compute()
             metric.reset()
+            if isinstance(value, list):  # no process updated it: CatMetric returns its empty state list
+                value = torch.cat([torch.as_tensor(v).flatten() for v in value]) if value else torch.zeros(0)
+            if value.numel():
+                values[name] = value.flatten().float()
         results = {}
         for prefix, name in (("", "judge"), ("ref_", "judge_ref")):  # own answers / the start model's answers
             if prefix + "p_yes" in values:
@@ -274,7 +316,7 @@ class SparkModule(PostTrainModule):
             if prefix + "pair_correct" in values:
                 pair = "pair" if not prefix else "pair_ref"
                 results[f"{pair}_accuracy"] = float(values[prefix + "pair_correct"].mean())
-                results[f"{pair}_consistency"] = float(values[prefix + "pair_consistent"].mean())
+                results[f"{pair}_order_agreement"] = float(values[prefix + "pair_order_agreement"].mean())
         if "repaired" in values:
             results["repair_rate"] = float(values["repaired"].mean())
         rounds = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in values.items() if k.startswith("tts_round_"))

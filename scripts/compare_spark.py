@@ -9,13 +9,15 @@ overrides applied to the run (e.g. trainer.max_epochs=5). Prints, per metric, th
 value after the last epoch per seed and the mean ± standard error over seeds (sd / sqrt(n)):
 solve greedy and sampled accuracy on val and test_ood; as a judge of its own held-out sampled answers, pointwise
 balanced accuracy, ECE and the fraction judged correct, and the same on the start model's answers (one fixed set for
-every run of a seed); pairwise accuracy and position consistency; the repair
-rate of one reflection; test-time self-reflection accuracy at rounds 0 and 3 and their difference. Writes
+every run of a seed); pairwise accuracy and order agreement (the same answer wins in both orders); the
+repair rate of one reflection; test-time self-reflection accuracy at round 0 and at the last round of the run and
+their difference. Writes
 logs/compare_spark/results.json.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 from compare_common import ROOT, mean_and_error, run_experiment, write_results
@@ -32,12 +34,12 @@ METRICS = [
     ("val/judge_ref_balanced_accuracy", "judge of start's answers: bal. acc"),
     ("val/judge_ref_ece", "judge of start's answers: ECE"),
     ("val/pair_accuracy", "judge pairwise accuracy"),
-    ("val/pair_consistency", "judge pairwise consistency"),
+    ("val/pair_order_agreement", "pairwise order agreement"),
     ("val/pair_ref_accuracy", "pairwise acc. on start's answers"),
     ("val/repair_rate", "reflection repair rate"),
     ("val/tts_round_0", "TTS round 0 (greedy)"),
-    ("val/tts_round_3", "TTS round 3"),
-    ("val/tts_gain", "TTS gain (round 3 - 0)"),
+    ("val/tts_round_last", "TTS last round"),
+    ("val/tts_gain", "TTS gain (last round - 0)"),
 ]
 RUNS = ("start", "grpo", "spark")
 
@@ -45,7 +47,14 @@ RUNS = ("start", "grpo", "spark")
 def run(seed: int, overrides: list[str], out: str) -> dict[str, dict]:
     rows = run_experiment("spark", "spark", seed, out, overrides)["rows"]
     last = {name: [r for r in rows if r["run"].startswith(f"{name} epoch")][-1] for name in ("spark", "grpo")}
-    return {"start": next(r for r in rows if r["run"] == "spark (start)"), **last}
+    return {name: with_last_round(row) for name, row in
+            {"start": next(r for r in rows if r["run"] == "spark (start)"), **last}.items()}
+
+
+def with_last_round(row: dict) -> dict:
+    """The row with `val/tts_round_last`: the highest `val/tts_round_<k>` it has (method.judge_eval.rounds varies)."""
+    rounds = [int(k.rsplit("_", 1)[1]) for k in row if k.startswith("val/tts_round_") and k[-1].isdigit()]
+    return {**row, "val/tts_round_last": row[f"val/tts_round_{max(rounds)}"]} if rounds else dict(row)
 
 
 def print_table(results: dict[int, dict], seeds: list[int]) -> None:
@@ -54,8 +63,10 @@ def print_table(results: dict[int, dict], seeds: list[int]) -> None:
     lines = [["steps", *("/".join(str(results[s][n].get("step", "")) for s in seeds) for n in RUNS), "", "", ""]]
     for key, label in METRICS:
         cells = [label]
-        cells += ["/".join(f"{results[s][n][key]:.3f}" if key in results[s][n] else "-" for s in seeds) for n in RUNS]
-        cells += [mean_and_error([results[s][n][key] for s in seeds if key in results[s][n]]) for n in RUNS]
+        # NaN (e.g. balanced accuracy with one class present) is shown as "-" and left out of the mean
+        present = {n: [s for s in seeds if key in results[s][n] and not math.isnan(results[s][n][key])] for n in RUNS}
+        cells += ["/".join(f"{results[s][n][key]:.3f}" if s in present[n] else "-" for s in seeds) for n in RUNS]
+        cells += [mean_and_error([results[s][n][key] for s in present[n]]) for n in RUNS]
         lines.append(cells)
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))

@@ -50,6 +50,8 @@ class CoinFlipVerifier:
     """A test verifier that calls about half of all completions correct (by a hash of the text), so an untrained
     model's groups are mixed and online methods get a gradient (a real verifier scores it 0 everywhere)."""
 
+    answer_is_completion = True
+
     def __call__(self, completion: str, answer: str):
         import zlib
 

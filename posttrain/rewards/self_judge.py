@@ -96,6 +96,8 @@ def self_reflection(questions: Sequence[str], answers: Sequence[str], judge: Cal
 
 
 def balanced_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean of the per-class recall over the classes present (bools (N,)); NaN for N = 0."""
-    recalls = [(predicted[labels == c] == c).float().mean().item() for c in (True, False) if (labels == c).any()]
-    return sum(recalls) / len(recalls) if recalls else float("nan")
+    """Mean of the correct-class and wrong-class recall (bools (N,)); NaN unless both classes are present, because
+    a one-class recall would read as a balanced accuracy (an always-"Y" judge would score 1 on all-correct answers)."""
+    if not (labels.any() and (~labels).any()):
+        return float("nan")
+    return sum((predicted[labels == c] == c).float().mean().item() for c in (True, False)) / 2

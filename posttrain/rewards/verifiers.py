@@ -27,6 +27,8 @@ class ArithmeticVerifier:
     """The built-in arithmetic task's check: the stripped completion equals the answer string exactly (as the
     task's own `is_correct` does, so warm-up and online accuracies agree). Parsed means it is an integer."""
 
+    answer_is_completion = True  # the stripped completion is the extracted answer (SPARK's recycling relies on it)
+
     def __call__(self, completion: str, answer: str) -> Verdict:
         text = completion.strip()
         return Verdict(correct=text == answer.strip(), parsed=bool(_INTEGER.fullmatch(text)))
