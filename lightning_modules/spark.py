@@ -48,6 +48,30 @@ JUDGE_EVAL_DEFAULTS = {"split": "val", "size": 200, "samples": 4, "rounds": 3}
 REWARD_STREAM = 1_000_003  # offsets the reward period's sampling seed from the infer period's
 
 
+def judge_summary(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The judge evaluation's results from the per-item values of the judge metrics (those with data)."""
+    results = {}
+    for prefix, name in (("", "judge"), ("ref_", "judge_ref")):  # own answers / the start model's answers
+        if prefix + "p_yes" in values:
+            p_yes, labels = values[prefix + "p_yes"], values[prefix + "yes_label"] > 0.5
+            results[f"{name}_balanced_accuracy"] = balanced_accuracy(p_yes >= 0.5, labels)
+            results[f"{name}_ece"] = float(expected_calibration_error(p_yes, labels))
+            results[f"{name}_yes_rate"] = float((p_yes >= 0.5).float().mean())
+            results[f"{name}_answers_correct"] = float(labels.float().mean())
+        if prefix + "pair_correct" in values:
+            pair = "pair" if not prefix else "pair_ref"
+            results[f"{pair}_accuracy"] = float(values[prefix + "pair_correct"].mean())
+            results[f"{pair}_order_agreement"] = float(values[prefix + "pair_order_agreement"].mean())
+    if "repaired" in values:
+        results["repair_rate"] = float(values["repaired"].mean())
+    rounds = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in values.items() if k.startswith("tts_round_"))
+    for k, v in rounds:
+        results[f"tts_round_{k}"] = float(v.mean())
+    if rounds:
+        results["tts_gain"] = results[f"tts_round_{rounds[-1][0]}"] - results["tts_round_0"]
+    return results
+
+
 def recyclable(rollout, rows: int, truncated_is_wrong: bool) -> list[bool]:
     """Which of the first `rows` rollouts may be recycled: parsed ones, and with `truncated_is_wrong` only those that
     ended with eos, because their reward was zeroed while their text may hold a correct answer, so recycling them would
@@ -159,15 +183,21 @@ class SparkModule(PostTrainModule):
                                 judge_cap=math.floor(self.judge_fraction * len(examples)),
                                 reflect_cap=math.floor(self.reflect_fraction * len(examples)),
                                 balance_pointwise=self.balance_pointwise)
-        fresh = [e for e in self.cache if self.batches_seen - e["born"] <= self.max_staleness]
-        dropped = len(self.cache) - len(fresh)
-        self.cache = fresh + [{**e, "born": self.batches_seen} for e in new]
+        dropped = self.add_to_cache(new)
         if self.reward_period_ready():  # reward period on the oldest cached examples
             popped, self.cache = self.cache[:self.reward_batch_size], self.cache[self.reward_batch_size:]
             reward_rollout = self.reward_rollout(popped, batch_idx)
             grpo_update(self, reward_rollout, "reward")
             self.log_metrics("reward", self.reward_metrics(popped, reward_rollout), batch_size=len(popped))
         self.log_metrics("recycle", self.recycle_metrics(new, dropped), batch_size=len(examples))
+
+    def add_to_cache(self, new: list[dict]) -> int:
+        """Drops cached examples older than `max_staleness` solve batches, appends `new` (born now); returns the
+        number dropped."""
+        fresh = [e for e in self.cache if self.batches_seen - e["born"] <= self.max_staleness]
+        dropped = len(self.cache) - len(fresh)
+        self.cache = fresh + [{**e, "born": self.batches_seen} for e in new]
+        return dropped
 
     def reward_period_ready(self) -> bool:
         """Every process's cache holds a reward batch (processes must make the same number of optimizer steps)."""
@@ -292,7 +322,8 @@ class SparkModule(PostTrainModule):
             self.judge_update(prefix + "pair_order_agreement", (first == second).float())
         return wrong
 
-    def on_validation_epoch_end(self) -> None:
+    def gather_judge_values(self) -> dict[str, torch.Tensor]:
+        """The per-item values of every judge metric of this validation, from all processes; resets them."""
         values = {}
         for name, metric in self.judge_metrics.items():
             # compute() gathers across processes, so every process must call it for every metric, in the same order,
@@ -305,25 +336,10 @@ class SparkModule(PostTrainModule):
                 value = torch.cat([torch.as_tensor(v).flatten() for v in value]) if value else torch.zeros(0)
             if value.numel():
                 values[name] = value.flatten().float()
-        results = {}
-        for prefix, name in (("", "judge"), ("ref_", "judge_ref")):  # own answers / the start model's answers
-            if prefix + "p_yes" in values:
-                p_yes, labels = values[prefix + "p_yes"], values[prefix + "yes_label"] > 0.5
-                results[f"{name}_balanced_accuracy"] = balanced_accuracy(p_yes >= 0.5, labels)
-                results[f"{name}_ece"] = float(expected_calibration_error(p_yes, labels))
-                results[f"{name}_yes_rate"] = float((p_yes >= 0.5).float().mean())
-                results[f"{name}_answers_correct"] = float(labels.float().mean())
-            if prefix + "pair_correct" in values:
-                pair = "pair" if not prefix else "pair_ref"
-                results[f"{pair}_accuracy"] = float(values[prefix + "pair_correct"].mean())
-                results[f"{pair}_order_agreement"] = float(values[prefix + "pair_order_agreement"].mean())
-        if "repaired" in values:
-            results["repair_rate"] = float(values["repaired"].mean())
-        rounds = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in values.items() if k.startswith("tts_round_"))
-        for k, v in rounds:
-            results[f"tts_round_{k}"] = float(v.mean())
-        if rounds:
-            results["tts_gain"] = results[f"tts_round_{rounds[-1][0]}"] - results["tts_round_0"]
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        results = judge_summary(self.gather_judge_values())
         split = self.judge_eval["split"]
         self.judge_results = {f"{split}/{k}": v for k, v in results.items()}
         for name, value in self.judge_results.items():

@@ -1,10 +1,16 @@
 """SPARK: the reward period trains on recycled examples and logs per kind; recycle=false is policy-only GRPO; the
 self-judging evaluation fills the results rows; a killed run resumes, cache included, to the same numbers."""
 import math
+import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from lightning_modules.spark import SparkModule, judge_summary, recyclable
+from posttrain.models import tiny_llama
+from posttrain.rewards import ArithmeticVerifier, Verdict
+from posttrain.rewards.recycling import NO, PAIRWISE, POINTWISE, REFLECT, RecycledScorer, recycle
 from posttrain.run import train
 from tests.helpers import Killed, compose_config
 
@@ -81,3 +87,92 @@ def test_killed_spark_run_resumes_to_the_same_result(tmp_path):
         torch.testing.assert_close(param, final[name], rtol=0, atol=1e-6, msg=name)
     assert resumed["module"].eval_history == reference["module"].eval_history
     assert resumed["module"].cache == reference["module"].cache
+
+
+def tiny_module(**kwargs) -> SparkModule:
+    model, tokenizer = tiny_llama(hidden_size=32, num_heads=2, num_layers=1, intermediate_size=64, seed=1)
+    return SparkModule(model, tokenizer, kl_coef=0.0, **kwargs)
+
+
+class StubJudge:
+    """P(Y) per answer text; P(A) = 0.7 when the truth "2" is in slot A, else 0.6 (A wins in both orders)."""
+
+    def p_correct(self, questions, answers):
+        return torch.tensor([{"2": 0.9, "3": 0.6, "5": 0.2}[a] for a in answers])
+
+    def p_first(self, questions, first, second):
+        return torch.tensor([0.7 if a == "2" else 0.6 for a in first])
+
+
+def test_judge_evaluation_by_hand():
+    module = tiny_module()
+    questions, examples = ["1+1=", "2+2="], [{"prompt": "1+1=", "answer": "2"}, {"prompt": "2+2=", "answer": "4"}]
+    owners, answers = [0, 0, 1, 1], ["2", "3", "5", "x"]
+    verdicts = [Verdict(True, True), Verdict(False, True), Verdict(False, True), Verdict(False, False)]
+    wrong = module.judge_answers(StubJudge(), "", questions, examples, owners, answers, verdicts)
+    assert wrong == [1, 2]  # "x" is unparsed: neither judged nor counted wrong
+    module.judge_update("tts_round_0", [1.0, 0.0, 0.0, 0.0])
+    module.judge_update("tts_round_2", [1.0, 1.0, 0.0, 1.0])
+    values = module.gather_judge_values()
+    assert set(values) == {"p_yes", "yes_label", "pair_correct", "pair_order_agreement", "tts_round_0",
+                           "tts_round_2"}
+    results = judge_summary(values)
+    # P(Y) = .9 / .6 / .2 on labels 1 / 0 / 0: recalls 1 and 1/2; ECE = (|1-.9| + |0-.6| + |0-.2|) / 3
+    expected = {"judge_balanced_accuracy": 0.75, "judge_ece": 0.3, "judge_yes_rate": 2 / 3,
+                "judge_answers_correct": 1 / 3,
+                # one pair ("2" vs "3"): the truth wins in slot A, loses in slot B; different answers win
+                "pair_accuracy": 0.5, "pair_order_agreement": 0.0,
+                "tts_round_0": 0.25, "tts_round_2": 0.75, "tts_gain": 0.5}
+    assert set(results) == set(expected)
+    for key, value in expected.items():
+        assert results[key] == pytest.approx(value, abs=1e-6), key
+    assert module.gather_judge_values() == {}  # reset, and an empty metric is absent
+
+
+def test_stale_cache_entries_are_dropped_and_counted():
+    module = tiny_module(max_staleness=1)
+    module.batches_seen = 1
+    assert module.add_to_cache([{"id": "a"}, {"id": "b"}]) == 0
+    module.batches_seen = 2
+    assert module.add_to_cache([{"id": "c"}]) == 0  # a, b are one batch old: kept
+    module.batches_seen = 3
+    assert module.add_to_cache([]) == 2  # a, b are two batches old
+    assert [(e["id"], e["born"]) for e in module.cache] == [("c", 2)]
+    assert module.recycle_metrics([], 2)["dropped_stale"] == 2.0
+
+
+def test_reward_period_rewards_follow_each_kinds_label():
+    examples = recycle([{"prompt": "7+5=", "answer": "12"}], ["12", "13", "12", "11"], [1.0, 0.0, 1.0, 0.0],
+                       [True] * 4, 4, random.Random(0), pairwise_prob=1.0)
+    examples = {e["kind"]: e for e in examples}
+    assert set(examples) == {PAIRWISE, REFLECT}
+    examples[POINTWISE] = recycle([{"prompt": "1+1=", "answer": "2"}], ["3"] * 4, [0.0] * 4, [True] * 4, 4,
+                                  random.Random(0))[0]
+    data = SimpleNamespace(encoder=None, verify=lambda example, completion: ArithmeticVerifier()(completion,
+                                                                                                 example["answer"]))
+    scorer, other = RecycledScorer(data), {"A": "B", "B": "A", "Y": "N", "N": "Y", "12": "13"}
+    order = [POINTWISE, PAIRWISE, REFLECT]
+    label = {kind: examples[kind]["answer"] for kind in order}
+    assert label[POINTWISE] == "N" and label[REFLECT] == "12"
+    # two samples per example: its label and a wrong answer of the same kind, then the label twice for reflection
+    completions = {POINTWISE: [label[POINTWISE], other[label[POINTWISE]]],
+                   PAIRWISE: [label[PAIRWISE], other[label[PAIRWISE]]], REFLECT: ["12", " 12\n"]}
+    rewards = torch.tensor([scorer.verify(examples[kind], c).reward for kind in order for c in completions[kind]])
+    assert rewards.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    rollout = SimpleNamespace(rewards=rewards, grouped=lambda values: values.view(3, 2))
+    metrics = tiny_module().reward_metrics([examples[kind] for kind in order], rollout)
+    assert {k: float(v) for k, v in metrics.items()} == pytest.approx(
+        {"groups_zero_advantage": 1 / 3, "reward_pointwise": 0.5, "reward_pairwise": 0.5, "reward_reflect": 1.0})
+
+
+def test_truncated_rollouts_are_not_recycled_when_truncation_zeroes_the_reward():
+    # "3" is correct but was cut before eos, so truncated_is_wrong gave it reward 0
+    rollout = SimpleNamespace(parsed=torch.tensor([True, True, True, True]),
+                              finished=torch.tensor([False, True, True, True]))
+    usable = recyclable(rollout, 4, truncated_is_wrong=True)
+    assert usable == [False, True, True, True]
+    assert recyclable(rollout, 4, truncated_is_wrong=False) == [True] * 4
+    out = recycle([{"prompt": "1+2=", "answer": "3"}], ["3", "4", "5", "4"], [0.0, 0.0, 0.0, 0.0], usable, 4,
+                  random.Random(0), pairwise_prob=1.0)
+    assert all("3" not in e["prompt"].split("=", 1)[1] for e in out)  # no "3 is wrong" example of any kind
+    assert [e["answer"] for e in out if e["kind"] == POINTWISE] == [NO]
