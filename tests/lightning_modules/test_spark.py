@@ -176,3 +176,39 @@ def test_truncated_rollouts_are_not_recycled_when_truncation_zeroes_the_reward()
                   random.Random(0), pairwise_prob=1.0)
     assert all("3" not in e["prompt"].split("=", 1)[1] for e in out)  # no "3 is wrong" example of any kind
     assert [e["answer"] for e in out if e["kind"] == POINTWISE] == [NO]
+
+
+def gather_on_two_processes(rank: int, port: int, out: dict) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    # a collective that one process never joins fails after the timeout instead of hanging the test run
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    module = tiny_module()
+    if rank == 0:  # the processes update different sets of metrics
+        module.judge_update("p_yes", [0.9, 0.2])
+        module.judge_update("yes_label", [1.0, 0.0])
+    else:
+        module.judge_update("p_yes", [0.7])
+        module.judge_update("yes_label", [0.0])
+        module.judge_update("tts_round_0", [1.0])
+    out[rank] = {k: v.tolist() for k, v in module.gather_judge_values().items()}
+    dist.destroy_process_group()
+
+
+def test_judge_metrics_gather_on_every_process_with_different_updated_sets():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(gather_on_two_processes, args=(port, out), nprocs=2, join=True)
+        results = dict(out)
+    expected = {"p_yes": pytest.approx([0.9, 0.2, 0.7]), "yes_label": [1.0, 0.0, 0.0], "tts_round_0": [1.0]}
+    assert results[0] == expected and results[1] == expected
