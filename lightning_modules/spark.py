@@ -128,7 +128,8 @@ class SparkModule(PostTrainModule):
         self.judge_fraction, self.reflect_fraction = judge_fraction, reflect_fraction
         self.reward_batch_size_cfg, self.max_staleness = reward_batch_size, max_staleness
         self.balance_pointwise = balance_pointwise
-        self.clip_eps, self.scale_rewards, self.kl_coef, self.aggregation = clip_eps, scale_rewards, kl_coef, aggregation
+        self.clip_eps, self.scale_rewards = clip_eps, scale_rewards
+        self.kl_coef, self.aggregation = kl_coef, aggregation
         self.filter_groups = filter_groups
         online.configure(self, prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong,
                          max_generation_batches, seed)
