@@ -12,6 +12,7 @@ from datamodules.prompts import PromptDataModule
 from datamodules.tasks import ArithmeticTask
 from lightning_modules import ppo as ppo_lib
 from lightning_modules.bt_ppo import BTPPOModule
+from lightning_modules.bt_rm import BTRMModule
 from lightning_modules.pairwise_rl import PairwiseRLModule
 from posttrain.models.builders import tiny_llama
 from posttrain.models.value_head import ValueModel
@@ -121,3 +122,23 @@ def test_pairwise_rl_rejects_a_scalar_reward_model_and_bt_ppo_a_judge():
         BTPPOModule(model, tokenizer, reward_model=copy.deepcopy(model))
     with pytest.raises(ConfigError, match="method.anchor"):
         PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), anchor="best")
+
+
+def tied_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    return model
+
+
+def test_critic_freezes_an_untied_lm_head_but_never_tied_input_embeddings():
+    tied = ppo_lib.build_critic(tied_llama()).backbone
+    assert tied.get_input_embeddings().weight.requires_grad
+    untied = ppo_lib.build_critic(tiny_llama(**TINY)[0]).backbone
+    assert untied.get_input_embeddings().weight.requires_grad and not untied.lm_head.weight.requires_grad
+    _, tokenizer = tiny_llama(**TINY)
+    bt = BTRMModule(tied_llama(), tokenizer).model.backbone
+    assert bt.get_input_embeddings().weight.requires_grad
