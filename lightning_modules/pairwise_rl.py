@@ -22,10 +22,28 @@ from posttrain.losses.ppo import NORMALIZATIONS, PAIRWISE_TRANSFORMS, normalize_
 from posttrain.models.value_head import ValueModel
 from posttrain.rewards.judges import PAIRWISE_TEMPLATE, PAIRWISE_VERDICTS, PairwiseJudge, verdict_token_ids
 from posttrain.rollouts import sampling_generator
-from posttrain.utils.config import check, check_choice
+from posttrain.utils.config import ConfigError, check, check_choice
 
 ANCHORS = ("reference_sample", "ground_truth")
 CRITIC_TEMPLATE = "{prompt}|B:{anchor}|A:"  # the judge's fields, anchor first so the response can follow
+JUDGE_KEYS = ("template", "verdicts")
+
+
+def judge_settings(judge: dict | None, tokenizer) -> dict:
+    """`method.judge` checked against the tokenizer, defaults filled in: {template, verdicts}."""
+    judge = dict(judge or {})
+    for key in judge:
+        check(key in JUDGE_KEYS, f"method.judge.{key}", f"unknown key; known: {list(JUDGE_KEYS)}")
+    cfg = {"template": PAIRWISE_TEMPLATE, "verdicts": list(PAIRWISE_VERDICTS), **judge}
+    for field in ("{prompt}", "{a}", "{b}"):
+        check(field in cfg["template"], "method.judge.template", f"must contain {field}, got {cfg['template']!r}")
+    check(len(cfg["verdicts"]) == 2, "method.judge.verdicts",
+          f"need exactly two (A better, B better), got {list(cfg['verdicts'])}")
+    try:
+        verdict_token_ids(tokenizer, cfg["verdicts"])
+    except ConfigError as error:
+        raise ConfigError(f"method.judge.verdicts: {error}") from None
+    return cfg
 
 
 class PairwiseRLModule(PostTrainModule):
@@ -65,8 +83,7 @@ class PairwiseRLModule(PostTrainModule):
         check_choice(reward_normalization, NORMALIZATIONS, "method.reward_normalization")
         for field in ("{prompt}", "{anchor}"):
             check(field in critic_template, "method.critic_template", f"must contain {field}, got {critic_template!r}")
-        self.judge_cfg = {"template": PAIRWISE_TEMPLATE, "verdicts": list(PAIRWISE_VERDICTS), **(judge or {})}
-        verdict_token_ids(tokenizer, self.judge_cfg["verdicts"])  # fails now, not at the first step
+        self.judge_cfg = judge_settings(judge, tokenizer)
         self.save_hyperparameters(ignore=["model", "tokenizer", "reward_model"])
         self.ppo, self.generation = ppo_lib.settings(ppo, generation)
         self.anchor, self.anchor_temperature, self.reward_transform = anchor, anchor_temperature, reward_transform
@@ -77,17 +94,12 @@ class PairwiseRLModule(PostTrainModule):
         self.reference = frozen_copy(model)
         self.critic = ppo_lib.build_critic(ppo_lib.critic_source(critic_init, model, reward_model))
         self.anchors: dict[str, str] = {}  # prompt -> anchor response, kept in the checkpoint
-        self.judge: PairwiseJudge | None = None
+        # the encoder the reward-model stage trained the judge with (PairwiseRMModule's), not the policy data's
+        encoder = Encoder(tokenizer, max_length=tokenizer.model_max_length)
+        self.judge = PairwiseJudge(self.reward_model, encoder, **self.judge_cfg)
 
     def configure_optimizers(self):
         return ppo_lib.configure_optimizers(self)
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self.judge is None:
-            # the encoder the reward-model stage trained the judge with (PairwiseRMModule's), not the policy data's
-            encoder = Encoder(self.tokenizer, max_length=self.tokenizer.model_max_length)
-            self.judge = PairwiseJudge(self.reward_model, encoder, **self.judge_cfg)
 
     def training_step(self, batch, batch_idx):
         rollout = ppo_lib.rollout(self, batch, batch_idx)
@@ -136,7 +148,9 @@ class PairwiseRLModule(PostTrainModule):
         """`[bos] critic_template(q, y*)` per rollout row, or None: the critic reads the policy's own rows."""
         if not self.critic_anchor:
             return None
-        encoder = self.trainer.datamodule.encoder
+        # the judge's bare encoding, which the default critic (the judge's weights) was trained to read; the policy
+        # data's prompt_template would wrap the judge-style context in text the judge never saw
+        encoder = self.judge.encoder
         return [encoder.prompt(self.critic_template.format(prompt=q, anchor=a)) for q, a in zip(prompts, anchors)]
 
     # ---- checkpoint -------------------------------------------------------------------------------------------

@@ -142,3 +142,26 @@ def test_critic_freezes_an_untied_lm_head_but_never_tied_input_embeddings():
     _, tokenizer = tiny_llama(**TINY)
     bt = BTRMModule(tied_llama(), tokenizer).model.backbone
     assert bt.get_input_embeddings().weight.requires_grad
+
+
+@pytest.mark.parametrize("judge, key", [({"tempalte": "{prompt}{a}{b}"}, "method.judge.tempalte"),
+                                        ({"template": "{prompt}|A:{a}|>"}, "method.judge.template"),
+                                        ({"verdicts": ["A"]}, "method.judge.verdicts"),
+                                        ({"verdicts": ["Yes", "No"]}, "method.judge.verdicts")])
+def test_bad_judge_settings_name_the_key_at_construction(judge, key):
+    model, tokenizer = tiny_llama(**TINY)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), judge=judge)
+
+
+def test_critic_prefix_is_encoded_as_the_judge_reads_it_not_with_the_policy_prompt_template():
+    from types import SimpleNamespace
+
+    from datamodules.collate import Encoder
+
+    model, tokenizer = tiny_llama(**TINY)
+    module = PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model))
+    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(
+        encoder=Encoder(tokenizer, prompt_template="Q:{prompt}=")))
+    prefixes = module.critic_prefixes(["1+2="], ["3"])
+    assert prefixes == [Encoder(tokenizer).prompt("1+2=|B:3|A:")]
