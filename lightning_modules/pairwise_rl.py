@@ -34,6 +34,7 @@ def judge_settings(judge: dict | None, tokenizer) -> dict:
     judge = dict(judge or {})
     for key in judge:
         check(key in JUDGE_KEYS, f"method.judge.{key}", f"unknown key; known: {list(JUDGE_KEYS)}")
+    judge = {k: v for k, v in judge.items() if v is not None}  # null: a reward_model method without the key
     cfg = {"template": PAIRWISE_TEMPLATE, "verdicts": list(PAIRWISE_VERDICTS), **judge}
     for field in ("{prompt}", "{a}", "{b}"):
         check(field in cfg["template"], "method.judge.template", f"must contain {field}, got {cfg['template']!r}")

@@ -67,3 +67,9 @@ def test_bad_value_names_the_key(override, key, tmp_path):
 def test_unknown_experiment_names_the_group(tmp_path):
     with pytest.raises(HydraException, match="experiment"):
         compose_config(["experiment=does_not_exist"], tmp_path)
+
+
+def test_pairwise_ppo_judge_prompt_follows_the_reward_model_stage(tmp_path):
+    cfg = compose_config(["experiment=pairwise_rl", "reward_model.method.template='{prompt}#{a}#{b}>'",
+                          "reward_model.method.verdicts=[Y,N]"], tmp_path)
+    assert cfg.method.judge.template == "{prompt}#{a}#{b}>" and list(cfg.method.judge.verdicts) == ["Y", "N"]
