@@ -38,6 +38,9 @@ def test_pair_metrics_by_hand():
     assert m["brier"].item() == pytest.approx((0.01 + 0.36 + 0.09 + 0.16) / 4)
     # bins: {0.9 (label 1)}: |1 − 0.9|; {0.4 (label 1), 0.4 (label 0)}: |1 − 0.8|; {0.3 (label 0)}: |0 − 0.3|
     assert m["ece"].item() == pytest.approx((0.1 + 0.2 + 0.3) / 4)
+    # position_consistency is an inconsistency: 0 for a judge without position bias, 1 for one that always says A
+    assert pair_judgement_metrics(torch.tensor([0.7]), torch.tensor([0.3]))["position_consistency"].item() == 0
+    assert pair_judgement_metrics(torch.tensor([1.0]), torch.tensor([1.0]))["position_consistency"].item() == 1
 
 
 def test_kendall_tau_within_and_across_prompts():
