@@ -85,9 +85,20 @@ def critic_source(init: str, model: nn.Module, reward_model: nn.Module) -> nn.Mo
     return model if init == "policy" else reward_model
 
 
+def check_precision(module) -> None:
+    """Rejects a loss-scaling precision (16-mixed) with `ppo.grad_clip`: `update` clips right after
+    `manual_backward`, where the gradients are still multiplied by the scaler's factor, so the clip would act on the
+    scaled norm."""
+    scaler = getattr(module.trainer.precision_plugin, "scaler", None)
+    check(scaler is None or not module.ppo["grad_clip"], "trainer.precision",
+          "16-mixed scales the loss, and PPO's per-network clip (method.ppo.grad_clip) would clip the scaled "
+          "gradients; use bf16-mixed or 32-true, or method.ppo.grad_clip=null")
+
+
 def configure_optimizers(module) -> dict:
     """One optimizer, two parameter groups: the policy at `optimizer.lr` and the critic at `ppo.critic_lr`; one
     optimizer step per mini-batch updates both (so `global_step` counts PPO updates)."""
+    check_precision(module)
     policy = [p for p in module.model.parameters() if p.requires_grad]
     critic = [p for p in module.critic.parameters() if p.requires_grad]
     groups = [{"params": policy, "name": "policy"}, {"params": critic, "name": "critic", "lr": module.ppo["critic_lr"]}]

@@ -165,3 +165,19 @@ def test_critic_prefix_is_encoded_as_the_judge_reads_it_not_with_the_policy_prom
         encoder=Encoder(tokenizer, prompt_template="Q:{prompt}=")))
     prefixes = module.critic_prefixes(["1+2="], ["3"])
     assert prefixes == [Encoder(tokenizer).prompt("1+2=|B:3|A:")]
+
+
+@pytest.mark.parametrize("method", ["pairwise_rl", "bt_ppo"])
+def test_loss_scaled_precision_with_per_network_clipping_is_a_config_error(method):
+    from types import SimpleNamespace
+
+    model, tokenizer = tiny_llama(**TINY)
+    judge = copy.deepcopy(model)
+    cls, judge = (PairwiseRLModule, judge) if method == "pairwise_rl" else (BTPPOModule, ValueModel(judge))
+    module = cls(model, tokenizer, reward_model=judge)
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
+    with pytest.raises(ConfigError, match=r"trainer\.precision"):
+        module.configure_optimizers()
+    module = cls(model, tokenizer, reward_model=judge, ppo={"grad_clip": None})
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
+    ppo_lib.check_precision(module)  # no clip, nothing to get wrong
