@@ -7,12 +7,17 @@ lands on the last token of a per-token KL penalty to π_ref; a critic that reads
 then `ppo.epochs` passes of clipped PPO over shuffled mini-batches update the policy and the critic.
 
 The anchor y* is, by default, π_ref's greedy response to the prompt, generated the first time the prompt is drawn
-and kept (in the checkpoint too) for the rest of the run; `anchor: ground_truth` uses the data's reference
-response instead (with an exact-answer task a correct response can then at best tie: spec §7).
+and kept (in the checkpoint too, gathered from every DDP process) for the rest of the run; a sampled anchor
+(`anchor_temperature > 0`) is drawn with a generator seeded by the prompt's text, so it is the same on every process
+and after a resume. `anchor: ground_truth` uses the data's reference response instead (with an exact-answer task a
+correct response can then at best tie: spec §7).
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
+import torch.distributed as dist
 
 from datamodules.collate import Encoder
 from lightning_modules import ppo as ppo_lib
@@ -21,7 +26,6 @@ from posttrain.generation import generate
 from posttrain.losses.ppo import NORMALIZATIONS, PAIRWISE_TRANSFORMS, normalize_scores, pairwise_score
 from posttrain.models.value_head import ValueModel
 from posttrain.rewards.judges import PAIRWISE_TEMPLATE, PAIRWISE_VERDICTS, PairwiseJudge, verdict_token_ids
-from posttrain.rollouts import sampling_generator
 from posttrain.utils.config import ConfigError, check, check_choice
 
 ANCHORS = ("reference_sample", "ground_truth")
@@ -106,7 +110,7 @@ class PairwiseRLModule(PostTrainModule):
         rollout = ppo_lib.rollout(self, batch, batch_idx)
         k = rollout.num_samples
         prompts = [e["prompt"] for e in batch["examples"] for _ in range(k)]
-        anchors = [a for a in self.anchor_responses(batch, batch_idx) for _ in range(k)]
+        anchors = [a for a in self.anchor_responses(batch) for _ in range(k)]
         responses = self.tokenizer.batch_decode(ppo_lib.response_tokens(rollout), skip_special_tokens=True)
         win = self.win_probability(prompts, responses, anchors)  # (R,)
         scores = normalize_scores(pairwise_score(win, self.reward_transform), self.reward_normalization)  # (R,)
@@ -126,24 +130,42 @@ class PairwiseRLModule(PostTrainModule):
         return torch.cat([self.judge.symmetric(prompts[i:i + size], responses[i:i + size], anchors[i:i + size])
                           for i in range(0, len(prompts), size)])
 
-    def anchor_responses(self, batch: dict, batch_idx: int) -> list[str]:
+    def anchor_responses(self, batch: dict) -> list[str]:
         """y* of each prompt of the batch: the data's response, or π_ref's (generated once per prompt, cached)."""
         examples = batch["examples"]
         if self.anchor == "ground_truth":
             return [e["response"] for e in examples]
         missing = [i for i, e in enumerate(examples) if e["prompt"] not in self.anchors]
         if missing:
-            index = torch.tensor(missing, device=self.device)
-            generator = sampling_generator(self.device, self.seed + 2, self.current_epoch, batch_idx, self.global_rank)
-            with torch.no_grad():
-                out = generate(self.reference, batch["prompt_input_ids"][index], batch["prompt_attention_mask"][index],
-                               max_new_tokens=self.generation["max_new_tokens"], temperature=self.anchor_temperature,
-                               eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                               generator=generator)
-            texts = self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
-            for i, text in zip(missing, texts):
+            for i, text in zip(missing, self.generate_anchors(batch, missing)):
                 self.anchors[examples[i]["prompt"]] = text
         return [self.anchors[e["prompt"]] for e in examples]
+
+    @torch.no_grad()
+    def generate_anchors(self, batch: dict, rows: list[int]) -> list[str]:
+        """π_ref's responses to the batch's `rows`: greedy ones in one batch; sampled ones one prompt at a time, each
+        unpadded and from a generator seeded by (seed, the prompt's text), so every DDP process, every batch order and
+        a resumed run draw the same anchor for a prompt."""
+        def run(ids, mask, generator):
+            out = generate(self.reference, ids, mask, max_new_tokens=self.generation["max_new_tokens"],
+                           temperature=self.anchor_temperature, eos_token_id=self.tokenizer.eos_token_id,
+                           pad_token_id=self.tokenizer.pad_token_id, generator=generator)
+            return self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
+
+        ids, mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]  # (B, P) each, left-padded
+        if self.anchor_temperature == 0:
+            index = torch.tensor(rows, device=self.device)
+            return run(ids[index], mask[index], None)
+        texts = []
+        for i in rows:
+            real = ids[i][mask[i].bool()][None]  # (1, P_i)
+            texts += run(real, torch.ones_like(real), self.anchor_generator(batch["examples"][i]["prompt"]))
+        return texts
+
+    def anchor_generator(self, prompt: str) -> torch.Generator:
+        # a stable digest, not hash(): Python salts str hashes per process
+        digest = hashlib.sha256(f"{self.seed}/anchor/{prompt}".encode()).digest()
+        return torch.Generator(device=self.device).manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
 
     def critic_prefixes(self, prompts: list[str], anchors: list[str]) -> list[list[int]] | None:
         """`[bos] critic_template(q, y*)` per rollout row, or None: the critic reads the policy's own rows."""
@@ -156,7 +178,16 @@ class PairwiseRLModule(PostTrainModule):
 
     # ---- checkpoint -------------------------------------------------------------------------------------------
     def extra_state(self) -> dict:
-        return {"anchors": dict(self.anchors)}
+        return {"anchors": self.all_anchors()}
+
+    def all_anchors(self) -> dict[str, str]:
+        """Every process's anchors: each caches those of the prompts it drew, and rank 0 alone writes the checkpoint
+        (Lightning builds the checkpoint on every rank, so the gather is collective)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return dict(self.anchors)
+        parts: list[dict | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, self.anchors)
+        return {prompt: anchor for part in parts for prompt, anchor in part.items()}
 
     def load_extra_state(self, state: dict) -> None:
         self.anchors = dict(state.get("anchors", {}))
