@@ -44,6 +44,7 @@ class PreferenceDataModule(L.LightningDataModule):
         check(task is None or val_path is None, "data.val_path", "only applies to jsonl pairs (data.train_path)")
         check(batch_size > 0, "data.batch_size", f"must be > 0, got {batch_size}")
         check(train_size is None or train_size > 0, "data.train_size", f"must be > 0 or null, got {train_size}")
+        check(eval_size is None or eval_size > 0, "data.eval_size", f"must be > 0 or null, got {eval_size}")
         self.task = task
         self.paths = {"train": train_path, "val": val_path}
         self.eval_splits = tuple(task.eval_splits) if task is not None else (("val",) if val_path else ())

@@ -13,16 +13,14 @@ from lightning_modules import pair_eval
 from lightning_modules.base import PostTrainModule
 from posttrain.losses.bt_rm import bt_rm_loss
 from posttrain.metrics import kendall_tau_within_and_across
-from posttrain.models.value_head import ValueModel
+from posttrain.models.value_head import ValueModel, freeze_unused_lm_head
 
 
 class BTRMModule(PostTrainModule):
     record_start_evaluation = True
 
     def __init__(self, model, tokenizer, optimizer=None, scheduler=None, evaluation=None):
-        head = model.get_output_embeddings()
-        if head is not None and head.weight is not model.get_input_embeddings().weight:
-            head.requires_grad_(False)  # the value head reads the hidden states; untied lm-head weights stay as loaded
+        freeze_unused_lm_head(model)  # the value head reads the hidden states; untied lm-head weights stay as loaded
         super().__init__(ValueModel(model), tokenizer, optimizer, scheduler, evaluation)
         self.model.head.bias.requires_grad_(False)  # L_BT sees only differences r_w − r_l: the bias gets no gradient
         self.save_hyperparameters(ignore=["model", "tokenizer"])

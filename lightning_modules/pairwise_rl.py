@@ -7,12 +7,17 @@ lands on the last token of a per-token KL penalty to π_ref; a critic that reads
 then `ppo.epochs` passes of clipped PPO over shuffled mini-batches update the policy and the critic.
 
 The anchor y* is, by default, π_ref's greedy response to the prompt, generated the first time the prompt is drawn
-and kept (in the checkpoint too) for the rest of the run; `anchor: ground_truth` uses the data's reference
-response instead (with an exact-answer task a correct response can then at best tie: spec §7).
+and kept (in the checkpoint too, gathered from every DDP process) for the rest of the run; a sampled anchor
+(`anchor_temperature > 0`) is drawn with a generator seeded by the prompt's text, so it is the same on every process
+and after a resume. `anchor: ground_truth` uses the data's reference response instead (with an exact-answer task a
+correct response can then at best tie: spec §7).
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
+import torch.distributed as dist
 
 from datamodules.collate import Encoder
 from lightning_modules import ppo as ppo_lib
@@ -21,11 +26,29 @@ from posttrain.generation import generate
 from posttrain.losses.ppo import NORMALIZATIONS, PAIRWISE_TRANSFORMS, normalize_scores, pairwise_score
 from posttrain.models.value_head import ValueModel
 from posttrain.rewards.judges import PAIRWISE_TEMPLATE, PAIRWISE_VERDICTS, PairwiseJudge, verdict_token_ids
-from posttrain.rollouts import sampling_generator
-from posttrain.utils.config import check, check_choice
+from posttrain.utils.config import ConfigError, check, check_choice
 
 ANCHORS = ("reference_sample", "ground_truth")
 CRITIC_TEMPLATE = "{prompt}|B:{anchor}|A:"  # the judge's fields, anchor first so the response can follow
+JUDGE_KEYS = ("template", "verdicts")
+
+
+def judge_settings(judge: dict | None, tokenizer) -> dict:
+    """`method.judge` checked against the tokenizer, defaults filled in: {template, verdicts}."""
+    judge = dict(judge or {})
+    for key in judge:
+        check(key in JUDGE_KEYS, f"method.judge.{key}", f"unknown key; known: {list(JUDGE_KEYS)}")
+    judge = {k: v for k, v in judge.items() if v is not None}  # null: a reward_model method without the key
+    cfg = {"template": PAIRWISE_TEMPLATE, "verdicts": list(PAIRWISE_VERDICTS), **judge}
+    for field in ("{prompt}", "{a}", "{b}"):
+        check(field in cfg["template"], "method.judge.template", f"must contain {field}, got {cfg['template']!r}")
+    check(len(cfg["verdicts"]) == 2, "method.judge.verdicts",
+          f"need exactly two (A better, B better), got {list(cfg['verdicts'])}")
+    try:
+        verdict_token_ids(tokenizer, cfg["verdicts"])
+    except ConfigError as error:
+        raise ConfigError(f"method.judge.verdicts: {error}") from None
+    return cfg
 
 
 class PairwiseRLModule(PostTrainModule):
@@ -65,8 +88,7 @@ class PairwiseRLModule(PostTrainModule):
         check_choice(reward_normalization, NORMALIZATIONS, "method.reward_normalization")
         for field in ("{prompt}", "{anchor}"):
             check(field in critic_template, "method.critic_template", f"must contain {field}, got {critic_template!r}")
-        self.judge_cfg = {"template": PAIRWISE_TEMPLATE, "verdicts": list(PAIRWISE_VERDICTS), **(judge or {})}
-        verdict_token_ids(tokenizer, self.judge_cfg["verdicts"])  # fails now, not at the first step
+        self.judge_cfg = judge_settings(judge, tokenizer)
         self.save_hyperparameters(ignore=["model", "tokenizer", "reward_model"])
         self.ppo, self.generation = ppo_lib.settings(ppo, generation)
         self.anchor, self.anchor_temperature, self.reward_transform = anchor, anchor_temperature, reward_transform
@@ -77,23 +99,18 @@ class PairwiseRLModule(PostTrainModule):
         self.reference = frozen_copy(model)
         self.critic = ppo_lib.build_critic(ppo_lib.critic_source(critic_init, model, reward_model))
         self.anchors: dict[str, str] = {}  # prompt -> anchor response, kept in the checkpoint
-        self.judge: PairwiseJudge | None = None
+        # the encoder the reward-model stage trained the judge with (PairwiseRMModule's), not the policy data's
+        encoder = Encoder(tokenizer, max_length=tokenizer.model_max_length)
+        self.judge = PairwiseJudge(self.reward_model, encoder, **self.judge_cfg)
 
     def configure_optimizers(self):
         return ppo_lib.configure_optimizers(self)
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self.judge is None:
-            # the encoder the reward-model stage trained the judge with (PairwiseRMModule's), not the policy data's
-            encoder = Encoder(self.tokenizer, max_length=self.tokenizer.model_max_length)
-            self.judge = PairwiseJudge(self.reward_model, encoder, **self.judge_cfg)
 
     def training_step(self, batch, batch_idx):
         rollout = ppo_lib.rollout(self, batch, batch_idx)
         k = rollout.num_samples
         prompts = [e["prompt"] for e in batch["examples"] for _ in range(k)]
-        anchors = [a for a in self.anchor_responses(batch, batch_idx) for _ in range(k)]
+        anchors = [a for a in self.anchor_responses(batch) for _ in range(k)]
         responses = self.tokenizer.batch_decode(ppo_lib.response_tokens(rollout), skip_special_tokens=True)
         win = self.win_probability(prompts, responses, anchors)  # (R,)
         scores = normalize_scores(pairwise_score(win, self.reward_transform), self.reward_normalization)  # (R,)
@@ -113,35 +130,64 @@ class PairwiseRLModule(PostTrainModule):
         return torch.cat([self.judge.symmetric(prompts[i:i + size], responses[i:i + size], anchors[i:i + size])
                           for i in range(0, len(prompts), size)])
 
-    def anchor_responses(self, batch: dict, batch_idx: int) -> list[str]:
+    def anchor_responses(self, batch: dict) -> list[str]:
         """y* of each prompt of the batch: the data's response, or π_ref's (generated once per prompt, cached)."""
         examples = batch["examples"]
         if self.anchor == "ground_truth":
             return [e["response"] for e in examples]
         missing = [i for i, e in enumerate(examples) if e["prompt"] not in self.anchors]
         if missing:
-            index = torch.tensor(missing, device=self.device)
-            generator = sampling_generator(self.device, self.seed + 2, self.current_epoch, batch_idx, self.global_rank)
-            with torch.no_grad():
-                out = generate(self.reference, batch["prompt_input_ids"][index], batch["prompt_attention_mask"][index],
-                               max_new_tokens=self.generation["max_new_tokens"], temperature=self.anchor_temperature,
-                               eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
-                               generator=generator)
-            texts = self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
-            for i, text in zip(missing, texts):
+            for i, text in zip(missing, self.generate_anchors(batch, missing)):
                 self.anchors[examples[i]["prompt"]] = text
         return [self.anchors[e["prompt"]] for e in examples]
+
+    @torch.no_grad()
+    def generate_anchors(self, batch: dict, rows: list[int]) -> list[str]:
+        """π_ref's responses to the batch's `rows`: greedy ones in one batch; sampled ones one prompt at a time, each
+        unpadded and from a generator seeded by (seed, the prompt's text), so every DDP process, every batch order and
+        a resumed run draw the same anchor for a prompt."""
+        def run(ids, mask, generator):
+            out = generate(self.reference, ids, mask, max_new_tokens=self.generation["max_new_tokens"],
+                           temperature=self.anchor_temperature, eos_token_id=self.tokenizer.eos_token_id,
+                           pad_token_id=self.tokenizer.pad_token_id, generator=generator)
+            return self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
+
+        ids, mask = batch["prompt_input_ids"], batch["prompt_attention_mask"]  # (B, P) each, left-padded
+        if self.anchor_temperature == 0:
+            index = torch.tensor(rows, device=self.device)
+            return run(ids[index], mask[index], None)
+        texts = []
+        for i in rows:
+            real = ids[i][mask[i].bool()][None]  # (1, P_i)
+            texts += run(real, torch.ones_like(real), self.anchor_generator(batch["examples"][i]["prompt"]))
+        return texts
+
+    def anchor_generator(self, prompt: str) -> torch.Generator:
+        # a stable digest, not hash(): Python salts str hashes per process
+        digest = hashlib.sha256(f"{self.seed}/anchor/{prompt}".encode()).digest()
+        return torch.Generator(device=self.device).manual_seed(int.from_bytes(digest[:8], "little") % 2**63)
 
     def critic_prefixes(self, prompts: list[str], anchors: list[str]) -> list[list[int]] | None:
         """`[bos] critic_template(q, y*)` per rollout row, or None: the critic reads the policy's own rows."""
         if not self.critic_anchor:
             return None
-        encoder = self.trainer.datamodule.encoder
+        # the judge's bare encoding, which the default critic (the judge's weights) was trained to read; the policy
+        # data's prompt_template would wrap the judge-style context in text the judge never saw
+        encoder = self.judge.encoder
         return [encoder.prompt(self.critic_template.format(prompt=q, anchor=a)) for q, a in zip(prompts, anchors)]
 
     # ---- checkpoint -------------------------------------------------------------------------------------------
     def extra_state(self) -> dict:
-        return {"anchors": dict(self.anchors)}
+        return {"anchors": self.all_anchors()}
+
+    def all_anchors(self) -> dict[str, str]:
+        """Every process's anchors: each caches those of the prompts it drew, and rank 0 alone writes the checkpoint
+        (Lightning builds the checkpoint on every rank, so the gather is collective)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return dict(self.anchors)
+        parts: list[dict | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, self.anchors)
+        return {prompt: anchor for part in parts for prompt, anchor in part.items()}
 
     def load_extra_state(self, state: dict) -> None:
         self.anchors = dict(state.get("anchors", {}))

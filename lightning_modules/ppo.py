@@ -16,7 +16,7 @@ from torch import nn
 from datamodules.collate import pack
 from posttrain.losses.ppo import gae, kl_penalized_rewards, ppo_loss, whiten
 from posttrain.models.forward import IGNORE_INDEX
-from posttrain.models.value_head import ValueModel
+from posttrain.models.value_head import ValueModel, freeze_unused_lm_head
 from posttrain.optim import build_optimizer, build_scheduler
 from posttrain.rollouts import Rollout, collect_rollout, policy_logprobs, sampling_generator
 from posttrain.utils.config import check, check_choice
@@ -72,13 +72,11 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def build_critic(source: nn.Module) -> ValueModel:
     """V_ψ on a copy of `source`'s backbone (a causal LM, or a ValueModel whose backbone is taken) with a zero
-    head, so its first values are 0. The lm-head is unused by a value model: it is frozen, or DDP would wait for
-    its gradient."""
+    head, so its first values are 0. The lm-head is unused by a value model: it is frozen (unless tied to the input
+    embeddings), or DDP would wait for its gradient."""
     backbone = source.backbone if isinstance(source, ValueModel) else source
     critic = ValueModel(copy.deepcopy(backbone).train().requires_grad_(True))
-    output = critic.backbone.get_output_embeddings()
-    if output is not None:
-        output.requires_grad_(False)
+    freeze_unused_lm_head(critic.backbone)
     return critic
 
 
@@ -87,9 +85,20 @@ def critic_source(init: str, model: nn.Module, reward_model: nn.Module) -> nn.Mo
     return model if init == "policy" else reward_model
 
 
+def check_precision(module) -> None:
+    """Rejects a loss-scaling precision (16-mixed) with `ppo.grad_clip`: `update` clips right after
+    `manual_backward`, where the gradients are still multiplied by the scaler's factor, so the clip would act on the
+    scaled norm."""
+    scaler = getattr(module.trainer.precision_plugin, "scaler", None)
+    check(scaler is None or not module.ppo["grad_clip"], "trainer.precision",
+          "16-mixed scales the loss, and PPO's per-network clip (method.ppo.grad_clip) would clip the scaled "
+          "gradients; use bf16-mixed or 32-true, or method.ppo.grad_clip=null")
+
+
 def configure_optimizers(module) -> dict:
     """One optimizer, two parameter groups: the policy at `optimizer.lr` and the critic at `ppo.critic_lr`; one
     optimizer step per mini-batch updates both (so `global_step` counts PPO updates)."""
+    check_precision(module)
     policy = [p for p in module.model.parameters() if p.requires_grad]
     critic = [p for p in module.critic.parameters() if p.requires_grad]
     groups = [{"params": policy, "name": "policy"}, {"params": critic, "name": "critic", "lr": module.ppo["critic_lr"]}]

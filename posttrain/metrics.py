@@ -43,8 +43,10 @@ def pair_judgement_metrics(p_forward: torch.Tensor, p_backward: torch.Tensor, bi
         pair_accuracy            mean 1[P̄ > 0.5],  P̄ = ½ (p_forward + 1 − p_backward) (the symmetrised judgement)
         pair_accuracy_one_order  mean over both orders of 1[the verdict of that order is right]
         ece, brier               of the 2N one-order probabilities P(A ≻ B) against their labels (1, then 0)
-        position_consistency     mean |p_forward + p_backward − 1|: 0 when swapping the order flips the verdict
-                                 exactly, i.e. when the judge has no position bias
+        position_consistency     mean |p_forward + p_backward − 1|, in [0, 1]: despite the name an INCONSISTENCY,
+                                 lower is better. 0 when swapping the order flips the verdict exactly (no
+                                 position bias); 1 when the verdict follows the slot whatever the order. The
+                                 logged name is kept so results and scripts stay comparable across runs.
     """
     p_forward, p_backward = p_forward.detach().float().flatten(), p_backward.detach().float().flatten()
     symmetric = 0.5 * (p_forward + 1 - p_backward)  # (N,)

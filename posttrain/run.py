@@ -11,6 +11,9 @@ Stages, each a Lightning fit over the same DataModule:
   main    the experiment's method, from the warm-up model (resumable with ckpt_path=...);
   control (optional) a baseline from the same start with the same trainer settings, e.g. continued SFT.
 Every evaluation of every stage becomes a row of the results table, printed and written to results.json.
+The cached stages (teacher, warmup, reward_model) run `trainer` with their own `max_epochs`, never the main stage's
+`trainer.max_steps`, plus their optional `<stage>.trainer` overrides; their cache keys hold the trainer settings
+that change what they learn (`RESULT_SETTINGS`).
 """
 from __future__ import annotations
 
@@ -99,7 +102,7 @@ def warmup_cache_dir(cfg: DictConfig) -> str:
     """Where the warm-up of these settings is cached (`warmup` holds its optional own data config; `data` stays in
     the key because the cached row is evaluated on it)."""
     return cache_dir(cfg, "warmup", {"model": cfg.model, "data": cfg.data, "warmup": cfg.warmup, "seed": cfg.seed,
-                                     "trainer": cfg.trainer.get("limit_train_batches")})
+                                     "trainer": stage_trainer_key(cfg, cfg.warmup, "warmup")})
 
 
 def warmup_datamodule(cfg: DictConfig, tokenizer, datamodule):
@@ -118,7 +121,7 @@ def teacher_stage(cfg: DictConfig, tokenizer, datamodule):
         raise ConfigError(f"teacher.model: its vocabulary ({len(teacher_tokenizer)}) differs from the model's "
                           f"({len(tokenizer)}); the two models must share the tokenizer")
     directory = cache_dir(cfg, "teacher", {"teacher": cfg.teacher, "data": cfg.data, "seed": cfg.seed,
-                                           "trainer": cfg.trainer.get("limit_train_batches")})
+                                           "trainer": stage_trainer_key(cfg, cfg.teacher, "teacher")})
     return cached_sft_stage(cfg, cfg.teacher, model, tokenizer, datamodule, "teacher", "teacher (sft)", directory,
                             datamodule)
 
@@ -137,10 +140,9 @@ def reward_model_stage(cfg: DictConfig, start, tokenizer):
             return load_reward_model(directory), json.load(handle)
     data = instantiate(cfg.reward_model.data, tokenizer=tokenizer)
     module = instantiate(cfg.reward_model.method, model=copy.deepcopy(start), tokenizer=tokenizer, _convert_="all")
-    trainer = make_trainer(cfg, "reward_model", max_epochs=cfg.reward_model.max_epochs, limit_val_batches=0,
-                           check_val_every_n_epoch=None, val_check_interval=None, num_sanity_val_steps=0)
+    trainer = reward_model_trainer(cfg)
     trainer.fit(module, datamodule=data)
-    validator = make_trainer(cfg, None, enable_progress_bar=False)
+    validator = make_trainer(cfg, None, enable_progress_bar=False, precision=trainer.precision)
     validator.validate(module, datamodule=data, verbose=False)
     history = getattr(module, "eval_history", None) or [{}]
     rows = [{"run": cfg.reward_model.get("name", "reward model"), **history[-1], "step": trainer.global_step}]
@@ -151,12 +153,40 @@ def reward_model_stage(cfg: DictConfig, start, tokenizer):
     return module.model, rows
 
 
+def reward_model_trainer(cfg: DictConfig) -> L.Trainer:
+    """The reward-model stage's trainer: `cfg.trainer` with the stage's epochs, none of the main stage's step limit,
+    no validation during fit, and `reward_model.trainer`'s overrides (e.g. gradient clipping that the main stage,
+    with PPO's manual optimisation, turns off)."""
+    return make_trainer(cfg, "reward_model", **{"limit_val_batches": 0, "check_val_every_n_epoch": None,
+                                                "val_check_interval": None, "num_sanity_val_steps": 0,
+                                                **stage_trainer_overrides(cfg.reward_model, "reward_model")})
+
+
 def reward_model_cache_dir(cfg: DictConfig) -> str:
-    """Where the reward model of these settings is cached: its own config and what it starts from (the warm-up's
-    key, or the initial model without a warm-up)."""
+    """Where the reward model of these settings is cached: its own config, what it starts from (the warm-up's
+    key, or the initial model without a warm-up) and the trainer settings it was trained with."""
     start = warmup_cache_dir(cfg) if cfg.get("warmup") else cfg.model
     return cache_dir(cfg, "reward_model", {"start": start, "reward_model": cfg.reward_model, "seed": cfg.seed,
-                                           "trainer": cfg.trainer.get("limit_train_batches")})
+                                           "trainer": stage_trainer_key(cfg, cfg.reward_model, "reward_model")})
+
+
+# Trainer settings that change what a cached stage learns; its epochs and overrides come from the stage's config.
+RESULT_SETTINGS = ("precision", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+                   "limit_train_batches", "devices", "num_nodes")
+
+
+def stage_trainer_overrides(stage_cfg: DictConfig, stage: str) -> dict:
+    """A cached stage's trainer arguments over `cfg.trainer`: `<stage>.max_epochs`, no step limit (the main stage's
+    `trainer.max_steps` is not the stage's), then `<stage>.trainer` (any Trainer argument but max_epochs)."""
+    own = OmegaConf.to_container(stage_cfg.get("trainer") or OmegaConf.create({}), resolve=True)
+    if "max_epochs" in own:
+        raise ConfigError(f"{stage}.trainer.max_epochs: set {stage}.max_epochs instead")
+    return {"max_epochs": stage_cfg.get("max_epochs"), "max_steps": -1, **own}
+
+
+def stage_trainer_key(cfg: DictConfig, stage_cfg: DictConfig, stage: str) -> dict:
+    """The part of a cached stage's cache key that its trainer decides: `RESULT_SETTINGS` as the stage runs them."""
+    return {**{key: cfg.trainer.get(key) for key in RESULT_SETTINGS}, **stage_trainer_overrides(stage_cfg, stage)}
 
 
 def save_reward_model(model, tokenizer, directory: str) -> None:
@@ -191,10 +221,10 @@ def cached_sft_stage(cfg: DictConfig, stage_cfg: DictConfig, model, tokenizer, d
         with open(metrics_path) as handle:
             return trained.to(torch.float32), json.load(handle)
     module = instantiate(stage_cfg.method, model=model, tokenizer=tokenizer, _convert_="all")
-    trainer = make_trainer(cfg, stage, max_epochs=stage_cfg.max_epochs, limit_val_batches=0,
-                           check_val_every_n_epoch=None, val_check_interval=None)
+    trainer = make_trainer(cfg, stage, **{"limit_val_batches": 0, "check_val_every_n_epoch": None,
+                                          "val_check_interval": None, **stage_trainer_overrides(stage_cfg, stage)})
     trainer.fit(module, datamodule=train_data)
-    validator = make_trainer(cfg, None, enable_progress_bar=False)
+    validator = make_trainer(cfg, None, enable_progress_bar=False, precision=trainer.precision)
     validator.validate(module, datamodule=sft_evaluation_data(datamodule, train_data), verbose=False)
     row = {"run": label, **module.eval_history[-1], "step": trainer.global_step}
     if trainer.is_global_zero:

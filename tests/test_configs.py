@@ -4,6 +4,7 @@ import torch
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 
+from posttrain.models.value_head import ValueModel
 from posttrain.run import train
 from tests.helpers import compose_config, experiments
 
@@ -28,6 +29,35 @@ PAIR_METRICS = {f"{split}/{name}" for split in ("val", "test_ood")
 EVAL_KEYS = {"pairwise_rm": PAIR_METRICS, "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"}}
 
 
+# Parameters a method leaves untrained on purpose (names as in `module.named_parameters()`); every other parameter it
+# is given must change in two steps, so a method that wrongly freezes one fails here.
+FROZEN = {
+    # the value head reads hidden states, so the (untied) lm-head is unused; L_BT sees only r_w − r_l, not the bias
+    "bt_rm": {"model.backbone.lm_head.weight", "model.head.bias"},
+    # the critic is a value model on a copy of the reward model: its (untied) lm-head is unused
+    "pairwise_rl": {"critic.backbone.lm_head.weight"},
+    "bt_ppo": {"critic.backbone.lm_head.weight"},
+}
+
+
+def start_values(module, initial, reward_model) -> dict:
+    """The starting value of every parameter the method was given to train, by its name in the module: the policy or
+    reward model from the initial model (under its value head's `backbone.` if it has one), a PPO critic from the
+    reward model it copies (critic_init: reward_model), every value head at zero."""
+    starts = {}
+    for attr, source in (("model", initial), ("critic", reward_model)):
+        network = getattr(module, attr, None)
+        if network is None:
+            continue
+        source = getattr(source, "backbone", source)
+        if isinstance(network, ValueModel):
+            starts.update({f"{attr}.backbone.{n}": p for n, p in source.named_parameters()})
+            starts.update({f"{attr}.head.{n}": torch.zeros_like(p) for n, p in network.head.named_parameters()})
+        else:
+            starts.update({f"{attr}.{n}": p for n, p in source.named_parameters()})
+    return starts
+
+
 @pytest.mark.parametrize("experiment", experiments())
 def test_experiment_runs_two_steps_and_changes_every_parameter(experiment, tmp_path):
     cfg = compose_config([f"experiment={experiment}", "debug=tiny", "warmup=null", "control=null",
@@ -35,12 +65,12 @@ def test_experiment_runs_two_steps_and_changes_every_parameter(experiment, tmp_p
     initial, _ = instantiate(cfg.model)
     result = train(cfg)
     assert result["trainer"].global_step == 2
-    model = result["module"].model
-    lm = getattr(model, "backbone", model)  # a reward model's value head wraps the LM
-    trained = dict(lm.named_parameters())
-    unchanged = [n for n, p in initial.named_parameters() if trained[n].requires_grad and torch.equal(p, trained[n].detach())]
-    unchanged += [n for n, p in model.named_parameters() if not n.startswith("backbone.") and p.requires_grad
-                  and not p.detach().any()]  # the value head starts at 0
+    module, frozen = result["module"], FROZEN.get(experiment, set())
+    trained = dict(module.named_parameters())
+    starts = start_values(module, initial, result["reward_model"])
+    assert frozen <= set(starts), f"allow-listed parameters that do not exist: {frozen - set(starts)}"
+    assert not [n for n in frozen if trained[n].requires_grad], "an allow-listed parameter is trained: drop it"
+    unchanged = [n for n, p in starts.items() if n not in frozen and torch.equal(p, trained[n].detach())]
     assert not unchanged, f"parameters that did not change: {unchanged}"
     expected = EVAL_KEYS.get(experiment, {"val/accuracy", "test_ood/accuracy", "val/nll"})
     assert expected <= set(result["module"].eval_history[-1])
@@ -67,3 +97,9 @@ def test_bad_value_names_the_key(override, key, tmp_path):
 def test_unknown_experiment_names_the_group(tmp_path):
     with pytest.raises(HydraException, match="experiment"):
         compose_config(["experiment=does_not_exist"], tmp_path)
+
+
+def test_pairwise_ppo_judge_prompt_follows_the_reward_model_stage(tmp_path):
+    cfg = compose_config(["experiment=pairwise_rl", "reward_model.method.template='{prompt}#{a}#{b}>'",
+                          "reward_model.method.verdicts=[Y,N]"], tmp_path)
+    assert cfg.method.judge.template == "{prompt}#{a}#{b}>" and list(cfg.method.judge.verdicts) == ["Y", "N"]

@@ -21,10 +21,13 @@ import random
 from collections.abc import Mapping, Sequence
 
 from datamodules.tasks.arithmetic import ArithmeticTask
-from posttrain.utils.config import check
+from posttrain.utils.config import ConfigError, check
 
 WRONG_KINDS = ("off_by_one", "off_by_ten", "nearby", "digit_swap", "malformed")
 MALFORMED_SCORE = -math.inf
+# a single kind whose wrong answers all lie at one distance from the truth: two of them always tie
+TIED_KINDS = ({"off_by_one"}, {"off_by_ten"}, {"malformed"})
+MAX_GRADED_TRIES = 1000
 
 
 def gold_score(response: str, truth: int) -> float:
@@ -94,8 +97,10 @@ class ArithmeticPairTask:
         check(sum(weights.values()) > 0, "data.task.wrong_kinds", "needs at least one kind with a positive weight")
         check(0 <= correct_fraction <= 1, "data.task.correct_fraction", f"must be in [0, 1], got {correct_fraction}")
         check(0 <= label_noise < 0.5, "data.task.label_noise", f"must be in [0, 0.5), got {label_noise}")
-        check(correct_fraction == 1 or set(k for k in weights if weights[k] > 0) != {"malformed"},
-              "data.task.wrong_kinds", "wrong vs wrong pairs need a kind other than malformed (malformed answers tie)")
+        positive = {k for k in weights if weights[k] > 0}
+        check(correct_fraction == 1 or positive not in TIED_KINDS,
+              "data.task.wrong_kinds", f"wrong vs wrong pairs need two wrong answers of different gold scores; "
+              f"{sorted(positive)} alone always tie (add another kind, e.g. nearby, or set correct_fraction=1)")
         check(pairs_per_problem >= 1, "data.task.pairs_per_problem", f"must be >= 1, got {pairs_per_problem}")
         self.problems = ArithmeticTask(operations=operations, digits=digits, ood_digits=ood_digits,
                                        train_size=train_size, val_size=val_size, test_ood_size=test_ood_size,
@@ -130,11 +135,15 @@ class ArithmeticPairTask:
         """(better, worse) by gold score, never tied."""
         if rng.random() < self.correct_fraction:
             return str(truth), self._wrong(truth, rng)
-        while True:
+        for _ in range(MAX_GRADED_TRIES):
             a, b = self._wrong(truth, rng), self._wrong(truth, rng)
             sa, sb = gold_score(a, truth), gold_score(b, truth)
             if sa != sb:
                 return (a, b) if sa > sb else (b, a)
+        # e.g. digit_swap alone on a 2-digit truth has one wrong answer; retrying forever would hang data setup
+        raise ConfigError(f"data.task.wrong_kinds: {self.kinds} gave no two wrong answers of different gold scores "
+                          f"for truth {truth} in {MAX_GRADED_TRIES} tries; add a kind such as nearby, or set "
+                          f"data.task.correct_fraction=1")
 
     def _wrong(self, truth: int, rng: random.Random) -> str:
         for _ in range(100):

@@ -7,6 +7,14 @@ import torch
 from torch import nn
 
 
+def freeze_unused_lm_head(model: nn.Module) -> None:
+    """Freezes the lm-head of a causal LM that a value head reads instead (unused weights would stall DDP's gradient
+    sync), unless it is tied to the input embeddings, which the value model still trains."""
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not model.get_input_embeddings().weight:
+        head.requires_grad_(False)
+
+
 class ValueModel(nn.Module):
     """v(tokens_≤t) = w · h_t + b for every position, h_t the backbone's last hidden state.
 

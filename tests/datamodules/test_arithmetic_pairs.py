@@ -70,3 +70,25 @@ def test_bad_settings_name_the_key():
 def _truth(example):
     a, b = example["prompt"][:-1].split("+")
     return int(a) + int(b)
+
+
+@pytest.mark.parametrize("kinds", [{"off_by_one": 1.0}, {"off_by_ten": 1.0}, {"digit_swap": 1.0},
+                                   {"off_by_one": 1.0, "malformed": 0.0}])
+def test_kinds_whose_wrong_answers_always_tie_are_a_config_error(kinds):
+    # before the check, wrong-vs-wrong pair generation retried forever; the alarm turns a hang into a failure
+    import signal
+
+    def hang(*_):
+        raise TimeoutError("pair generation did not stop")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)
+    try:
+        with pytest.raises(ConfigError, match=r"data\.task\.wrong_kinds"):
+            make(wrong_kinds=kinds, train_size=50, val_size=20, test_ood_size=20)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert make(wrong_kinds=kinds, correct_fraction=1.0, train_size=20, val_size=5, test_ood_size=5).examples("val")
+    assert make(wrong_kinds={"digit_swap": 1.0, "nearby": 1.0}, train_size=20, val_size=5,
+                test_ood_size=5).examples("val")

@@ -60,3 +60,11 @@ def test_exactly_one_source(tokenizer, tmp_path):
     with pytest.raises(ConfigError, match="data.train_path"):
         PreferenceDataModule(tokenizer, train_path="x.jsonl", task=ArithmeticPairTask(train_size=4, val_size=2,
                                                                                      test_ood_size=2))
+
+
+@pytest.mark.parametrize("key", ["train_size", "eval_size"])
+@pytest.mark.parametrize("size", [0, -1])
+def test_sizes_must_be_positive_or_null(tokenizer, key, size):
+    task = ArithmeticPairTask(train_size=4, val_size=2, test_ood_size=2)
+    with pytest.raises(ConfigError, match=rf"data\.{key}"):
+        PreferenceDataModule(tokenizer, task=task, **{key: size})

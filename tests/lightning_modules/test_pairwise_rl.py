@@ -1,4 +1,6 @@
 """A pairwise PPO run killed mid-training resumes from last.ckpt and ends exactly where an uninterrupted run ends."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -34,3 +36,48 @@ def test_killed_pairwise_rl_run_resumes_to_the_same_result(tmp_path):
     for name, param in resumed["module"].named_parameters():  # policy, critic and the frozen networks
         torch.testing.assert_close(param, final[name], rtol=0, atol=1e-6, msg=name)
     assert resumed["module"].eval_history == reference["module"].eval_history
+
+
+def prompt_batch(tokenizer, prompts):
+    from datamodules.collate import Encoder, left_pad
+
+    encoder = Encoder(tokenizer)
+    return {"examples": [{"prompt": p} for p in prompts], **left_pad([encoder.prompt(p) for p in prompts], encoder.pad_id)}
+
+
+def test_sampled_anchor_depends_on_the_prompt_only_not_its_batch_or_process():
+    """Under DDP each process draws anchors for its own prompts: the same prompt must get the same anchor wherever
+    (and after a resume, whenever) it is drawn, so every process judges against one y*."""
+    from lightning_modules.pairwise_rl import PairwiseRLModule
+    from posttrain.models.builders import tiny_llama
+
+    model, tokenizer = tiny_llama(hidden_size=32, num_heads=2, num_layers=1, intermediate_size=64)
+    make = lambda: PairwiseRLModule(model, tokenizer, reward_model=model, anchor_temperature=1.0,
+                                    generation={"max_new_tokens": 6})
+    first, second = make(), make()
+    a = first.anchor_responses(prompt_batch(tokenizer, ["12+5=", "3+4=", "77+8="]))
+    b = second.anchor_responses(prompt_batch(tokenizer, ["1+1=", "77+8=", "12+5="]))
+    assert a[0] == b[2] and a[2] == b[1]
+    draws = {make().anchor_responses(prompt_batch(tokenizer, [p]))[0] for p in ["12+5=", "40+2=", "9+9=", "1+2="]}
+    assert len(draws) > 1  # still a sample per prompt, not one fixed string
+
+
+def _gather_anchors(rank, path, out):
+    import torch.distributed as dist
+
+    from lightning_modules.pairwise_rl import PairwiseRLModule
+
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=2)
+    try:
+        mine = SimpleNamespace(anchors={f"q{rank}": f"a{rank}"})
+        torch.save(PairwiseRLModule.all_anchors(mine), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_checkpoint_anchors_are_gathered_from_every_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gather_anchors, args=(str(tmp_path / "store"), str(tmp_path / "anchors")), nprocs=2)
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"anchors.{rank}") == {"q0": "a0", "q1": "a1"}

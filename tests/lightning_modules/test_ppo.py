@@ -12,6 +12,7 @@ from datamodules.prompts import PromptDataModule
 from datamodules.tasks import ArithmeticTask
 from lightning_modules import ppo as ppo_lib
 from lightning_modules.bt_ppo import BTPPOModule
+from lightning_modules.bt_rm import BTRMModule
 from lightning_modules.pairwise_rl import PairwiseRLModule
 from posttrain.models.builders import tiny_llama
 from posttrain.models.value_head import ValueModel
@@ -121,3 +122,62 @@ def test_pairwise_rl_rejects_a_scalar_reward_model_and_bt_ppo_a_judge():
         BTPPOModule(model, tokenizer, reward_model=copy.deepcopy(model))
     with pytest.raises(ConfigError, match="method.anchor"):
         PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), anchor="best")
+
+
+def tied_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    return model
+
+
+def test_critic_freezes_an_untied_lm_head_but_never_tied_input_embeddings():
+    tied = ppo_lib.build_critic(tied_llama()).backbone
+    assert tied.get_input_embeddings().weight.requires_grad
+    untied = ppo_lib.build_critic(tiny_llama(**TINY)[0]).backbone
+    assert untied.get_input_embeddings().weight.requires_grad and not untied.lm_head.weight.requires_grad
+    _, tokenizer = tiny_llama(**TINY)
+    bt = BTRMModule(tied_llama(), tokenizer).model.backbone
+    assert bt.get_input_embeddings().weight.requires_grad
+
+
+@pytest.mark.parametrize("judge, key", [({"tempalte": "{prompt}{a}{b}"}, "method.judge.tempalte"),
+                                        ({"template": "{prompt}|A:{a}|>"}, "method.judge.template"),
+                                        ({"verdicts": ["A"]}, "method.judge.verdicts"),
+                                        ({"verdicts": ["Yes", "No"]}, "method.judge.verdicts")])
+def test_bad_judge_settings_name_the_key_at_construction(judge, key):
+    model, tokenizer = tiny_llama(**TINY)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), judge=judge)
+
+
+def test_critic_prefix_is_encoded_as_the_judge_reads_it_not_with_the_policy_prompt_template():
+    from types import SimpleNamespace
+
+    from datamodules.collate import Encoder
+
+    model, tokenizer = tiny_llama(**TINY)
+    module = PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model))
+    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(
+        encoder=Encoder(tokenizer, prompt_template="Q:{prompt}=")))
+    prefixes = module.critic_prefixes(["1+2="], ["3"])
+    assert prefixes == [Encoder(tokenizer).prompt("1+2=|B:3|A:")]
+
+
+@pytest.mark.parametrize("method", ["pairwise_rl", "bt_ppo"])
+def test_loss_scaled_precision_with_per_network_clipping_is_a_config_error(method):
+    from types import SimpleNamespace
+
+    model, tokenizer = tiny_llama(**TINY)
+    judge = copy.deepcopy(model)
+    cls, judge = (PairwiseRLModule, judge) if method == "pairwise_rl" else (BTPPOModule, ValueModel(judge))
+    module = cls(model, tokenizer, reward_model=judge)
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
+    with pytest.raises(ConfigError, match=r"trainer\.precision"):
+        module.configure_optimizers()
+    module = cls(model, tokenizer, reward_model=judge, ppo={"grad_clip": None})
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
+    ppo_lib.check_precision(module)  # no clip, nothing to get wrong

@@ -20,6 +20,10 @@ def test_symmetric_preference_is_antisymmetric(judge):
     forward = judge.symmetric(prompts, y, other)
     backward = judge.symmetric(prompts, other, y)
     torch.testing.assert_close(forward + backward, torch.ones(2))
+    # antisymmetry alone holds with the slots swapped too; pin y to slot A of the first order
+    expected = 0.5 * (judge.probability(prompts, y, other) + 1 - judge.probability(prompts, other, y))
+    torch.testing.assert_close(forward, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(forward, 1 - forward, atol=1e-4)  # a swap of the slots would give 1 - forward
 
 
 def test_verdict_probabilities_match_the_full_softmax_restricted(judge):
