@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from datamodules.collate import pack
+from lightning_modules.online import generation_settings
 from posttrain.losses.ppo import gae, kl_penalized_rewards, ppo_loss, whiten
 from posttrain.models.forward import IGNORE_INDEX
 from posttrain.models.value_head import ValueModel, freeze_unused_lm_head
@@ -35,7 +36,6 @@ PPO_DEFAULTS = {
     "grad_clip": 1.0,           # gradient-norm clip, per network (policy, critic); null: none
     "critic_lr": 1.0e-4,        # learning rate of the critic's parameter group
 }
-GENERATION_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 8}
 CRITIC_INITS = ("policy", "reward_model")
 FROZEN_PREFIXES = ("reference.", "reward_model.")
 
@@ -57,12 +57,7 @@ def settings(ppo: dict | None, generation: dict | None) -> tuple[dict, dict]:
     check(cfg["grad_clip"] is None or cfg["grad_clip"] > 0, "method.ppo.grad_clip",
           f"must be > 0 or null, got {cfg['grad_clip']}")
     check(cfg["critic_lr"] > 0, "method.ppo.critic_lr", f"must be > 0, got {cfg['critic_lr']}")
-    gen = {**GENERATION_DEFAULTS, **(generation or {})}
-    unknown = set(gen) - set(GENERATION_DEFAULTS)
-    check(not unknown, "method.generation", f"unknown keys {sorted(unknown)}; PPO samples with "
-          f"{sorted(GENERATION_DEFAULTS)} only (top-k/top-p would bias the importance ratios)")
-    check(gen["temperature"] > 0, "method.generation.temperature", f"must be > 0, got {gen['temperature']}")
-    check(gen["max_new_tokens"] > 0, "method.generation.max_new_tokens", f"must be > 0, got {gen['max_new_tokens']}")
+    gen = generation_settings(generation)
     return cfg, gen
 
 

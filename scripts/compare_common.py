@@ -48,3 +48,12 @@ def write_results(out: str, results: dict[str, dict[int, dict]], **settings) -> 
     with open(os.path.join(out, "results.json"), "w") as handle:
         json.dump({**settings, "results": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in results.items()}},
                   handle, indent=1)
+
+
+def print_rows(header: list[str], lines: list[list[str]]) -> None:
+    """A left-aligned text table."""
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+    print(flush=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from compare_common import ROOT, mean_and_error, run_experiment, write_results
+from compare_common import ROOT, mean_and_error, print_rows, run_experiment, write_results
 
 METHODS = ("rft", "grpo", "nft")
 SPLITS = ("val/accuracy", "test_ood/accuracy", "val/accuracy_sampled", "test_ood/accuracy_sampled")
@@ -58,11 +58,7 @@ def print_table(results: dict, seeds: list[int]) -> None:
         cells += [mean_and_error([by_seed[s][split] for s in seeds if s in by_seed and split in by_seed[s]])
                   for split in splits]
         lines.append(cells)
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for line in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
-    print(flush=True)
+    print_rows(header, lines)
 
 
 if __name__ == "__main__":

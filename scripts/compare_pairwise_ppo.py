@@ -20,7 +20,7 @@ import statistics
 
 from lightning.pytorch import Callback
 
-from compare_common import ROOT, mean_and_error, run_experiment, write_results
+from compare_common import ROOT, mean_and_error, print_rows, run_experiment, write_results
 
 METHODS = ("pairwise_rl", "bt_ppo")
 SPLITS = ("val/accuracy", "test_ood/accuracy", "val/accuracy_sampled", "test_ood/accuracy_sampled")
@@ -76,13 +76,6 @@ def main() -> None:
     write_results(args.out, results, seeds=args.seeds, epochs=args.epochs, overrides=args.overrides)
 
 
-def print_table(header: list[str], lines: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for line in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
-
-
 def print_tables(results: dict, seeds: list[int]) -> None:
     # policy accuracy: start (the shared SFT model) and after PPO
     lines = []
@@ -98,7 +91,7 @@ def print_tables(results: dict, seeds: list[int]) -> None:
     for split in SPLITS:
         name = split.replace("/accuracy", "").replace("_sampled", " sampled")
         header += [f"{name} per seed", f"{name} mean ± se"]
-    print_table(header, lines)
+    print_rows(header, lines)
     # training rollouts per epoch: RM reward against gold accuracy (reward hacking: the first up, the second down)
     lines = []
     for method, by_seed in results.items():
@@ -108,7 +101,7 @@ def print_tables(results: dict, seeds: list[int]) -> None:
             for epoch, means in enumerate(by_seed[seed]["epochs"]):
                 lines.append([method, str(seed), str(epoch + 1), *(f"{means[k]:.4f}" if k in means else ""
                                                                    for k in TRACED)])
-    print_table(["method", "seed", "epoch", *(k.replace("train/", "rollout ") for k in TRACED)], lines)
+    print_rows(["method", "seed", "epoch", *(k.replace("train/", "rollout ") for k in TRACED)], lines)
     # the reward models' held-out rows
     lines = []
     for method, by_seed in results.items():
@@ -117,7 +110,7 @@ def print_tables(results: dict, seeds: list[int]) -> None:
                 row = by_seed[seed]["reward_model"]
                 lines.append([method, str(seed), ", ".join(f"{k}={v:.3f}" for k, v in row.items()
                                                            if "/" in k and isinstance(v, float))])
-    print_table(["method", "seed", "reward model (held-out)"], lines)
+    print_rows(["method", "seed", "reward model (held-out)"], lines)
     print(flush=True)
 
 

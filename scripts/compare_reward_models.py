@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from compare_common import ROOT, mean_and_error, run_experiment, write_results
+from compare_common import ROOT, mean_and_error, print_rows, run_experiment, write_results
 
 METRICS = ("pair_accuracy", "pair_accuracy_one_order", "ece", "brier", "position_consistency")
 SHORT = {"pair_accuracy": "acc", "pair_accuracy_one_order": "acc1", "ece": "ece", "brier": "brier",
@@ -60,12 +60,8 @@ def print_table(results: dict, seeds: list[int], split: str) -> None:
         cells += [f"{by_seed[s][f'{split}/{m}']:.3f}" for m in METRICS for s in seeds]
         cells += [mean_and_error([by_seed[s][f"{split}/{m}"] for s in seeds]) for m in METRICS]
         lines.append(cells)
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     print(f"\n{split}: acc = pair accuracy (symmetrised), acc1 = one order, pos = mean |P(A≻B) + P(B≻A) − 1|")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for line in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
-    print(flush=True)
+    print_rows(header, lines)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import argparse
 import math
 import os
 
-from compare_common import ROOT, mean_and_error, run_experiment, write_results
+from compare_common import ROOT, mean_and_error, print_rows, run_experiment, write_results
 
 METRICS = [
     ("val/accuracy", "solve val greedy"),
@@ -68,11 +68,7 @@ def print_table(results: dict[int, dict], seeds: list[int]) -> None:
         cells += ["/".join(f"{results[s][n][key]:.3f}" if s in present[n] else "-" for s in seeds) for n in RUNS]
         cells += [mean_and_error([results[s][n][key] for s in present[n]]) for n in RUNS]
         lines.append(cells)
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for line in lines:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
-    print(flush=True)
+    print_rows(header, lines)
 
 
 def main() -> None:
