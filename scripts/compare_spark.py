@@ -11,7 +11,8 @@ solve greedy and sampled accuracy on val and test_ood; as a judge of its own hel
 balanced accuracy, ECE and the fraction judged correct, and the same on the start model's answers (one fixed set for
 every run of a seed); pairwise accuracy and order agreement (the same answer wins in both orders); the
 repair rate of one reflection; test-time self-reflection accuracy at round 0 and at the last round of the run and
-their difference. Writes
+their difference. With --compute-matched, each seed also runs policy-only GRPO for twice the epochs
+(`grpo x2`: as many optimizer steps as SPARK, all on solve prompts, from the same cached warm-up). Writes
 logs/compare_spark/results.json.
 """
 from __future__ import annotations
@@ -41,14 +42,20 @@ METRICS = [
     ("val/tts_round_last", "TTS last round"),
     ("val/tts_gain", "TTS gain (last round - 0)"),
 ]
-RUNS = ("start", "grpo", "spark")
 
 
-def run(seed: int, overrides: list[str], out: str) -> dict[str, dict]:
-    rows = run_experiment("spark", "spark", seed, out, overrides)["rows"]
+def run(seed: int, overrides: list[str], out: str, compute_matched: bool) -> dict[str, dict]:
+    result = run_experiment("spark", "spark", seed, out, overrides)
+    rows = result["rows"]
     last = {name: [r for r in rows if r["run"].startswith(f"{name} epoch")][-1] for name in ("spark", "grpo")}
-    return {name: with_last_round(row) for name, row in
-            {"start": next(r for r in rows if r["run"] == "spark (start)"), **last}.items()}
+    runs = {"start": next(r for r in rows if r["run"] == "spark (start)"), "grpo": last["grpo"]}
+    if compute_matched:
+        epochs = 2 * result["cfg"].trainer.max_epochs  # SPARK makes one reward-period update per solve update
+        matched = run_experiment("spark", "grpo_x2", seed, out, [*overrides, "method.recycle=false", "control=null",
+                                                                 f"trainer.max_epochs={epochs}"])["rows"]
+        runs["grpo x2"] = matched[-1]
+    runs["spark"] = last["spark"]
+    return {name: with_last_round(row) for name, row in runs.items()}
 
 
 def with_last_round(row: dict) -> dict:
@@ -58,15 +65,16 @@ def with_last_round(row: dict) -> dict:
 
 
 def print_table(results: dict[int, dict], seeds: list[int]) -> None:
-    header = ["metric", *(f"{name} {'/'.join(f's{s}' for s in seeds)}" for name in RUNS),
-              *(f"{name} mean" for name in RUNS)]
-    lines = [["steps", *("/".join(str(results[s][n].get("step", "")) for s in seeds) for n in RUNS), "", "", ""]]
+    runs = list(results[seeds[0]])
+    header = ["metric", *(f"{name} {'/'.join(f's{s}' for s in seeds)}" for name in runs),
+              *(f"{name} mean" for name in runs)]
+    lines = [["steps", *("/".join(str(results[s][n].get("step", "")) for s in seeds) for n in runs), *([""] * len(runs))]]
     for key, label in METRICS:
         cells = [label]
         # NaN (e.g. balanced accuracy with one class present) is shown as "-" and left out of the mean
-        present = {n: [s for s in seeds if key in results[s][n] and not math.isnan(results[s][n][key])] for n in RUNS}
-        cells += ["/".join(f"{results[s][n][key]:.3f}" if s in present[n] else "-" for s in seeds) for n in RUNS]
-        cells += [mean_and_error([results[s][n][key] for s in present[n]]) for n in RUNS]
+        present = {n: [s for s in seeds if key in results[s][n] and not math.isnan(results[s][n][key])] for n in runs}
+        cells += ["/".join(f"{results[s][n][key]:.3f}" if s in present[n] else "-" for s in seeds) for n in runs]
+        cells += [mean_and_error([results[s][n][key] for s in present[n]]) for n in runs]
         lines.append(cells)
     print_rows(header, lines)
 
@@ -75,9 +83,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", default=os.path.join(ROOT, "logs", "compare_spark"))
+    parser.add_argument("--compute-matched", action="store_true",
+                        help="also run policy-only GRPO with SPARK's number of optimizer steps")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    results = {seed: run(seed, args.overrides, args.out) for seed in args.seeds}
+    results = {seed: run(seed, args.overrides, args.out, args.compute_matched) for seed in args.seeds}
     print_table(results, args.seeds)
     write_results(args.out, {"spark": results}, seeds=args.seeds, overrides=args.overrides)
 
