@@ -41,6 +41,9 @@ class PostTrainModule(L.LightningModule):
     """
 
     record_start_evaluation = False
+    # Frozen submodules a run rebuilds from its cached stages (e.g. π_ref, a reward model): left out of checkpoints
+    # and put back from the live module when one is loaded.
+    rebuilt_submodules: tuple[str, ...] = ()
 
     def __init__(self, model, tokenizer, optimizer: dict | None = None, scheduler: dict | None = None,
                  evaluation: dict | None = None):
@@ -155,8 +158,18 @@ class PostTrainModule(L.LightningModule):
     # ---- checkpoint -------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["posttrain"] = {"eval_history": self.eval_history, **self.extra_state()}
+        prefixes = tuple(f"{name}." for name in self.rebuilt_submodules)
+        weights = checkpoint.get("state_dict", {})
+        for key in [k for k in weights if k.startswith(prefixes)]:
+            del weights[key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.rebuilt_submodules:
+            prefixes = tuple(f"{name}." for name in self.rebuilt_submodules)
+            weights = checkpoint.setdefault("state_dict", {})
+            for key, value in self.state_dict().items():
+                if key.startswith(prefixes):
+                    weights.setdefault(key, value)
         state = checkpoint.get("posttrain", {})
         self.eval_history = list(state.get("eval_history", []))
         self.load_extra_state(state)

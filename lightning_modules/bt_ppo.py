@@ -29,6 +29,7 @@ class BTPPOModule(PostTrainModule):
     """
 
     record_start_evaluation = True
+    rebuilt_submodules = ppo_lib.FROZEN_SUBMODULES  # π_ref and the reward model: rebuilt by the run
 
     def __init__(self, model, tokenizer, reward_model=None, reward_normalization: str = "batch",
                  critic_init: str = "reward_model", ppo: dict | None = None, generation: dict | None = None,
@@ -66,11 +67,3 @@ class BTPPOModule(PostTrainModule):
         for index in ppo_lib.chunks(rollout.input_ids.shape[0], self.ppo["minibatch_size"], self.device):
             parts.append(self.reward_model.score(rollout.input_ids[index], rollout.attention_mask[index]))  # (b,)
         return torch.cat(parts)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        ppo_lib.drop_frozen(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        ppo_lib.restore_frozen(self, checkpoint)
-        super().on_load_checkpoint(checkpoint)

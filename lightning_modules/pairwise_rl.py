@@ -26,6 +26,7 @@ from posttrain.generation import generate
 from posttrain.losses.ppo import NORMALIZATIONS, PAIRWISE_TRANSFORMS, normalize_scores, pairwise_score
 from posttrain.models.value_head import ValueModel
 from posttrain.rewards.judges import PAIRWISE_TEMPLATE, PAIRWISE_VERDICTS, PairwiseJudge, verdict_token_ids
+from posttrain.rollouts import response_tokens
 from posttrain.utils.config import ConfigError, check, check_choice
 
 ANCHORS = ("reference_sample", "ground_truth")
@@ -70,6 +71,7 @@ class PairwiseRLModule(PostTrainModule):
     """
 
     record_start_evaluation = True
+    rebuilt_submodules = ppo_lib.FROZEN_SUBMODULES  # π_ref and the reward model: rebuilt by the run
 
     def __init__(self, model, tokenizer, reward_model=None, anchor: str = "reference_sample",
                  anchor_temperature: float = 0.0, reward_transform: str = "centered",
@@ -111,7 +113,7 @@ class PairwiseRLModule(PostTrainModule):
         k = rollout.num_samples
         prompts = [e["prompt"] for e in batch["examples"] for _ in range(k)]
         anchors = [a for a in self.anchor_responses(batch) for _ in range(k)]
-        responses = self.tokenizer.batch_decode(ppo_lib.response_tokens(rollout), skip_special_tokens=True)
+        responses = self.tokenizer.batch_decode(response_tokens(rollout.labels), skip_special_tokens=True)
         win = self.win_probability(prompts, responses, anchors)  # (R,)
         scores = normalize_scores(pairwise_score(win, self.reward_transform), self.reward_normalization)  # (R,)
         inputs = ppo_lib.critic_inputs(rollout, self.critic_prefixes(prompts, anchors), self.tokenizer.pad_token_id)
@@ -191,11 +193,3 @@ class PairwiseRLModule(PostTrainModule):
 
     def load_extra_state(self, state: dict) -> None:
         self.anchors = dict(state.get("anchors", {}))
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        ppo_lib.drop_frozen(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        ppo_lib.restore_frozen(self, checkpoint)
-        super().on_load_checkpoint(checkpoint)

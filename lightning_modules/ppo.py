@@ -4,7 +4,7 @@ one optimizer with a policy and a critic parameter group, and the PPO update of 
 
 The frozen networks (π_ref as `module.reference`, the reward model as `module.reward_model`) never require a
 gradient, so they are outside the optimizer and outside DDP's gradient sync, and they are left out of checkpoints
-(`drop_frozen` / `restore_frozen`): a resumed run rebuilds them from the same cached stages.
+(`FROZEN_SUBMODULES`, the modules' `rebuilt_submodules`): a resumed run rebuilds them from the same cached stages.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from posttrain.losses.ppo import gae, kl_penalized_rewards, ppo_loss, whiten
 from posttrain.models.forward import IGNORE_INDEX
 from posttrain.models.value_head import ValueModel, freeze_unused_lm_head
 from posttrain.optim import build_optimizer, build_scheduler
-from posttrain.rollouts import Rollout, collect_rollout, policy_logprobs, sampling_generator
+from posttrain.rollouts import Rollout, collect_rollout, policy_logprobs, response_tokens, sampling_generator
 from posttrain.utils.config import check, check_choice
 
 PPO_DEFAULTS = {
@@ -37,7 +37,7 @@ PPO_DEFAULTS = {
     "critic_lr": 1.0e-4,        # learning rate of the critic's parameter group
 }
 CRITIC_INITS = ("policy", "reward_model")
-FROZEN_PREFIXES = ("reference.", "reward_model.")
+FROZEN_SUBMODULES = ("reference", "reward_model")
 
 
 def settings(ppo: dict | None, generation: dict | None) -> tuple[dict, dict]:
@@ -120,10 +120,6 @@ def rollout(module, batch: dict, batch_idx: int) -> Rollout:
                            temperature=module.generation["temperature"], generator=generator)
 
 
-def response_tokens(rollout: Rollout) -> list[list[int]]:
-    return [row[row != IGNORE_INDEX].tolist() for row in rollout.labels]
-
-
 def critic_inputs(rollout: Rollout, prefixes: list[list[int]] | None, pad_id: int) -> dict:
     """The critic's rows: the rollout's own rows, or, with `prefixes` (one token list per rollout row, e.g.
     `[bos] q |B: y* |A:`), each prefix followed by the row's response tokens.
@@ -134,7 +130,7 @@ def critic_inputs(rollout: Rollout, prefixes: list[list[int]] | None, pad_id: in
     if prefixes is None:
         zeros = torch.zeros(rollout.input_ids.shape[0], dtype=torch.long, device=rollout.input_ids.device)
         return {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask, "offsets": zeros}
-    responses = response_tokens(rollout)
+    responses = response_tokens(rollout.labels)
     width = max(len(p) + len(r) for p, r in zip(prefixes, responses))
     packed = pack(prefixes, responses, pad_id, max_length=width)  # no truncation: every row fits
     prompt_lengths = (rollout.labels != IGNORE_INDEX).int().argmax(-1)  # (R,) first response token
@@ -236,18 +232,3 @@ def reward_gold_metrics(rewards: torch.Tensor, correct: torch.Tensor) -> dict:
         return {}
     spread = rewards.std(correction=0).clamp(min=1e-6)
     return {"reward_gap": (rewards[right].mean() - rewards[~right].mean()) / spread}
-
-
-def drop_frozen(checkpoint: dict) -> None:
-    """Leaves π_ref and the reward model out of the checkpoint: both are rebuilt from the cached stages."""
-    state = checkpoint.get("state_dict", {})
-    for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
-        del state[key]
-
-
-def restore_frozen(module, checkpoint: dict) -> None:
-    """Puts the live (rebuilt) frozen weights back into a checkpoint that lacks them, before Lightning loads it."""
-    state = checkpoint.setdefault("state_dict", {})
-    for key, value in module.state_dict().items():
-        if key.startswith(FROZEN_PREFIXES):
-            state.setdefault(key, value)

@@ -41,7 +41,7 @@ from posttrain.losses.grpo import AGGREGATIONS
 from posttrain.metrics import expected_calibration_error
 from posttrain.rewards import recycling
 from posttrain.rewards.self_judge import SelfJudge, balanced_accuracy, self_reflection
-from posttrain.rollouts import collect_rollout, sampling_generator
+from posttrain.rollouts import collect_rollout, response_tokens, sampling_generator
 from posttrain.utils.config import check, check_choice
 
 JUDGE_EVAL_DEFAULTS = {"split": "val", "size": 200, "samples": 4, "rounds": 3}
@@ -178,7 +178,7 @@ class SparkModule(PostTrainModule):
         examples = batch["examples"]
         rows = len(examples) * rollout.num_samples  # the step's own batch (dynamic sampling appends after it)
         rng = random.Random(f"{self.seed}/{self.current_epoch}/{batch_idx}/{self.global_rank}")
-        new = recycling.recycle(examples, self.decode_responses(rollout.labels[:rows]), rollout.rewards[:rows].tolist(),
+        new = recycling.recycle(examples, self.tokenizer.batch_decode(response_tokens(rollout.labels[:rows]), skip_special_tokens=True), rollout.rewards[:rows].tolist(),
                                 recyclable(rollout, rows, self.truncated_is_wrong), rollout.num_samples, rng,
                                 pairwise_prob=self.pairwise_prob,
                                 judge_cap=math.floor(self.judge_fraction * len(examples)),
@@ -217,10 +217,6 @@ class SparkModule(PostTrainModule):
                                num_samples=datamodule.num_samples, max_new_tokens=self.generation["max_new_tokens"],
                                temperature=self.generation["temperature"], generator=generator,
                                truncated_is_wrong=self.truncated_is_wrong)
-
-    def decode_responses(self, labels: torch.Tensor) -> list[str]:
-        """The sampled responses of rollout rows (labels (R, T), response tokens where != -100), as text."""
-        return self.tokenizer.batch_decode([row[row != -100].tolist() for row in labels], skip_special_tokens=True)
 
     def recycle_metrics(self, new: list[dict], dropped: int) -> dict:
         counts = {kind: sum(e["kind"] == kind for e in new) for kind in recycling.KINDS}

@@ -14,6 +14,7 @@ import torch
 
 from datamodules.collate import pack
 from posttrain.generation import generate
+from posttrain.models.forward import IGNORE_INDEX
 from posttrain.ops import token_logprobs
 from posttrain.utils.config import check
 
@@ -119,6 +120,11 @@ def concat_rollouts(parts: list[Rollout], pad_token_id: int) -> Rollout:
                if isinstance(getattr(parts[0], f.name), torch.Tensor)}
     return Rollout(**tensors, num_samples=parts[0].num_samples, seconds=sum(p.seconds for p in parts),
                    first_prompts=parts[0].num_prompts, generation_batches=len(parts))
+
+
+def response_tokens(labels: torch.Tensor) -> list[list[int]]:
+    """Each row's response token ids (eos included) from its labels (R, T): the tokens the policy generated."""
+    return [row[row != IGNORE_INDEX].tolist() for row in labels]
 
 
 def policy_logprobs(model, rows: dict, temperature: float = 1.0) -> torch.Tensor:

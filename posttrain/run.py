@@ -53,8 +53,8 @@ def train(cfg: DictConfig) -> dict:
         rows.append(warm_row)
     main_extra = dict(extra)
     if cfg.get("reward_model"):
-        main_extra["reward_model"], reward_rows = reward_model_stage(cfg, start, tokenizer)
-        rows += reward_rows
+        main_extra["reward_model"], reward_row = reward_model_stage(cfg, start, tokenizer)
+        rows.append(reward_row)
     module = instantiate(cfg.method, model=copy.deepcopy(start) if cfg.get("control") else start,
                          tokenizer=tokenizer, _convert_="all", **main_extra)
     trainer = make_trainer(cfg, "main")
@@ -94,8 +94,9 @@ def warmup_stage(cfg: DictConfig, model, tokenizer, datamodule):
     """
     if "method" not in cfg.warmup or "max_epochs" not in cfg.warmup:
         raise ConfigError("warmup: needs warmup.method (an SFT method config) and warmup.max_epochs")
-    return cached_sft_stage(cfg, cfg.warmup, model, tokenizer, datamodule, "warmup", "sft (start)",
-                            warmup_cache_dir(cfg), warmup_datamodule(cfg, tokenizer, datamodule))
+    train_data = warmup_datamodule(cfg, tokenizer, datamodule)
+    return cached_stage(cfg, cfg.warmup, lambda: model, tokenizer, "warmup", "sft (start)", warmup_cache_dir(cfg),
+                        train_data, sft_evaluation_data(datamodule, train_data))
 
 
 def warmup_cache_dir(cfg: DictConfig) -> str:
@@ -122,44 +123,33 @@ def teacher_stage(cfg: DictConfig, tokenizer, datamodule):
                           f"({len(tokenizer)}); the two models must share the tokenizer")
     directory = cache_dir(cfg, "teacher", {"teacher": cfg.teacher, "data": cfg.data, "seed": cfg.seed,
                                            "trainer": stage_trainer_key(cfg, cfg.teacher, "teacher")})
-    return cached_sft_stage(cfg, cfg.teacher, model, tokenizer, datamodule, "teacher", "teacher (sft)", directory,
-                            datamodule)
+    return cached_stage(cfg, cfg.teacher, lambda: model, tokenizer, "teacher", "teacher (sft)", directory, datamodule,
+                        datamodule)
 
 
 def reward_model_stage(cfg: DictConfig, start, tokenizer):
     """`reward_model.method` trained for `reward_model.max_epochs` on `reward_model.data` from a copy of `start`
     (the warm-up model) and evaluated on that data's held-out splits, or the result cached in
-    `reward_model_cache_dir(cfg)`. Returns (the trained network, its results rows)."""
+    `reward_model_cache_dir(cfg)`. Returns (the trained network, its results row)."""
     if any(key not in cfg.reward_model for key in ("method", "data", "max_epochs")):
         raise ConfigError("reward_model: needs reward_model.method (a reward-model method config), reward_model.data "
                           "(its data config) and reward_model.max_epochs")
-    directory = reward_model_cache_dir(cfg)
-    rows_path = os.path.join(directory, "rows.json")
-    if os.path.isfile(rows_path):
-        with open(rows_path) as handle:
-            return load_reward_model(directory), json.load(handle)
     data = instantiate(cfg.reward_model.data, tokenizer=tokenizer)
-    module = instantiate(cfg.reward_model.method, model=copy.deepcopy(start), tokenizer=tokenizer, _convert_="all")
-    trainer = reward_model_trainer(cfg)
-    trainer.fit(module, datamodule=data)
-    validator = make_trainer(cfg, None, enable_progress_bar=False, precision=trainer.precision)
-    validator.validate(module, datamodule=data, verbose=False)
-    history = getattr(module, "eval_history", None) or [{}]
-    rows = [{"run": cfg.reward_model.get("name", "reward model"), **history[-1], "step": trainer.global_step}]
-    if trainer.is_global_zero:
-        save_reward_model(module.model, tokenizer, directory)
-        with open(rows_path, "w") as handle:
-            json.dump(rows, handle, indent=1)
-    return module.model, rows
+    return cached_stage(cfg, cfg.reward_model, lambda: copy.deepcopy(start), tokenizer, "reward_model",
+                        cfg.reward_model.get("name", "reward model"), reward_model_cache_dir(cfg), data, data)
+
+
+def stage_trainer(cfg: DictConfig, stage_cfg: DictConfig, stage: str) -> L.Trainer:
+    """A cached stage's trainer: `cfg.trainer` with the stage's epochs, none of the main stage's step limit, no
+    validation during fit, and `<stage>.trainer`'s overrides (e.g. the gradient clipping that a main stage with
+    PPO's manual optimisation turns off)."""
+    return make_trainer(cfg, stage, **{"limit_val_batches": 0, "check_val_every_n_epoch": None,
+                                       "val_check_interval": None, "num_sanity_val_steps": 0,
+                                       **stage_trainer_overrides(stage_cfg, stage)})
 
 
 def reward_model_trainer(cfg: DictConfig) -> L.Trainer:
-    """The reward-model stage's trainer: `cfg.trainer` with the stage's epochs, none of the main stage's step limit,
-    no validation during fit, and `reward_model.trainer`'s overrides (e.g. gradient clipping that the main stage,
-    with PPO's manual optimisation, turns off)."""
-    return make_trainer(cfg, "reward_model", **{"limit_val_batches": 0, "check_val_every_n_epoch": None,
-                                                "val_check_interval": None, "num_sanity_val_steps": 0,
-                                                **stage_trainer_overrides(cfg.reward_model, "reward_model")})
+    return stage_trainer(cfg, cfg.reward_model, "reward_model")
 
 
 def reward_model_cache_dir(cfg: DictConfig) -> str:
@@ -189,7 +179,7 @@ def stage_trainer_key(cfg: DictConfig, stage_cfg: DictConfig, stage: str) -> dic
     return {**{key: cfg.trainer.get(key) for key in RESULT_SETTINGS}, **stage_trainer_overrides(stage_cfg, stage)}
 
 
-def save_reward_model(model, tokenizer, directory: str) -> None:
+def save_stage_model(model, tokenizer, directory: str) -> None:
     """A judge LM as a model directory; a ValueModel as its backbone's directory plus the head's weights."""
     if isinstance(model, ValueModel):
         model.save_pretrained(directory)
@@ -198,8 +188,8 @@ def save_reward_model(model, tokenizer, directory: str) -> None:
         builders.save(model, tokenizer, directory)
 
 
-def load_reward_model(directory: str):
-    """What `save_reward_model` wrote, in float32: a ValueModel where a head was saved, else the LM."""
+def load_stage_model(directory: str):
+    """What `save_stage_model` wrote, in float32: a ValueModel where a head was saved, else the LM."""
     if os.path.isfile(os.path.join(directory, ValueModel.HEAD_FILE)):
         return ValueModel.from_pretrained(directory).to(torch.float32)
     return builders.from_pretrained(directory)[0].to(torch.float32)
@@ -211,24 +201,23 @@ def cache_dir(cfg: DictConfig, stage: str, key: dict) -> str:
     return os.path.join(cfg.paths.cache_dir, stage + "-" + hashlib.sha256(text.encode()).hexdigest()[:12])
 
 
-def cached_sft_stage(cfg: DictConfig, stage_cfg: DictConfig, model, tokenizer, datamodule, stage: str, label: str,
-                     directory: str, train_data):
-    """Trains `stage_cfg.method` for `stage_cfg.max_epochs` on `train_data` and evaluates it on `datamodule`, or
-    loads the result cached in `directory`."""
+def cached_stage(cfg: DictConfig, stage_cfg: DictConfig, model_fn, tokenizer, stage: str, label: str,
+                 directory: str, train_data, eval_data):
+    """Trains `stage_cfg.method` on `model_fn()` for `stage_cfg.max_epochs` on `train_data`, evaluates it on
+    `eval_data` and saves both in `directory`; or loads what an identical earlier stage saved there (without
+    building the start model). Returns (the trained network, its results row)."""
     metrics_path = os.path.join(directory, "metrics.json")
     if os.path.isfile(metrics_path):
-        trained, _ = builders.from_pretrained(directory)
         with open(metrics_path) as handle:
-            return trained.to(torch.float32), json.load(handle)
-    module = instantiate(stage_cfg.method, model=model, tokenizer=tokenizer, _convert_="all")
-    trainer = make_trainer(cfg, stage, **{"limit_val_batches": 0, "check_val_every_n_epoch": None,
-                                          "val_check_interval": None, **stage_trainer_overrides(stage_cfg, stage)})
+            return load_stage_model(directory), json.load(handle)
+    module = instantiate(stage_cfg.method, model=model_fn(), tokenizer=tokenizer, _convert_="all")
+    trainer = stage_trainer(cfg, stage_cfg, stage)
     trainer.fit(module, datamodule=train_data)
     validator = make_trainer(cfg, None, enable_progress_bar=False, precision=trainer.precision)
-    validator.validate(module, datamodule=sft_evaluation_data(datamodule, train_data), verbose=False)
+    validator.validate(module, datamodule=eval_data, verbose=False)
     row = {"run": label, **module.eval_history[-1], "step": trainer.global_step}
     if trainer.is_global_zero:
-        builders.save(module.model, tokenizer, directory)
+        save_stage_model(module.model, tokenizer, directory)
         with open(metrics_path, "w") as handle:
             json.dump(row, handle, indent=1)
     return module.model, row

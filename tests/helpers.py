@@ -58,3 +58,13 @@ class CoinFlipVerifier:
         from posttrain.rewards import Verdict
 
         return Verdict(correct=zlib.crc32(completion.encode()) % 2 == 0, parsed=True)
+
+
+def assert_same_parameters(resumed, reference) -> None:
+    """Every parameter of the module `resumed` equals the one of the same name in `reference` (atol 1e-6): how a
+    resumed run is checked against the uninterrupted one."""
+    import torch
+
+    final = dict(reference.named_parameters())
+    for name, param in resumed.named_parameters():
+        torch.testing.assert_close(param, final[name], rtol=0, atol=1e-6, msg=name)

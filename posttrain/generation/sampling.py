@@ -59,7 +59,8 @@ def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int
 
 
 @contextlib.contextmanager
-def _eval_mode(model):
+def eval_mode(model):
+    """`model` in eval mode (no dropout) inside the block; its previous mode is restored after."""
     was_training = model.training
     model.eval()
     try:
@@ -115,7 +116,7 @@ def generate(
     prompt_len = attention_mask.shape[1]
     # Every generated column is attended to (finished rows are discarded), so the mask grows by views of one tensor.
     full_mask = torch.cat([attention_mask, attention_mask.new_ones((rows, max_new_tokens))], dim=-1)  # (R, P+L)
-    with _eval_mode(model):
+    with eval_mode(model):
         for t in range(max_new_tokens):
             out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_pos,
                         use_cache=True, **{cache_arg: past}, **extra)

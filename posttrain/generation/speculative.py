@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from posttrain.generation.sampling import _accepts, _eval_mode, sampling_probs
+from posttrain.generation.sampling import _accepts, eval_mode, sampling_probs
 from posttrain.ops import speculative_verify
 from posttrain.utils.config import check
 
@@ -148,7 +148,7 @@ def speculative_generate(
     t_model, d_model = _CachedLM(target, batch, device), _CachedLM(draft, batch, device)
     t_pending, t_valid = prompt_input_ids, prompt_attention_mask.bool()  # (B, P) tokens not yet in the target cache
     d_pending, d_valid = t_pending, t_valid
-    with _eval_mode(target), _eval_mode(draft):
+    with eval_mode(target), eval_mode(draft):
         while bool(alive.any()):
             logits = d_model.feed(d_pending, d_valid, keep=1)[:, -1]  # (B, V)
             drafts, probs = [], []

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from posttrain.generation import generate
+from posttrain.generation import eval_mode, generate
 from posttrain.rewards import recycling
 from posttrain.rewards.judges import encode_prompts, verdict_logprobs, verdict_token_ids
 
@@ -39,12 +39,10 @@ class SelfJudge:
     @torch.no_grad()
     def _first_verdict(self, texts: Sequence[str], verdict_ids) -> torch.Tensor:
         out = []
-        was_training = self.model.training
-        self.model.eval()
-        for start in range(0, len(texts), self.batch_size):
-            ids, mask = encode_prompts(self.encoder, texts[start:start + self.batch_size], self.device)
-            out.append(verdict_logprobs(self.model, ids, mask, verdict_ids)[:, 0].exp())  # (b,)
-        self.model.train(was_training)
+        with eval_mode(self.model):
+            for start in range(0, len(texts), self.batch_size):
+                ids, mask = encode_prompts(self.encoder, texts[start:start + self.batch_size], self.device)
+                out.append(verdict_logprobs(self.model, ids, mask, verdict_ids)[:, 0].exp())  # (b,)
         return torch.cat(out) if out else torch.zeros(0)  # (N,)
 
     def p_correct(self, questions: Sequence[str], answers: Sequence[str]) -> torch.Tensor:

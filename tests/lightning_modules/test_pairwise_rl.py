@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from posttrain.run import train
-from tests.helpers import Killed, compose_config
+from tests.helpers import Killed, assert_same_parameters, compose_config
 
 # 2 epochs x 2 rollout batches x 2 PPO epochs (one mini-batch each) = 8 steps; the kill lands inside epoch 2, after
 # epoch 1's checkpoint. Anchors are sampled (not greedy), so a resumed run that lost the cached anchors would draw
@@ -32,9 +32,7 @@ def test_killed_pairwise_rl_run_resumes_to_the_same_result(tmp_path):
     resumed = train(compose_config([*BASE, f"ckpt_path={last}"], tmp_path / "killed"))
     assert resumed["trainer"].global_step == reference["trainer"].global_step == 8
     assert resumed["module"].anchors == reference["module"].anchors
-    final = dict(reference["module"].named_parameters())
-    for name, param in resumed["module"].named_parameters():  # policy, critic and the frozen networks
-        torch.testing.assert_close(param, final[name], rtol=0, atol=1e-6, msg=name)
+    assert_same_parameters(resumed["module"], reference["module"])  # policy, critic and the frozen networks
     assert resumed["module"].eval_history == reference["module"].eval_history
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from posttrain.run import train
-from tests.helpers import Killed, compose_config
+from tests.helpers import Killed, assert_same_parameters, compose_config
 
 # 2 iterations x 2 epochs x 2 steps; the kill lands in iteration 2 after its first epoch's checkpoint, so the resumed
 # run must reuse the checkpointed opponent and synthetic data rather than regenerate them.
@@ -28,8 +28,6 @@ def test_killed_spin_run_resumes_to_the_same_result(tmp_path):
 
     resumed = train(compose_config([*BASE, f"ckpt_path={last}"], tmp_path / "killed"))
     assert resumed["trainer"].global_step == reference["trainer"].global_step == 8
-    final = dict(reference["module"].model.named_parameters())
-    for name, param in resumed["module"].model.named_parameters():
-        torch.testing.assert_close(param, final[name], rtol=0, atol=1e-6, msg=name)
+    assert_same_parameters(resumed["module"].model, reference["module"].model)
     assert resumed["module"].eval_history == reference["module"].eval_history
     assert os.path.isfile(tmp_path / "killed" / "results.json")

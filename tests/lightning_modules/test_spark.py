@@ -12,7 +12,7 @@ from posttrain.models import tiny_llama
 from posttrain.rewards import ArithmeticVerifier, Verdict
 from posttrain.rewards.recycling import NO, PAIRWISE, POINTWISE, REFLECT, RecycledScorer, recycle
 from posttrain.run import train
-from tests.helpers import Killed, compose_config
+from tests.helpers import Killed, assert_same_parameters, compose_config
 
 SMALL = ["experiment=spark", "debug=tiny", "warmup=null", "control=null", "model.hidden_size=32", "model.num_heads=2",
          "model.num_layers=1", "model.intermediate_size=64", "data.verifier._target_=tests.helpers.CoinFlipVerifier",
@@ -82,9 +82,7 @@ def test_killed_spark_run_resumes_to_the_same_result(tmp_path):
 
     resumed = train(compose_config([*base, f"ckpt_path={last}"], tmp_path / "killed"))
     assert resumed["trainer"].global_step == steps
-    final = dict(reference["module"].model.named_parameters())
-    for name, param in resumed["module"].model.named_parameters():
-        torch.testing.assert_close(param, final[name], rtol=0, atol=1e-6, msg=name)
+    assert_same_parameters(resumed["module"].model, reference["module"].model)
     assert resumed["module"].eval_history == reference["module"].eval_history
     assert resumed["module"].cache == reference["module"].cache
 
