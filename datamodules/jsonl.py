@@ -66,10 +66,10 @@ class JsonlTask:
         fields = {"prompt": prompt_key, "response": response_key}
         if answer_key:
             fields["answer"] = answer_key
-        train = [self._with_answer(r) for r in read_jsonl(train_path, fields)]
+        train = [self._with_answer(r) for r in self._read(train_path, fields)]
         self._splits = {"train": train}
         for split, path in dict(eval_paths or {}).items():
-            self._splits[split] = [self._with_answer(r) for r in read_jsonl(path, fields)]
+            self._splits[split] = [self._with_answer(r) for r in self._read(path, fields)]
         if len(self._splits) == 1 and val_fraction > 0:
             n_val = max(1, int(len(train) * val_fraction))
             self._splits = {"train": train[n_val:], "val": train[:n_val]}
@@ -83,6 +83,9 @@ class JsonlTask:
     @staticmethod
     def is_correct(example: dict, completion: str) -> bool:
         return completion.strip() == example["answer"].strip()
+
+    def _read(self, path: str, fields: Mapping[str, str]) -> list[dict]:
+        return read_jsonl(path, fields)
 
     @staticmethod
     def _with_answer(row: dict) -> dict:

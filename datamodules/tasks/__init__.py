@@ -1,4 +1,5 @@
 from datamodules.tasks.arithmetic import ArithmeticTask
 from datamodules.tasks.arithmetic_pairs import ArithmeticPairTask
+from datamodules.tasks.shapes import ShapesTask
 
-__all__ = ["ArithmeticPairTask", "ArithmeticTask"]
+__all__ = ["ArithmeticPairTask", "ArithmeticTask", "ShapesTask"]
