@@ -1,8 +1,8 @@
 """Image-text data from jsonl: one `{"image": path, "prompt": ..., "response": ... and/or "answer": ...}` per line.
 
-Image paths are relative to the jsonl file's folder, or absolute. Loading a file checks every line (the keys, and
-that the image file exists); images are decoded when an example is read, to RGB, so a large dataset does not sit
-decoded in memory before it is used. Every problem stops with `DataError("<jsonl path>:<line>: ...")`.
+Image paths are relative to the jsonl file's folder, or absolute. Loading a file checks every line cheaply (the
+keys, and that the image file exists); an image is decoded, to RGB, each time its example is read, so the task
+holds no pixels. Every problem stops with `DataError("<jsonl path>:<line>: ...")`.
 """
 from __future__ import annotations
 

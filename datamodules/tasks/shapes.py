@@ -108,7 +108,7 @@ class ShapesTask:
         for key, size in (("train_size", train_size), ("val_size", val_size), ("test_ood_size", test_ood_size)):
             check(size >= 0, f"data.task.{key}", f"must be >= 0, got {size}")
         self.image_size, self.grid, self.cell = image_size, grid, cell
-        self.size = cell * 5 // 8  # leaves >= 1 px inside each cell edge at any jitter: neighbours never touch
+        self.size = cell * 5 // 8  # small enough to shift by a few px inside its cell and keep clear of the edges
         self.kinds, self.max_count = tuple(kinds), objects[1]
         val = self._draw(random.Random(f"shapes:{seed}:val"), objects, val_size, exclude=set())
         self._scenes = {

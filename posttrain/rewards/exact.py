@@ -5,7 +5,7 @@ from posttrain.rewards.verifiers import Verdict
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, inner whitespace collapsed, surrounding whitespace and a final full stop dropped: " Yes." -> "yes"."""
+    """Lower case, whitespace collapsed to single spaces and trimmed, a final full stop dropped: " Yes." -> "yes"."""
     return " ".join(text.lower().split()).removesuffix(".").strip()
 
 
