@@ -91,8 +91,7 @@ def vlm_from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_
         image_processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise ConfigError(f"model.name_or_path: {name_or_path} has no image processor (preprocessor_config.json); "
-                          f"model=hf_vlm needs an image-text-to-text checkpoint, for a text model use model=hf "
-                          f"({type(err).__name__}: {err})") from err
+                          "model=hf_vlm needs an image-text-to-text checkpoint (for a text model use model=hf)") from err
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=_DTYPES[dtype],
                                                         trust_remote_code=trust_remote_code)
@@ -127,3 +126,13 @@ def image_tokens_of(model, directory: str, image_processor, tokenizer):
         raise ConfigError(f"model.name_or_path: {directory} is a {config.model_type!r} model, whose image-token "
                           "count posttrain does not know (supported: Qwen2/2.5-VL, LLaVA, LLaVA-NeXT)")
     return HFImageTokens(hf_processor, config.image_token_id)
+
+
+def load_saved(directory: str):
+    """A directory written by `posttrain.models.save`: a VLM (it has an image processor) or a causal LM, with its
+    processor or tokenizer."""
+    if os.path.isfile(os.path.join(directory, "preprocessor_config.json")):
+        return vlm_from_pretrained(directory)
+    from posttrain.models.builders import from_pretrained
+
+    return from_pretrained(directory)
