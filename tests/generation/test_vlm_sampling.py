@@ -7,9 +7,9 @@ from posttrain.generation import generate
 from posttrain.models.forward import label_logprobs
 from posttrain.models.multimodal import placeholder_token_ids
 from posttrain.processors import SFTCollator, make_processor, pack
-from tests.vlm import image_examples, tiny_llava, tiny_qwen_vl
+from tests.vlm import image_examples, tiny_llava, tiny_llava_next, tiny_qwen_vl
 
-BUILDERS = {"qwen2.5-vl": tiny_qwen_vl, "llava": tiny_llava}
+BUILDERS = {"qwen2.5-vl": tiny_qwen_vl, "llava": tiny_llava, "llava-next": tiny_llava_next}
 
 
 def sample_and_score(build, num_samples: int, temperature: float = 1.0, max_new_tokens: int = 6):

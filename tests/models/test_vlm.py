@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 from hydra.utils import instantiate
-from transformers import LlavaForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
+from transformers import Qwen2_5_VLForConditionalGeneration
 
 from posttrain.models import save
 from posttrain.models.forward import label_logprobs
@@ -13,7 +13,7 @@ from posttrain.models.vlm import load_saved, vlm_from_pretrained
 from posttrain.processors import SFTCollator, VisionProcessor, make_processor
 from posttrain.utils.config import ConfigError
 from tests.helpers import compose_config
-from tests.vlm import image_examples, tiny_llava, tiny_qwen_vl
+from tests.vlm import image_examples, tiny_llava, tiny_llava_next, tiny_qwen_vl
 
 
 def batch_of(processor):
@@ -51,16 +51,24 @@ def test_saved_tiny_vlm_loads_back_the_same(tmp_path):
     assert type(load_saved(str(tmp_path / "vlm"))[0]) is Qwen2_5_VLForConditionalGeneration
 
 
-def test_hf_vlm_loads_a_saved_llava(tmp_path):
+@pytest.mark.parametrize("build", [tiny_llava, tiny_llava_next])
+def test_hf_vlm_loads_a_saved_llava(build, tmp_path):
     """Saved without a processor_config.json: the image-token count comes from the model's config."""
-    model, processor = tiny_llava(seed=3)
+    model, processor = build(seed=3)
     save(model, processor, str(tmp_path / "llava"))
     assert not os.path.exists(tmp_path / "llava" / "processor_config.json")
     loaded, loaded_processor = vlm_from_pretrained(str(tmp_path / "llava"))
-    assert type(loaded) is LlavaForConditionalGeneration
+    assert type(loaded) is type(model)
     batch, loaded_batch = batch_of(processor), batch_of(loaded_processor)
     assert torch.equal(batch["input_ids"], loaded_batch["input_ids"])
-    assert (loaded_batch["input_ids"] == loaded.config.image_token_id).sum(-1).tolist() == [16, 16, 16]
+    counts = (loaded_batch["input_ids"] == loaded.config.image_token_id).sum(-1)  # (B,)
+    with torch.no_grad():  # as many placeholders as the vision tower yields features
+        features = loaded.get_image_features(**loaded_batch["image_inputs"].tensors).pooler_output
+    assert counts.tolist() == [f.shape[0] for f in features]
+    if build is tiny_llava:
+        assert counts.tolist() == [16, 16, 16]
+    else:  # LLaVA-NeXT: base tile + unpadded tiles + row separators, by aspect ratio
+        assert len(set(counts.tolist())) == 3
     assert torch.allclose(scores(model, batch), scores(loaded, loaded_batch), atol=1e-6)
 
 
