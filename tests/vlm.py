@@ -40,9 +40,10 @@ def tiny_llava(seed: int = 0, image_size: int = 32, patch_size: int = 8, any_res
     model = (LlavaNextForConditionalGeneration if any_resolution else LlavaForConditionalGeneration)(config)
     image_processor = (LlavaNextImageProcessorPil if any_resolution else LlavaImageProcessorPil)(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}, **extra)
-    hf_processor = (LlavaNextProcessor if any_resolution else LlavaProcessor)(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-                                  vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                                  image_token="<image>")
+    processor_class = LlavaNextProcessor if any_resolution else LlavaProcessor
+    hf_processor = processor_class(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   image_token="<image>")
     return model, VisionProcessor(tokenizer, image_processor, HFImageTokens(hf_processor, image_id))
 
 

@@ -113,7 +113,7 @@ def generate(
         image_inputs = image_inputs.repeat_interleave(num_samples)
     text_pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (R, P)
     position_ids, rope_deltas = prefill_positions(model, input_ids, attention_mask, image_inputs)  # (R, P) | (3, R, P)
-    prefill = forward_kwargs(model, input_ids, attention_mask, image_inputs)
+    step = {**forward_kwargs(model, input_ids, attention_mask, image_inputs), "position_ids": position_ids}
     excluded = placeholder_token_ids(model)
     extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"  # renamed in transformers 5
@@ -128,8 +128,7 @@ def generate(
     full_mask = torch.cat([attention_mask, attention_mask.new_ones((rows, max_new_tokens))], dim=-1)  # (R, P+L)
     with eval_mode(model):
         for t in range(max_new_tokens):
-            step = prefill if t == 0 else {"input_ids": step_ids, "attention_mask": attention_mask}
-            out = model(**step, position_ids=position_ids, use_cache=True, **{cache_arg: past}, **extra)
+            out = model(**step, use_cache=True, **{cache_arg: past}, **extra)
             past = out[cache_arg]
             logits = out.logits[:, -1]  # (R, V)
             if excluded:
@@ -148,10 +147,10 @@ def generate(
                 alive = alive & (next_ids != eos_token_id)
             if not alive.any():
                 break
-            step_ids = tokens[:, t : t + 1]  # (R, 1)
             text_pos = text_pos[:, -1:] + 1  # (R, 1)
-            position_ids = step_positions(text_pos, rope_deltas)  # (R, 1) | (3, R, 1)
-            attention_mask = full_mask[:, : prompt_len + t + 1]  # (R, P+t+1)
+            step = {"input_ids": tokens[:, t : t + 1],  # (R, 1)
+                    "attention_mask": full_mask[:, : prompt_len + t + 1],  # (R, P+t+1)
+                    "position_ids": step_positions(text_pos, rope_deltas)}  # (R, 1) | (3, R, 1)
     tokens.masked_fill_(~mask, pad_token_id)
     logprobs.masked_fill_(~mask, 0.0)
     finished = ~alive if eos_token_id is not None else torch.zeros_like(alive)

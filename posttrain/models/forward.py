@@ -9,7 +9,7 @@ from posttrain.ops import lm_head_logprobs, token_logprobs
 IGNORE_INDEX = -100  # label of positions outside the loss (prompt, padding), as in Hugging Face
 
 
-def output_vocabulary(model, vocab_size: int, targets: torch.Tensor, device) -> tuple[torch.Tensor | None, torch.Tensor]:
+def output_vocabulary(model, vocab_size: int, targets: torch.Tensor, device):
     """The token ids a policy may emit, and `targets` renumbered into them.
 
     A VLM's image placeholders are inputs only; the sampler never draws them, so the policy is the softmax over the

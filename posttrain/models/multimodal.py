@@ -44,8 +44,9 @@ def token_types(model, input_ids: torch.Tensor) -> torch.Tensor:
 
 def forward_kwargs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    image_inputs: ImageInputs | None = None) -> dict:
-    """Keyword arguments of a full-sequence forward (no cache) of any supported model; the model computes its own
-    positions from them (M-RoPE included, through `mm_token_type_ids`)."""
+    """Keyword arguments of a full-sequence forward (no cache) of any supported model. Text: ids and mask only, as
+    always. With images: their tensors, `mm_token_type_ids` for M-RoPE models, and positions counted from each row's
+    first real token (`prefill_positions`), so left- and right-padded rows both get the positions the model means."""
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
     images = _images(image_inputs)
     if images is None:
@@ -54,6 +55,7 @@ def forward_kwargs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     kwargs.update({k: (v.to(dtype) if v.is_floating_point() else v) for k, v in images.tensors.items()})
     if rope_model(model) is not None:
         kwargs["mm_token_type_ids"] = token_types(model, input_ids)
+    kwargs["position_ids"] = prefill_positions(model, input_ids, attention_mask, images)[0]
     return kwargs
 
 

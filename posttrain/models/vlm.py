@@ -91,7 +91,8 @@ def vlm_from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_
         image_processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise ConfigError(f"model.name_or_path: {name_or_path} has no image processor (preprocessor_config.json); "
-                          "model=hf_vlm needs an image-text-to-text checkpoint (for a text model use model=hf)") from err
+                          "model=hf_vlm needs an image-text-to-text checkpoint (for a text model use model=hf)"
+                          ) from err
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=_DTYPES[dtype],
                                                         trust_remote_code=trust_remote_code)
