@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from datamodules.collate import pack
+from posttrain.processors import pack
 from posttrain.generation import generate
 from posttrain.models.forward import IGNORE_INDEX
 from posttrain.ops import token_logprobs

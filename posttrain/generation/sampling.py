@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from posttrain.models.multimodal import forward_kwargs, placeholder_token_ids, prefill_positions, step_positions
 from posttrain.utils.config import check
 
 
@@ -87,12 +88,16 @@ def generate(
     top_p: float = 1.0,
     num_samples: int = 1,
     generator: torch.Generator | None = None,
+    image_inputs=None,
 ) -> Generation:
     """Samples `num_samples` responses per prompt (temperature 0 = greedy).
 
     Args:
         prompt_input_ids, prompt_attention_mask: (B, P), left-padded.
         generator: the torch.Generator on the model's device that all sampling draws from (seeded => reproducible).
+        image_inputs: the prompts' `ImageInputs` for a vision-language model; they enter at the prefill only.
+            Image placeholder tokens are never sampled (`posttrain.models.forward.label_logprobs` scores the same
+            restricted distribution).
     Returns:
         Generation with R = B * num_samples rows, the samples of prompt i in rows i*n .. i*n+n-1.
     """
@@ -104,7 +109,12 @@ def generate(
     input_ids = prompt_input_ids.repeat_interleave(num_samples, dim=0)  # (R, P)
     attention_mask = prompt_attention_mask.repeat_interleave(num_samples, dim=0)  # (R, P)
     rows = input_ids.shape[0]
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (R, P)
+    if image_inputs is not None:
+        image_inputs = image_inputs.repeat_interleave(num_samples)
+    text_pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (R, P)
+    position_ids, rope_deltas = prefill_positions(model, input_ids, attention_mask, image_inputs)  # (R, P) | (3, R, P)
+    step = {**forward_kwargs(model, input_ids, attention_mask, image_inputs), "position_ids": position_ids}
+    excluded = placeholder_token_ids(model)
     extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     cache_arg = "cache" if _accepts(model, "cache") else "past_key_values"  # renamed in transformers 5
 
@@ -112,16 +122,17 @@ def generate(
     logprobs = torch.zeros((rows, max_new_tokens), dtype=torch.float32, device=device)  # (R, L)
     mask = torch.zeros((rows, max_new_tokens), dtype=torch.bool, device=device)  # (R, L)
     alive = torch.ones(rows, dtype=torch.bool, device=device)  # (R,)
-    past, step_ids, step_pos = None, input_ids, position_ids
+    past = None
     prompt_len = attention_mask.shape[1]
     # Every generated column is attended to (finished rows are discarded), so the mask grows by views of one tensor.
     full_mask = torch.cat([attention_mask, attention_mask.new_ones((rows, max_new_tokens))], dim=-1)  # (R, P+L)
     with eval_mode(model):
         for t in range(max_new_tokens):
-            out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_pos,
-                        use_cache=True, **{cache_arg: past}, **extra)
+            out = model(**step, use_cache=True, **{cache_arg: past}, **extra)
             past = out[cache_arg]
             logits = out.logits[:, -1]  # (R, V)
+            if excluded:
+                logits[:, excluded] = float("-inf")
             if temperature == 0:
                 next_ids = logits.argmax(-1)  # (R,)
                 next_logps = torch.zeros(rows, device=device)
@@ -136,9 +147,10 @@ def generate(
                 alive = alive & (next_ids != eos_token_id)
             if not alive.any():
                 break
-            step_ids = tokens[:, t : t + 1]  # (R, 1)
-            step_pos = step_pos[:, -1:] + 1  # (R, 1)
-            attention_mask = full_mask[:, : prompt_len + t + 1]  # (R, P+t+1)
+            text_pos = text_pos[:, -1:] + 1  # (R, 1)
+            step = {"input_ids": tokens[:, t : t + 1],  # (R, 1)
+                    "attention_mask": full_mask[:, : prompt_len + t + 1],  # (R, P+t+1)
+                    "position_ids": step_positions(text_pos, rope_deltas)}  # (R, 1) | (3, R, 1)
     tokens.masked_fill_(~mask, pad_token_id)
     logprobs.masked_fill_(~mask, 0.0)
     finished = ~alive if eos_token_id is not None else torch.zeros_like(alive)

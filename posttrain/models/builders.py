@@ -76,17 +76,26 @@ def from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code
         check(getattr(head, "bias", None) is None and not getattr(model.config, "final_logit_softcapping", None),
               "model.fused_lm_head", "needs logits = hidden @ lm_head.weight.T (no bias, no logit soft-capping)")
         model.config.fused_lm_head = True
+    ensure_pad_token(model, tokenizer)
+    return model, tokenizer
+
+
+def ensure_pad_token(model: PreTrainedModel, tokenizer) -> None:
+    """A missing pad token falls back to eos, or to a new <pad> (the embeddings grow by one row)."""
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is not None:
             tokenizer.pad_token = tokenizer.eos_token
         else:
             tokenizer.add_special_tokens({"pad_token": "<pad>"})
             model.resize_token_embeddings(len(tokenizer))
-    return model, tokenizer
 
 
 def save(model: PreTrainedModel, tokenizer, directory: str) -> None:
-    """Writes a directory that `from_pretrained` (and `model=hf model.name_or_path=...`) loads back."""
+    """Writes a directory that `from_pretrained` (and `model=hf model.name_or_path=...`) loads back.
+
+    `tokenizer` may also be a processor (a VLM builder's second output): it writes the tokenizer and the image
+    processor, which `posttrain.models.vlm.vlm_from_pretrained` loads back.
+    """
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -12,6 +12,8 @@ from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 CHARACTERS = [c for c in string.printable if c not in "\t\r\x0b\x0c"]  # 96 printable characters incl. space and \n
+# Qwen2/2.5-VL's vision tokens, spelled as in the real checkpoints so their prompts read the same.
+QWEN_VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
 
 def build_char_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
@@ -26,4 +28,11 @@ def build_char_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, model_max_length=model_max_length, padding_side="right", **SPECIAL_TOKENS
     )
+    return tokenizer
+
+
+def build_vision_char_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
+    """The character tokenizer plus Qwen's vision tokens as special tokens (ids 100..103, after the characters)."""
+    tokenizer = build_char_tokenizer(model_max_length)
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_VISION_TOKENS})
     return tokenizer

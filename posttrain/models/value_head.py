@@ -6,6 +6,8 @@ import os
 import torch
 from torch import nn
 
+from posttrain.models.multimodal import last_hidden_states
+
 
 def freeze_unused_lm_head(model: nn.Module) -> None:
     """Freezes the lm-head of a causal LM that a value head reads instead (unused weights would stall DDP's gradient
@@ -27,7 +29,7 @@ class ValueModel(nn.Module):
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        self.head = nn.Linear(backbone.config.get_text_config().hidden_size, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -35,16 +37,20 @@ class ValueModel(nn.Module):
     def config(self):
         return self.backbone.config
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, T) float32 values; positions count from each row's first real token (left or right padding)."""
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
-        hidden = self.backbone.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                             position_ids=position_ids, use_cache=False).last_hidden_state  # (B, T, H)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_inputs=None) -> torch.Tensor:
+        """(B, T) -> (B, T) float32 values; positions count from each row's first real token (left or right padding).
+        A vision-language backbone also reads the rows' `image_inputs`."""
+        if image_inputs is None:
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+            hidden = self.backbone.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                                 position_ids=position_ids, use_cache=False).last_hidden_state
+        else:
+            hidden = last_hidden_states(self.backbone, input_ids, attention_mask, image_inputs)  # (B, T, H)
         return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()  # (B, T)
 
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_inputs=None) -> torch.Tensor:
         """The value at each row's last real token (right padding): (B, T) -> (B,), the sequence's reward."""
-        values = self(input_ids, attention_mask)  # (B, T)
+        values = self(input_ids, attention_mask, image_inputs)  # (B, T)
         last = attention_mask.sum(-1) - 1  # (B,)
         return values.gather(-1, last[:, None]).squeeze(-1)
 

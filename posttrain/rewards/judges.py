@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from datamodules.collate import Encoder, left_pad
+from posttrain.processors import TextProcessor as Encoder, left_pad
 from posttrain.utils.config import ConfigError
 
 PAIRWISE_TEMPLATE = "{prompt}|A:{a}|B:{b}|>"
