@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from datamodules.collate import Encoder, PairCollator
+from posttrain.processors import PairCollator, make_processor
 from datamodules.jsonl import read_jsonl
 from datamodules.sampler import EpochShuffleSampler
 from posttrain.utils.config import check
@@ -51,7 +51,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.fields = {"prompt": prompt_key, "chosen": chosen_key, "rejected": rejected_key}
         self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
         self.train_size, self.eval_size = train_size, eval_size
-        self.encoder = Encoder(tokenizer, max_length=max_length, prompt_template=prompt_template)
+        self.encoder = make_processor(tokenizer, max_length=max_length, prompt_template=prompt_template)
         self.collator = PairCollator(self.encoder)
         self.splits: dict[str, list[dict]] = {}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from datamodules.collate import Encoder, SFTCollator
+from posttrain.processors import SFTCollator, make_processor
 from datamodules.sampler import EpochShuffleSampler
 from posttrain.utils.config import check
 
@@ -35,7 +35,7 @@ class SFTDataModule(L.LightningDataModule):
         check(train_size is None or train_size > 0, "data.train_size", f"must be > 0 or null, got {train_size}")
         self.task, self.batch_size, self.eval_batch_size = task, batch_size, eval_batch_size
         self.train_size, self.eval_size, self.num_workers, self.seed = train_size, eval_size, num_workers, seed
-        self.encoder = Encoder(tokenizer, max_length=max_length, prompt_template=prompt_template)
+        self.encoder = make_processor(tokenizer, max_length=max_length, prompt_template=prompt_template)
         self.eval_splits = tuple(task.eval_splits)
         self.splits: dict[str, list[dict]] = {}
 
