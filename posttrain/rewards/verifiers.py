@@ -1,7 +1,8 @@
-"""Binary verifiers: completion + reference answer -> Verdict(correct, parsed).
+"""Binary verifiers: rewards `reward(example, completion) -> Verdict(correct, parsed)` against `example["answer"]`.
 
 A verifier never raises on model output. An unparseable completion is wrong (`parsed=False`), and rollouts count
-those in the `unparsed` metric. Verifiers are plain callables configured by Hydra (`data.verifier._target_`).
+those in the `unparsed` metric. Verifiers are plain objects configured under their own Hydra group (`conf/reward/`,
+e.g. `reward=gsm8k`) and given to the method (`method.reward`, `method.evaluator.reward`), never to the data.
 """
 from __future__ import annotations
 
@@ -29,16 +30,26 @@ class ArithmeticVerifier:
 
     answer_is_completion = True  # the stripped completion is the extracted answer (SPARK's recycling relies on it)
 
-    def __call__(self, completion: str, answer: str) -> Verdict:
+    def __call__(self, example: dict, completion: str) -> Verdict:
         text = completion.strip()
-        return Verdict(correct=text == answer.strip(), parsed=bool(_INTEGER.fullmatch(text)))
+        return Verdict(correct=text == example["answer"].strip(), parsed=bool(_INTEGER.fullmatch(text)))
+
+
+class ExactMatchVerifier:
+    """Free-text answers (e.g. jsonl SFT data): the stripped completion equals the stripped answer; always parsed."""
+
+    answer_is_completion = True
+
+    def __call__(self, example: dict, completion: str) -> Verdict:
+        return Verdict(correct=completion.strip() == example["answer"].strip(), parsed=True)
 
 
 class GSM8KVerifier:
     """GSM8K style: the number after the last `#### ` in the completion equals the one in the reference answer
     (the reference may be a full GSM8K solution ending in `#### <answer>` or a bare number)."""
 
-    def __call__(self, completion: str, answer: str) -> Verdict:
+    def __call__(self, example: dict, completion: str) -> Verdict:
+        answer = example["answer"]
         predicted = parse_hash_answer(completion)
         if predicted is None or normalize_number(predicted) is None:
             return Verdict(correct=False, parsed=False)
@@ -50,7 +61,8 @@ class BoxedVerifier:
     """MATH style: the last `\\boxed{...}` of the completion against the reference (its own `\\boxed{}`, a
     `####` answer or the bare string); numbers compare by value, anything else by whitespace-free string."""
 
-    def __call__(self, completion: str, answer: str) -> Verdict:
+    def __call__(self, example: dict, completion: str) -> Verdict:
+        answer = example["answer"]
         predicted = parse_boxed(completion)
         if predicted is None:
             return Verdict(correct=False, parsed=False)
