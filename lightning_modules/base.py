@@ -9,7 +9,7 @@ import lightning as L
 from torch import nn
 
 from posttrain.evaluators import GenerationEvaluator
-from posttrain.optim import build_optimizer, build_scheduler
+from posttrain.optim import build_optimizer, build_scheduler, plain_spec
 from posttrain.utils.config import check
 
 
@@ -130,6 +130,10 @@ class PostTrainModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["posttrain"] = {"eval_history": self.eval_history, **self.extra_state()}
+        hyper = checkpoint.get("hyper_parameters", {})
+        for key in ("optimizer", "scheduler"):
+            if key in hyper:
+                hyper[key] = plain_spec(hyper[key])
         prefixes, weights = self.rebuilt_prefixes(), checkpoint.get("state_dict", {})
         for key in [k for k in weights if prefixes and k.startswith(prefixes)]:
             del weights[key]

@@ -43,6 +43,15 @@ def resolve(spec, key: str) -> tuple:
     return target, kwargs
 
 
+def plain_spec(spec):
+    """A spec as a plain `{_target_, **kwargs}` mapping (a Hydra partial becomes one): what checkpoints store, since
+    a partial of Hydra's is not a type `torch.load(weights_only=True)` accepts."""
+    if not isinstance(spec, functools.partial):
+        return spec
+    target = spec.func
+    return {"_target_": f"{target.__module__}.{target.__qualname__}", **spec.keywords}
+
+
 def build_optimizer(params, spec=None, key: str = "method.optimizer") -> torch.optim.Optimizer:
     """The optimizer of `spec` (default AdamW, lr 1e-4) over `params` (tensors or parameter groups)."""
     target, kwargs = resolve(DEFAULT_OPTIMIZER if spec is None else spec, key)

@@ -2,5 +2,6 @@
 from posttrain.rewards.parsing import answers_match, normalize_number, parse_boxed, parse_hash_answer
 from posttrain.rewards.verifiers import ArithmeticVerifier, BoxedVerifier, ExactMatchVerifier, GSM8KVerifier, Verdict
 
-__all__ = ["ArithmeticVerifier", "BoxedVerifier", "ExactMatchVerifier", "GSM8KVerifier", "Verdict", "answers_match", "normalize_number",
+__all__ = ["ArithmeticVerifier", "BoxedVerifier", "ExactMatchVerifier", "GSM8KVerifier",
+           "Verdict", "answers_match", "normalize_number",
            "parse_boxed", "parse_hash_answer"]
