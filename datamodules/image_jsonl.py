@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from PIL import Image
 
 from datamodules.jsonl import DataError, JsonlTask, read_jsonl
-from posttrain.rewards.exact import ExactAnswerVerifier
+from posttrain.rewards import ExactMatchVerifier
 from posttrain.utils.config import check
 
-_VERIFIER = ExactAnswerVerifier()
+_VERIFIER = ExactMatchVerifier(normalize=True)
 
 
 def load_image(path: str, where: str) -> Image.Image:
@@ -43,7 +43,7 @@ class ImageExamples(Sequence):
 
 
 class ImageJsonlTask(JsonlTask):
-    """Image-question pairs from jsonl files; held-out splits are scored by `ExactAnswerVerifier` (normalised match).
+    """Image-question pairs from jsonl files; held-out splits are scored by `ExactMatchVerifier(normalize=True)`.
 
     Examples are `{"image": PIL RGB image, "prompt", "response", "answer", "source": "<jsonl path>:<line>"}`.
 

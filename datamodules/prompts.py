@@ -1,9 +1,10 @@
-"""Prompts with verifiable answers for online methods (RFT, GRPO, NFT).
+"""Prompts with verifiable answers for online methods (RFT, GRPO, NFT, SPARK, PPO).
 
 The same DataModule serves the optional SFT warm-up and the online stage: its training batches are SFT batches
 (`[bos] prompt answer [eos]`, labels on the answer) that also carry left-padded prompts and the raw examples, from
-which an online method draws `num_samples` responses per prompt through `posttrain.generation` (see
-`posttrain.rollouts`). Held-out splits are scored by the configured verifier.
+which an online method draws its responses per prompt through `posttrain.generation` (see `posttrain.rollouts`).
+The data only provides examples: the method is given the reward that scores them (`conf/reward/`) and decides how
+many responses it samples.
 """
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from collections.abc import Mapping
 
 from datamodules.jsonl import JsonlTask
 from datamodules.sft import SFTDataModule
-from posttrain.rewards import ArithmeticVerifier, Verdict
-from posttrain.utils.config import check
 
 
 class JsonlPromptTask(JsonlTask):
@@ -34,23 +33,6 @@ class JsonlPromptTask(JsonlTask):
 
 
 class PromptDataModule(SFTDataModule):
-    """SFTDataModule whose batches also carry generation prompts, scored by a verifier.
-
-    Args (beyond SFTDataModule's):
-        verifier: a callable (completion, answer) -> posttrain.rewards.Verdict; default the arithmetic check.
-        num_samples: K, responses drawn per prompt by online methods (the group size of group statistics).
-    """
+    """SFTDataModule whose training batches also carry generation prompts and the raw examples."""
 
     train_with_prompts = True  # online methods generate from the training prompts
-
-    def __init__(self, tokenizer, task, verifier=None, num_samples: int = 8, **kwargs):
-        super().__init__(tokenizer, task, **kwargs)
-        check(num_samples >= 2, "data.num_samples", f"must be >= 2 (group statistics need a group), got {num_samples}")
-        self.verifier = verifier if verifier is not None else ArithmeticVerifier()
-        self.num_samples = num_samples
-
-    def verify(self, example: dict, completion: str) -> Verdict:
-        return self.verifier(completion, example["answer"])
-
-    def is_correct(self, example: dict, completion: str) -> bool:
-        return self.verify(example, completion).correct

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import torch
 
+from lightning_modules import online
 from lightning_modules import ppo as ppo_lib
 from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.losses.ppo import NORMALIZATIONS, normalize_scores
 from posttrain.models.value_head import ValueModel
+from posttrain.rollouts import collect_rollout
 from posttrain.utils.config import check, check_choice
 
 
 class BTPPOModule(PostTrainModule):
     """Args:
         reward_model: the trained BT reward model, a `ValueModel` (from the run's `reward_model` stage); frozen.
+        reward: the gold `reward(example, completion) -> Verdict` (`conf/reward/`), logged as the rollouts'
+            accuracy and never trained on.
         reward_normalization: "batch" ((r − mean)/std over the rollout batch) or "none" (the raw BT score).
         critic_init: "reward_model" (the RM's backbone, InstructGPT's choice) or "policy"; the value head starts
             at zero.
@@ -29,33 +33,48 @@ class BTPPOModule(PostTrainModule):
     """
 
     record_start_evaluation = True
-    rebuilt_submodules = ppo_lib.FROZEN_SUBMODULES  # π_ref and the reward model: rebuilt by the run
 
-    def __init__(self, model, tokenizer, reward_model=None, reward_normalization: str = "batch",
+    def __init__(self, model, tokenizer, reward_model=None, reward=None, reward_normalization: str = "batch",
                  critic_init: str = "reward_model", ppo: dict | None = None, generation: dict | None = None,
-                 seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+                 seed: int = 0, optimizer=None, scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         check(isinstance(reward_model, ValueModel), "reward_model",
               "BT-PPO needs a scalar reward model (a ValueModel): set the run's reward_model stage (e.g. method "
               f"bt_rm), got {type(reward_model).__name__}")
+        check(reward is not None, "method.reward", "BT-PPO needs the gold reward its accuracy is logged with")
         check_choice(reward_normalization, NORMALIZATIONS, "method.reward_normalization")
-        self.save_hyperparameters(ignore=["model", "tokenizer", "reward_model"])
+        self.save_hyperparameters(ignore=["model", "tokenizer", "reward_model", "reward", "evaluator"])
         self.ppo, self.generation = ppo_lib.settings(ppo, generation)
-        self.reward_normalization, self.seed = reward_normalization, seed
+        self.rollout_settings = ppo_lib.rollout_settings(self.ppo, self.generation)
+        self.reward, self.reward_normalization, self.seed = reward, reward_normalization, seed
         self.automatic_optimization = False
-        self.reward_model = ppo_lib.freeze(reward_model)
-        self.reference = frozen_copy(model)
+        self.add_frozen("reward_model", reward_model, rebuildable=True)
+        self.add_frozen("reference", frozen_copy(model), rebuildable=True)
         self.critic = ppo_lib.build_critic(ppo_lib.critic_source(critic_init, model, reward_model))
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self.processor = online.data_processor(self.trainer)
+
+    def parameter_groups(self) -> list[dict]:
+        return ppo_lib.parameter_groups(self.model, self.critic, self.ppo["critic_lr"])
+
     def configure_optimizers(self):
-        return ppo_lib.configure_optimizers(self)
+        ppo_lib.check_precision(self.trainer, self.ppo["grad_clip"])
+        return super().configure_optimizers()
+
+    def schedule_period(self) -> int:
+        return ppo_lib.schedule_period(self.trainer, self.ppo)
 
     def training_step(self, batch, batch_idx):
-        rollout = ppo_lib.rollout(self, batch, batch_idx)
+        generator = online.step_generator(self, self.seed, batch_idx)
+        rollout = collect_rollout(self.model, batch, self.processor, self.reward, self.rollout_settings, generator)
         rewards = self.bt_rewards(rollout)  # (R,)
         scores = normalize_scores(rewards, self.reward_normalization)  # (R,)
         inputs = ppo_lib.critic_inputs(rollout, None, self.tokenizer.pad_token_id)
-        metrics = ppo_lib.train_on_rollout(self, rollout, scores, inputs, batch_idx)
+        metrics = ppo_lib.train_on_rollout(self, self.critic, self.reference, rollout, scores, inputs, self.ppo,
+                                           self.generation["temperature"],
+                                           online.step_generator(self, self.seed + 1, batch_idx))
         self.log_metrics("train", {"reward": rewards.mean(), "reward_std": rewards.std(correction=0), **metrics,
                                    **ppo_lib.reward_gold_metrics(rewards, rollout.rewards)},
                          batch_size=rollout.num_prompts)

@@ -19,11 +19,11 @@ from posttrain.models.value_head import ValueModel, freeze_unused_lm_head
 class BTRMModule(PostTrainModule):
     record_start_evaluation = True
 
-    def __init__(self, model, tokenizer, optimizer=None, scheduler=None, evaluation=None):
+    def __init__(self, model, tokenizer, optimizer=None, scheduler=None, evaluator=None):
         freeze_unused_lm_head(model)  # the value head reads the hidden states; untied lm-head weights stay as loaded
-        super().__init__(ValueModel(model), tokenizer, optimizer, scheduler, evaluation)
+        super().__init__(ValueModel(model), tokenizer, optimizer, scheduler, evaluator)
         self.model.head.bias.requires_grad_(False)  # L_BT sees only differences r_w − r_l: the bias gets no gradient
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
 
     def rewards(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         chosen = self.model.score(batch["chosen_input_ids"], batch["chosen_attention_mask"])  # (B,)

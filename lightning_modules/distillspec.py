@@ -25,9 +25,12 @@ from lightning_modules.base import PostTrainModule
 from posttrain.generation import generate, speculative_generate
 from posttrain.losses.distillspec import DIVERGENCES, distillspec_loss
 from posttrain.models.forward import IGNORE_INDEX
-from posttrain.utils.config import check, check_choice
+from posttrain.utils.config import check, check_choice, with_defaults
 
 SPEC_MODES = ("greedy", "sample", "lenient")
+GENERATION_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 16}
+SPECULATIVE_DEFAULTS = {"gamma": 4, "modes": ["greedy", "sample"], "temperature": 1.0, "lenience": 1.0,
+                        "num_prompts": 32, "batch_size": 1, "repeats": 3, "max_new_tokens": 16}
 
 
 class DistillSpecModule(PostTrainModule):
@@ -49,8 +52,8 @@ class DistillSpecModule(PostTrainModule):
     def __init__(self, model, tokenizer, teacher=None, divergence: str = "forward_kl", beta: float = 0.5,
                  temperature: float = 1.0, fixed_fraction: float = 0.0, student_fraction: float = 1.0,
                  generation: dict | None = None, speculative: dict | None = None, evaluate_at_start: bool = True,
-                 seed: int = 0, optimizer=None, scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+                 seed: int = 0, optimizer=None, scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         check(teacher is not None, "teacher", "DistillSpec needs a target model: set the run's `teacher` stage")
         check_choice(divergence, DIVERGENCES, "method.divergence")
         check(0 <= beta <= 1, "method.beta", f"must be in [0, 1], got {beta}")
@@ -59,16 +62,15 @@ class DistillSpecModule(PostTrainModule):
         check(0 <= student_fraction <= 1, "method.student_fraction", f"must be in [0, 1], got {student_fraction}")
         check(teacher.config.vocab_size == model.config.vocab_size, "teacher",
               "the target and the draft must share the vocabulary")
-        self.generation_cfg = {"temperature": 1.0, "max_new_tokens": 16, **(generation or {})}
+        self.generation_cfg = with_defaults(generation, GENERATION_DEFAULTS, "method.generation")
         check(self.generation_cfg["temperature"] >= 0, "method.generation.temperature", "must be >= 0")
-        self.spec_cfg = {"gamma": 4, "modes": ["greedy", "sample"], "temperature": 1.0, "lenience": 1.0,
-                         "num_prompts": 32, "batch_size": 1, "repeats": 3, "max_new_tokens": 16, **(speculative or {})}
+        self.spec_cfg = with_defaults(speculative, SPECULATIVE_DEFAULTS, "method.speculative")
         check(self.spec_cfg["gamma"] >= 1, "method.speculative.gamma", "must be >= 1")
         for mode in self.spec_cfg["modes"]:
             check_choice(mode, SPEC_MODES, "method.speculative.modes")
         check(self.spec_cfg["repeats"] >= 1, "method.speculative.repeats", "must be >= 1")
-        self.save_hyperparameters(ignore=["model", "tokenizer", "teacher"])
-        self.teacher = teacher.eval().requires_grad_(False)
+        self.save_hyperparameters(ignore=["model", "tokenizer", "teacher", "evaluator"])
+        self.add_frozen("teacher", teacher, rebuildable=True)  # rebuilt from the run's cached teacher stage
         self.divergence, self.beta, self.temperature = divergence, beta, temperature
         self.fixed_fraction, self.student_fraction, self.seed = fixed_fraction, student_fraction, seed
         self.record_start_evaluation = evaluate_at_start
@@ -116,13 +118,13 @@ class DistillSpecModule(PostTrainModule):
     # ---- evaluation -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        for split in getattr(self.trainer.datamodule, "eval_splits", ()):
+        for split in self.eval_splits():
             if split not in self.eval_acceptance:
                 self.eval_acceptance[split] = MeanMetric()
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         super().validation_step(batch, batch_idx, dataloader_idx)
-        split = self.trainer.datamodule.eval_splits[dataloader_idx]
+        split = self.eval_splits()[dataloader_idx]
         student = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         teacher = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         mask = batch["labels"][:, 1:] != IGNORE_INDEX  # (B, T-1)

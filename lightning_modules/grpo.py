@@ -8,68 +8,102 @@ effect would be the KL term and the extra optimizer steps).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
+from lightning_modules.online import OnlineSettings
 from posttrain.losses.grpo import AGGREGATIONS, grpo_loss
-from posttrain.rollouts import group_advantages, mixed_prompts, policy_logprobs
+from posttrain.rollouts import Rollout, group_advantages, mixed_prompts, policy_logprobs, rollout
 from posttrain.utils.config import check, check_choice
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    """clip_eps: ε of the ratio clip [1 − ε, 1 + ε], > 0.
+    scale_rewards: divide the centred rewards by the group's (population) std (GRPO); false = Dr. GRPO.
+    kl_coef: β of the KL penalty to the frozen initial model; 0 disables it.
+    aggregation: "token-sum" (sum over tokens / C, Dr. GRPO and the NFT paper) or "seq-mean" (GRPO's).
+    filter_groups: skip prompts with all-equal rewards.
+    """
+
+    clip_eps: float = 0.2
+    scale_rewards: bool = True
+    kl_coef: float = 0.0
+    aggregation: str = "token-sum"
+    filter_groups: bool = True
+
+    def __post_init__(self):
+        check(self.clip_eps > 0, "method.clip_eps", f"must be > 0, got {self.clip_eps}")
+        check(self.kl_coef >= 0, "method.kl_coef", f"must be >= 0, got {self.kl_coef}")
+        check_choice(self.aggregation, AGGREGATIONS, "method.aggregation")
 
 
 class GRPOModule(PostTrainModule):
     """Args:
-        clip_eps: ε of the ratio clip [1 − ε, 1 + ε], > 0.
-        scale_rewards: divide the centred rewards by the group's (population) std (GRPO); false = Dr. GRPO.
-        kl_coef: β of the KL penalty to the frozen initial model; 0 disables it (and the reference copy).
-        aggregation: "token-sum" (sum over tokens / C, Dr. GRPO and the NFT paper) or "seq-mean" (GRPO's).
-        filter_groups: skip prompts with all-equal rewards.
+        reward: `reward(example, completion) -> Verdict` scoring the rollouts (`conf/reward/`, e.g. the arithmetic
+            verifier).
+        num_samples: K, answers sampled per prompt (the group of the group statistics), >= 2.
+        clip_eps, scale_rewards, kl_coef, aggregation, filter_groups: `GRPOSettings`; kl_coef > 0 also keeps a
+            frozen copy of the start model as π_ref.
         prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong, max_generation_batches, seed:
-            as for NFT.
+            as for NFT (`lightning_modules.online.online_settings`).
     """
 
     record_start_evaluation = True  # the start model's row, with the same evaluation (incl. sampled accuracy)
 
-    def __init__(self, model, tokenizer, clip_eps: float = 0.2, scale_rewards: bool = True, kl_coef: float = 0.0,
-                 aggregation: str = "token-sum", filter_groups: bool = True, prompts_per_minibatch: int = 16,
-                 normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
-                 truncated_is_wrong: bool = True, max_generation_batches: int = 1, seed: int = 0,
-                 optimizer=None, scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
-        check(clip_eps > 0, "method.clip_eps", f"must be > 0, got {clip_eps}")
-        check(kl_coef >= 0, "method.kl_coef", f"must be >= 0, got {kl_coef}")
-        check_choice(aggregation, AGGREGATIONS, "method.aggregation")
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
-        self.clip_eps, self.scale_rewards, self.kl_coef, self.aggregation = clip_eps, scale_rewards, kl_coef, aggregation
-        self.filter_groups = filter_groups
-        online.configure(self, prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong,
-                         max_generation_batches, seed)
-        self.reference = frozen_copy(model) if kl_coef > 0 else None
+    def __init__(self, model, tokenizer, reward, num_samples: int = 8, clip_eps: float = 0.2,
+                 scale_rewards: bool = True, kl_coef: float = 0.0, aggregation: str = "token-sum",
+                 filter_groups: bool = True, prompts_per_minibatch: int = 16, normalizer: float | None = None,
+                 grad_clip: float | None = 1.0, generation: dict | None = None, truncated_is_wrong: bool = True,
+                 max_generation_batches: int = 1, seed: int = 0, optimizer=None, scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
+        self.save_hyperparameters(ignore=["model", "tokenizer", "reward", "evaluator"])
+        self.reward = reward
+        self.loss_settings = GRPOSettings(clip_eps, scale_rewards, kl_coef, aggregation, filter_groups)
+        self.settings = online.online_settings(num_samples, prompts_per_minibatch, normalizer, grad_clip, generation,
+                                               truncated_is_wrong, max_generation_batches, seed)
+        self.reference = self.add_frozen("reference", frozen_copy(model), rebuildable=True) if kl_coef > 0 else None
+        self.automatic_optimization = False  # several optimizer steps per rollout batch
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self.processor = online.data_processor(self.trainer)
+
+    def on_train_start(self) -> None:
+        self.training_prompts = online.TrainingPrompts.of(self.trainer, self.device)
 
     def training_step(self, batch, batch_idx):
-        grpo_update(self, online.rollout(self, batch, batch_idx))
+        generator = online.step_generator(self, self.settings.seed, batch_idx)
+        samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
+                          self.training_prompts)
+        grpo_update(self, samples, self.loss_settings, self.settings, self.reference)
 
     def schedule_period(self) -> int:
-        return int(self.trainer.estimated_stepping_batches) * online.updates_per_batch(self, self.prompts_per_minibatch)
+        return online.schedule_period(self.trainer, self.settings)
 
 
-def grpo_update(module, rollout, split: str = "train") -> None:
-    """Group-normalised advantages of `rollout` and one clipped-surrogate update (`grpo_loss`) per mini-batch of its
-    kept groups, with the settings `module` holds (clip_eps, scale_rewards, kl_coef, aggregation, filter_groups,
-    reference and those of `online.configure`). Metrics are logged under `split`. SPARK calls it for both of its
-    periods: its loss is this one on other prompts."""
-    k = rollout.num_samples
-    advantages = group_advantages(rollout.grouped(rollout.rewards), scale=module.scale_rewards).flatten()  # (R,)
-    kept = mixed_prompts(rollout) if module.filter_groups else torch.arange(rollout.num_prompts, device=module.device)
-    normalizer = module.normalizer or module.prompts_per_minibatch * k
+def grpo_update(module, samples: Rollout, loss_settings: GRPOSettings, settings: OnlineSettings,
+                reference=None, split: str = "train") -> None:
+    """Group-normalised advantages of `samples` and one clipped-surrogate update (`grpo_loss`) of `module.model`
+    per mini-batch of its kept groups, with a KL to the frozen `reference` when `loss_settings.kl_coef` > 0.
+    Metrics are logged under `split`. SPARK calls it for both of its periods: its loss is this one on other
+    prompts."""
+    grouped = samples.grouped(samples.rewards)  # (P, K)
+    advantages = group_advantages(grouped, scale=loss_settings.scale_rewards).flatten()  # (R,)
+    device = samples.rewards.device
+    kept = mixed_prompts(samples) if loss_settings.filter_groups else torch.arange(samples.num_prompts, device=device)
+    check(loss_settings.kl_coef == 0 or reference is not None, "method.kl_coef", "> 0 needs a reference model")
 
     def loss_of(logp, rows, index):
         ref_logp = None
-        if module.reference is not None:
+        if loss_settings.kl_coef > 0:
             with torch.no_grad():
-                ref_logp = policy_logprobs(module.reference, rows, module.generation["temperature"])  # (B, T-1)
-        return grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"], clip_eps=module.clip_eps,
-                         ref_logp=ref_logp, kl_coef=module.kl_coef, aggregation=module.aggregation,
-                         normalizer=normalizer)
+                ref_logp = policy_logprobs(reference, rows, settings.rollout.temperature)  # (B, T-1)
+        return grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"], clip_eps=loss_settings.clip_eps,
+                         ref_logp=ref_logp, kl_coef=loss_settings.kl_coef, aggregation=loss_settings.aggregation,
+                         normalizer=settings.loss_normalizer)
 
-    online.train_on_prompts(module, rollout, kept, loss_of, split=split)
+    online.train_on_prompts(module, samples, kept, loss_of, settings, split=split)

@@ -1,69 +1,129 @@
-"""Lightning glue the online methods (RFT, GRPO, NFT) share as functions: settings checks, one rollout per
-training batch, a manual optimizer update per mini-batch, and metric averaging. No training logic lives here;
+"""Lightning glue the online methods (RFT, GRPO, NFT, SPARK) share as functions over explicit arguments: their
+checked settings, what they take from the fit (the processor, the training prompts dynamic sampling draws from,
+the batch size), a manual optimizer update per mini-batch, and metric averaging. No training logic lives here;
 each method's `training_step` reads top to bottom in its own module."""
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
-from datamodules.collate import SFTCollator
-from posttrain.rollouts import (Rollout, collect_rollout, concat_rollouts, group_statistics, minibatch_rows,
-                                mixed_prompts, policy_logprobs, sampling_generator, select_prompts)
-from posttrain.utils.config import check
+from posttrain.rollouts import Rollout, RolloutSettings, group_statistics, minibatch_rows, policy_logprobs
+from posttrain.rollouts import sampling_generator
+from posttrain.utils.config import check, with_defaults
 
 GENERATION_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 8}
 
 
 def generation_settings(generation: dict | None) -> dict:
-    """Rollout sampling settings. Only temperature is allowed to reshape the distribution: the training forward
-    divides logits by the same temperature, while top-k/top-p truncation would make π_θ ≠ π_old at R = 1."""
-    cfg = {**GENERATION_DEFAULTS, **(generation or {})}
-    unknown = set(cfg) - set(GENERATION_DEFAULTS)
-    check(not unknown, "method.generation", f"unknown keys {sorted(unknown)}; online methods sample with "
-          f"{sorted(GENERATION_DEFAULTS)} only (top-k/top-p would bias the importance ratios)")
+    """Rollout sampling settings (`method.generation`). Only temperature reshapes the distribution: the training
+    forward divides logits by the same temperature, while top-k/top-p truncation would make π_θ ≠ π_old at R = 1,
+    so they are unknown keys here."""
+    cfg = with_defaults(generation, GENERATION_DEFAULTS, "method.generation")
     check(cfg["temperature"] > 0, "method.generation.temperature", f"must be > 0, got {cfg['temperature']}")
     check(cfg["max_new_tokens"] > 0, "method.generation.max_new_tokens", f"must be > 0, got {cfg['max_new_tokens']}")
     return cfg
 
 
-def rollout(module, batch: dict, batch_idx: int) -> Rollout:
-    """K samples per prompt of the batch from the current policy (settings stored by `configure`), seeded by the
-    position in training.
+@dataclass(frozen=True)
+class OnlineSettings:
+    """What every online method's rollout step and mini-batch updates need.
 
-    Dynamic sampling (the NFT/DAPO papers' refill), when `max_generation_batches` > 1: while fewer than
-    len(batch) prompts have mixed groups (0 < r̂ < 1, the only ones that carry a gradient), another batch of
-    training prompts, drawn at random by the same position-seeded generator (so a resumed run draws the same), is
-    sampled and its mixed groups appended, up to `max_generation_batches` batches in all. The result holds the
-    step's own batch first (its statistics stay unbiased) and then only the added mixed groups, at most enough to
-    reach len(batch) mixed prompts, so every method gets the same number of updates per step.
+    rollout: K, sampling, truncation rule and dynamic sampling budget (`posttrain.rollouts.RolloutSettings`).
+    prompts_per_minibatch: questions per optimizer step (each brings its K answers).
+    normalizer: C, the constant dividing a token-sum loss; None = prompts_per_minibatch * K (`loss_normalizer`).
+    grad_clip: gradient-norm clip per optimizer step; None disables it.
+    seed: seeds the rollouts by position in training (a resumed run draws the same samples).
     """
-    datamodule, generation = module.trainer.datamodule, module.generation
-    generator = sampling_generator(module.device, module.seed, module.current_epoch, batch_idx, module.global_rank)
 
-    def sample(prompts: dict) -> Rollout:
-        return collect_rollout(module.model, prompts, datamodule, num_samples=datamodule.num_samples,
-                               max_new_tokens=generation["max_new_tokens"], temperature=generation["temperature"],
-                               generator=generator, truncated_is_wrong=module.truncated_is_wrong)
+    rollout: RolloutSettings
+    prompts_per_minibatch: int
+    normalizer: float | None
+    grad_clip: float | None
+    seed: int
 
-    first = sample(batch)
-    target, parts = first.num_prompts, [first]
-    missing = target - mixed_prompts(first).numel()
-    while missing > 0 and len(parts) < module.max_generation_batches:
-        train = datamodule.splits["train"]
-        picks = torch.randint(len(train), (target,), generator=generator, device=generator.device).tolist()
-        prompts = SFTCollator(datamodule.encoder, with_prompts=True)([train[i] for i in picks])
-        prompts = {k: v.to(module.device) if torch.is_tensor(v) else v for k, v in prompts.items()}
-        extra = sample(prompts)
-        added = mixed_prompts(extra)[:missing]  # (P',)
-        parts.append(select_prompts(extra, added))
-        missing -= added.numel()
-    return concat_rollouts(parts, datamodule.encoder.pad_id) if len(parts) > 1 else first
+    @property
+    def loss_normalizer(self) -> float:
+        return self.normalizer or self.prompts_per_minibatch * self.rollout.num_samples
 
 
+def online_settings(num_samples: int, prompts_per_minibatch: int, normalizer: float | None, grad_clip: float | None,
+                    generation: dict | None, truncated_is_wrong: bool, max_generation_batches: int,
+                    seed: int) -> OnlineSettings:
+    """The checked settings of an online method's constructor arguments (`method.<name>` in errors)."""
+    check(num_samples >= 2, "method.num_samples", f"must be >= 2 (group statistics need a group), got {num_samples}")
+    check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
+    check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
+    check(grad_clip is None or grad_clip >= 0, "method.grad_clip", f"must be >= 0 or null, got {grad_clip}")
+    check(max_generation_batches >= 1, "method.max_generation_batches",
+          f"must be >= 1 (1 = no dynamic sampling), got {max_generation_batches}")
+    generation = generation_settings(generation)
+    rollout = RolloutSettings(num_samples=num_samples, temperature=generation["temperature"],
+                              max_new_tokens=generation["max_new_tokens"], truncated_is_wrong=truncated_is_wrong,
+                              max_generation_batches=max_generation_batches)
+    return OnlineSettings(rollout=rollout, prompts_per_minibatch=prompts_per_minibatch, normalizer=normalizer,
+                          grad_clip=grad_clip, seed=seed)
+
+
+# ---- what an online method takes from the fit -----------------------------------------------------------------
+def data_processor(trainer):
+    """The processor that encodes the fit's examples (today the DataModule's text `Encoder`): rollouts decode and
+    pack with it, SPARK encodes its recycled prompts and judge questions with it. The one attribute an online
+    method reads from the data side besides its batches."""
+    return trainer.datamodule.encoder
+
+
+class TrainingPrompts:
+    """Dynamic sampling's refill: `draw(n, generator)` -> a batch of n training examples picked uniformly at random
+    by `generator`, collated exactly as the step's own batches are, on `device`.
+
+    It holds the fit's training dataloader's own dataset and collate function (`of(trainer, device)`), so the
+    refill draws from the same examples as the batches, encoded the same way, whatever DataModule (or plain
+    dataloader) the fit was given, and nothing of the DataModule is read.
+    """
+
+    def __init__(self, dataset: Sequence[dict], collate, device):
+        self.dataset, self.collate, self.device = dataset, collate, device
+
+    @classmethod
+    def of(cls, trainer, device) -> TrainingPrompts:
+        loader = trainer.train_dataloader
+        return cls(loader.dataset, loader.collate_fn, device)
+
+    def __call__(self, n: int, generator: torch.Generator) -> dict:
+        picks = torch.randint(len(self.dataset), (n,), generator=generator, device=generator.device).tolist()
+        batch = self.collate([self.dataset[i] for i in picks])
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def batch_size(trainer) -> int:
+    """Prompts per training batch, from the fit's training dataloader (set up first if the fit has not yet)."""
+    trainer.estimated_stepping_batches  # noqa: B018 -- sets up the training dataloader when called before the fit loop
+    return trainer.train_dataloader.batch_size
+
+
+def updates_per_batch(trainer, prompts_per_minibatch: int) -> int:
+    """The most mini-batch updates one rollout batch can make (fewer when groups are filtered out)."""
+    return max(1, math.ceil(batch_size(trainer) / prompts_per_minibatch))
+
+
+def schedule_period(trainer, settings: OnlineSettings) -> int:
+    """Optimizer steps of the run: every rollout batch makes up to `updates_per_batch` of them."""
+    return int(trainer.estimated_stepping_batches) * updates_per_batch(trainer, settings.prompts_per_minibatch)
+
+
+def step_generator(module, seed: int, batch_idx: int) -> torch.Generator:
+    """The rollout generator of this training step, seeded by its position (a resumed run draws the same)."""
+    return sampling_generator(module.device, seed, module.current_epoch, batch_idx, module.global_rank)
+
+
+# ---- updates ----------------------------------------------------------------------------------------------------
 def update(module, loss: torch.Tensor, grad_clip: float | None) -> None:
-    """One optimizer step on `loss`: backward, clip the gradient norm, step, advance the schedule."""
+    """One optimizer step of `module` (manual optimisation) on `loss`: backward, clip the gradient norm, step,
+    advance the schedule."""
     optimizer = module.optimizers()
     optimizer.zero_grad()
     module.manual_backward(loss)
@@ -73,44 +133,26 @@ def update(module, loss: torch.Tensor, grad_clip: float | None) -> None:
     module.lr_schedulers().step()
 
 
-def configure(module, prompts_per_minibatch: int, normalizer: float | None, grad_clip: float | None,
-              generation: dict | None, truncated_is_wrong: bool, max_generation_batches: int, seed: int) -> None:
-    """Checks and stores the settings every online method has; optimisation becomes manual (several optimizer
-    steps per rollout batch)."""
-    check(prompts_per_minibatch >= 1, "method.prompts_per_minibatch", f"must be >= 1, got {prompts_per_minibatch}")
-    check(normalizer is None or normalizer > 0, "method.normalizer", f"must be > 0 or null, got {normalizer}")
-    check(max_generation_batches >= 1, "method.max_generation_batches",
-          f"must be >= 1 (1 = no dynamic sampling), got {max_generation_batches}")
-    module.automatic_optimization = False
-    module.prompts_per_minibatch, module.normalizer, module.grad_clip = prompts_per_minibatch, normalizer, grad_clip
-    module.generation = generation_settings(generation)
-    module.truncated_is_wrong, module.max_generation_batches, module.seed = (truncated_is_wrong,
-                                                                             max_generation_batches, seed)
-
-
-def updates_per_batch(module, prompts_per_minibatch: int) -> int:
-    """The most mini-batch updates one rollout batch can make (fewer when groups are filtered out)."""
-    return max(1, math.ceil(module.trainer.datamodule.batch_size / prompts_per_minibatch))
-
-
-def train_on_prompts(module, rollout: Rollout, kept: torch.Tensor, loss_of, split: str = "train") -> None:
-    """One optimizer update per mini-batch of the kept prompts' samples, then the step's metrics (as `<split>/...`;
-    a method with a second rollout per step, e.g. SPARK's reward period, logs it under its own prefix).
+def train_on_prompts(module, rollout: Rollout, kept: torch.Tensor, loss_of, settings: OnlineSettings,
+                     split: str = "train") -> None:
+    """One optimizer update of `module.model` per mini-batch of the kept prompts' samples, then the step's metrics
+    (as `<split>/...`; a method with a second rollout per step, e.g. SPARK's reward period, logs it under its own
+    prefix).
 
     `loss_of(logp, rows, index)` is the method's loss on one mini-batch: logp (B, T-1) are the policy's log-probs of
     the sampled tokens (with gradient), rows the mini-batch's rollout tensors, index its rows in the rollout (B,).
     """
     throughput, parts = Throughput(rollout), []
-    for index in minibatch_rows(kept, rollout.num_samples, module.prompts_per_minibatch):
+    for index in minibatch_rows(kept, rollout.num_samples, settings.prompts_per_minibatch):
         rows = rollout.rows(index)
-        logp = policy_logprobs(module.model, rows, module.generation["temperature"])  # (B, T-1)
+        logp = policy_logprobs(module.model, rows, settings.rollout.temperature)  # (B, T-1)
         loss, metrics = loss_of(logp, rows, index)
-        update(module, loss, module.grad_clip)
+        update(module, loss, settings.grad_clip)
         throughput.add(rows)
         parts.append({"loss": loss.detach(), **metrics})
     module.log_metrics(split, {**group_statistics(rollout), **mean_metrics(parts),
-                                 "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
-                                 **throughput.metrics()}, batch_size=rollout.num_prompts)
+                               "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
+                               **throughput.metrics()}, batch_size=rollout.num_prompts)
 
 
 def mean_metrics(parts: list[dict]) -> dict:

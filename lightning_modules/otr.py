@@ -26,14 +26,14 @@ class OTRModule(PostTrainModule):
 
     def __init__(self, model, tokenizer, k: int = 8, temperature: float = 1.5, beta: float = -0.1,
                  normalization: str = "sequence", estimator: str = "sampled", seed: int = 0, optimizer=None,
-                 scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+                 scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         check(isinstance(k, int) and k >= 1, "method.k", f"must be an int >= 1, got {k!r}")
         check(temperature > 0, "method.temperature", f"must be > 0, got {temperature}")
         check(beta < 1, "method.beta", f"must be < 1 (the reward of a match is 1), got {beta}")
         check_choice(normalization, NORMALIZATIONS, "method.normalization")
         check_choice(estimator, ESTIMATORS, "method.estimator")
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
         self.k, self.temperature, self.beta, self.seed = k, float(temperature), float(beta), seed
         self.normalization, self.estimator = normalization, estimator
 

@@ -20,14 +20,15 @@ import torch
 import torch.distributed as dist
 
 from datamodules.collate import Encoder
+from lightning_modules import online
 from lightning_modules import ppo as ppo_lib
 from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.generation import generate
 from posttrain.losses.ppo import NORMALIZATIONS, PAIRWISE_TRANSFORMS, normalize_scores, pairwise_score
 from posttrain.models.value_head import ValueModel
 from posttrain.rewards.judges import PAIRWISE_TEMPLATE, PAIRWISE_VERDICTS, PairwiseJudge, verdict_token_ids
-from posttrain.rollouts import response_tokens
-from posttrain.utils.config import ConfigError, check, check_choice
+from posttrain.rollouts import collect_rollout, response_tokens
+from posttrain.utils.config import ConfigError, check, check_choice, check_keys
 
 ANCHORS = ("reference_sample", "ground_truth")
 CRITIC_TEMPLATE = "{prompt}|B:{anchor}|A:"  # the judge's fields, anchor first so the response can follow
@@ -36,9 +37,7 @@ JUDGE_KEYS = ("template", "verdicts")
 
 def judge_settings(judge: dict | None, tokenizer) -> dict:
     """`method.judge` checked against the tokenizer, defaults filled in: {template, verdicts}."""
-    judge = dict(judge or {})
-    for key in judge:
-        check(key in JUDGE_KEYS, f"method.judge.{key}", f"unknown key; known: {list(JUDGE_KEYS)}")
+    judge = check_keys(judge, JUDGE_KEYS, "method.judge")
     judge = {k: v for k, v in judge.items() if v is not None}  # null: a reward_model method without the key
     cfg = {"template": PAIRWISE_TEMPLATE, "verdicts": list(PAIRWISE_VERDICTS), **judge}
     for field in ("{prompt}", "{a}", "{b}"):
@@ -55,6 +54,8 @@ def judge_settings(judge: dict | None, tokenizer) -> dict:
 class PairwiseRLModule(PostTrainModule):
     """Args:
         reward_model: the trained generative judge LM (from the run's `reward_model` stage); frozen here.
+        reward: the gold `reward(example, completion) -> Verdict` (`conf/reward/`), logged as the rollouts' and the
+            anchors' accuracy and never trained on.
         anchor: "reference_sample" (π_ref's response, cached per prompt) or "ground_truth" (the data's response).
         anchor_temperature: 0 = π_ref's greedy response; > 0 = one sample at this temperature.
         reward_transform: "centered" (r_pair − ½), "raw" (r_pair) or "logit" (log-odds).
@@ -71,19 +72,19 @@ class PairwiseRLModule(PostTrainModule):
     """
 
     record_start_evaluation = True
-    rebuilt_submodules = ppo_lib.FROZEN_SUBMODULES  # π_ref and the reward model: rebuilt by the run
 
-    def __init__(self, model, tokenizer, reward_model=None, anchor: str = "reference_sample",
+    def __init__(self, model, tokenizer, reward_model=None, reward=None, anchor: str = "reference_sample",
                  anchor_temperature: float = 0.0, reward_transform: str = "centered",
                  reward_normalization: str = "none", critic_anchor: bool = True,
                  critic_template: str = CRITIC_TEMPLATE, critic_init: str = "reward_model", judge: dict | None = None,
                  ppo: dict | None = None, generation: dict | None = None, seed: int = 0, optimizer=None,
-                 scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+                 scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         check(reward_model is not None, "reward_model",
               "pairwise PPO needs a judge: set the run's reward_model stage (e.g. method pairwise_rm)")
         check(not isinstance(reward_model, ValueModel), "reward_model",
               "pairwise PPO needs a generative judge LM, got a scalar ValueModel (use experiment=bt_ppo)")
+        check(reward is not None, "method.reward", "pairwise PPO needs the gold reward its accuracy is logged with")
         check_choice(anchor, ANCHORS, "method.anchor")
         check(anchor_temperature >= 0, "method.anchor_temperature", f"must be >= 0, got {anchor_temperature}")
         check_choice(reward_transform, PAIRWISE_TRANSFORMS, "method.reward_transform")
@@ -91,25 +92,39 @@ class PairwiseRLModule(PostTrainModule):
         for field in ("{prompt}", "{anchor}"):
             check(field in critic_template, "method.critic_template", f"must contain {field}, got {critic_template!r}")
         self.judge_cfg = judge_settings(judge, tokenizer)
-        self.save_hyperparameters(ignore=["model", "tokenizer", "reward_model"])
+        self.save_hyperparameters(ignore=["model", "tokenizer", "reward_model", "reward", "evaluator"])
         self.ppo, self.generation = ppo_lib.settings(ppo, generation)
+        self.rollout_settings = ppo_lib.rollout_settings(self.ppo, self.generation)
+        self.reward = reward
         self.anchor, self.anchor_temperature, self.reward_transform = anchor, anchor_temperature, reward_transform
         self.reward_normalization = reward_normalization
         self.critic_anchor, self.critic_template, self.seed = critic_anchor, critic_template, seed
         self.automatic_optimization = False
-        self.reward_model = ppo_lib.freeze(reward_model)
-        self.reference = frozen_copy(model)
+        self.add_frozen("reward_model", reward_model, rebuildable=True)
+        self.add_frozen("reference", frozen_copy(model), rebuildable=True)
         self.critic = ppo_lib.build_critic(ppo_lib.critic_source(critic_init, model, reward_model))
         self.anchors: dict[str, str] = {}  # prompt -> anchor response, kept in the checkpoint
         # the encoder the reward-model stage trained the judge with (PairwiseRMModule's), not the policy data's
         encoder = Encoder(tokenizer, max_length=tokenizer.model_max_length)
         self.judge = PairwiseJudge(self.reward_model, encoder, **self.judge_cfg)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self.processor = online.data_processor(self.trainer)
+
+    def parameter_groups(self) -> list[dict]:
+        return ppo_lib.parameter_groups(self.model, self.critic, self.ppo["critic_lr"])
+
     def configure_optimizers(self):
-        return ppo_lib.configure_optimizers(self)
+        ppo_lib.check_precision(self.trainer, self.ppo["grad_clip"])
+        return super().configure_optimizers()
+
+    def schedule_period(self) -> int:
+        return ppo_lib.schedule_period(self.trainer, self.ppo)
 
     def training_step(self, batch, batch_idx):
-        rollout = ppo_lib.rollout(self, batch, batch_idx)
+        generator = online.step_generator(self, self.seed, batch_idx)
+        rollout = collect_rollout(self.model, batch, self.processor, self.reward, self.rollout_settings, generator)
         k = rollout.num_samples
         prompts = [e["prompt"] for e in batch["examples"] for _ in range(k)]
         anchors = [a for a in self.anchor_responses(batch) for _ in range(k)]
@@ -117,9 +132,10 @@ class PairwiseRLModule(PostTrainModule):
         win = self.win_probability(prompts, responses, anchors)  # (R,)
         scores = normalize_scores(pairwise_score(win, self.reward_transform), self.reward_normalization)  # (R,)
         inputs = ppo_lib.critic_inputs(rollout, self.critic_prefixes(prompts, anchors), self.tokenizer.pad_token_id)
-        metrics = ppo_lib.train_on_rollout(self, rollout, scores, inputs, batch_idx)
-        datamodule = self.trainer.datamodule
-        anchor_correct = [datamodule.verify(e, a).correct for e, a in zip(batch["examples"], anchors[::k])]
+        metrics = ppo_lib.train_on_rollout(self, self.critic, self.reference, rollout, scores, inputs, self.ppo,
+                                           self.generation["temperature"],
+                                           online.step_generator(self, self.seed + 1, batch_idx))
+        anchor_correct = [self.reward(e, a).correct for e, a in zip(batch["examples"], anchors[::k])]
         self.log_metrics("train", {"reward": win.mean(), "win_rate": (win > 0.5).float().mean(), **metrics,
                                    **ppo_lib.reward_gold_metrics(win, rollout.rewards),
                                    "anchor_accuracy": sum(anchor_correct) / len(anchor_correct)},

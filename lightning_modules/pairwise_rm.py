@@ -58,9 +58,9 @@ class PairwiseRMModule(PostTrainModule):
 
     def __init__(self, model, tokenizer, template: str = PAIRWISE_TEMPLATE,
                  verdicts: Sequence[str] = PAIRWISE_VERDICTS, swap_augmentation: bool = True, seed: int = 0,
-                 optimizer=None, scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
+                 optimizer=None, scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
+        self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
         self.judge = PairwiseJudge(model, Encoder(tokenizer), template, verdicts)
         self.swap_augmentation, self.seed = swap_augmentation, seed
 

@@ -2,9 +2,9 @@
 one optimizer with a policy and a critic parameter group, and the PPO update of one rollout batch. Each method's
 `training_step` (rollout -> sequence scores -> critic inputs -> `train_on_rollout`) reads in its own module.
 
-The frozen networks (π_ref as `module.reference`, the reward model as `module.reward_model`) never require a
-gradient, so they are outside the optimizer and outside DDP's gradient sync, and they are left out of checkpoints
-(`FROZEN_SUBMODULES`, the modules' `rebuilt_submodules`): a resumed run rebuilds them from the same cached stages.
+The frozen networks (π_ref as `module.reference`, the reward model as `module.reward_model`) are the module's
+rebuildable frozen copies (`PostTrainModule.add_frozen`): outside the optimizer and DDP's gradient sync, and left
+out of checkpoints, since a resumed run rebuilds them from the same cached stages.
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from datamodules.collate import pack
+from lightning_modules import online
 from lightning_modules.online import generation_settings
 from posttrain.losses.ppo import gae, kl_penalized_rewards, ppo_loss, whiten
 from posttrain.models.forward import IGNORE_INDEX
 from posttrain.models.value_head import ValueModel, freeze_unused_lm_head
-from posttrain.optim import build_optimizer, build_scheduler
-from posttrain.rollouts import Rollout, collect_rollout, policy_logprobs, response_tokens, sampling_generator
-from posttrain.utils.config import check, check_choice
+from posttrain.rollouts import Rollout, RolloutSettings, policy_logprobs, response_tokens
+from posttrain.utils.config import check, check_choice, with_defaults
 
 PPO_DEFAULTS = {
     "num_samples": 4,           # responses per prompt per rollout step
@@ -37,14 +37,11 @@ PPO_DEFAULTS = {
     "critic_lr": 1.0e-4,        # learning rate of the critic's parameter group
 }
 CRITIC_INITS = ("policy", "reward_model")
-FROZEN_SUBMODULES = ("reference", "reward_model")
 
 
 def settings(ppo: dict | None, generation: dict | None) -> tuple[dict, dict]:
     """The checked PPO and rollout settings (`method.ppo`, `method.generation`), defaults filled in."""
-    cfg = {**PPO_DEFAULTS, **(ppo or {})}
-    unknown = set(cfg) - set(PPO_DEFAULTS)
-    check(not unknown, "method.ppo", f"unknown keys {sorted(unknown)}; known: {sorted(PPO_DEFAULTS)}")
+    cfg = with_defaults(ppo, PPO_DEFAULTS, "method.ppo")
     for key in ("num_samples", "minibatch_size", "epochs"):
         check(int(cfg[key]) >= 1, f"method.ppo.{key}", f"must be >= 1, got {cfg[key]}")
     check(cfg["clip_eps"] > 0, "method.ppo.clip_eps", f"must be > 0, got {cfg['clip_eps']}")
@@ -59,10 +56,6 @@ def settings(ppo: dict | None, generation: dict | None) -> tuple[dict, dict]:
     check(cfg["critic_lr"] > 0, "method.ppo.critic_lr", f"must be > 0, got {cfg['critic_lr']}")
     gen = generation_settings(generation)
     return cfg, gen
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    return model.eval().requires_grad_(False)
 
 
 def build_critic(source: nn.Module) -> ValueModel:
@@ -80,44 +73,37 @@ def critic_source(init: str, model: nn.Module, reward_model: nn.Module) -> nn.Mo
     return model if init == "policy" else reward_model
 
 
-def check_precision(module) -> None:
+def check_precision(trainer, grad_clip: float | None) -> None:
     """Rejects a loss-scaling precision (16-mixed) with `ppo.grad_clip`: `update` clips right after
     `manual_backward`, where the gradients are still multiplied by the scaler's factor, so the clip would act on the
     scaled norm."""
-    scaler = getattr(module.trainer.precision_plugin, "scaler", None)
-    check(scaler is None or not module.ppo["grad_clip"], "trainer.precision",
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    check(scaler is None or not grad_clip, "trainer.precision",
           "16-mixed scales the loss, and PPO's per-network clip (method.ppo.grad_clip) would clip the scaled "
           "gradients; use bf16-mixed or 32-true, or method.ppo.grad_clip=null")
 
 
-def configure_optimizers(module) -> dict:
-    """One optimizer, two parameter groups: the policy at `optimizer.lr` and the critic at `ppo.critic_lr`; one
+def parameter_groups(model: nn.Module, critic: nn.Module, critic_lr: float) -> list[dict]:
+    """Two parameter groups of one optimizer: the policy at `optimizer.lr` and the critic at `ppo.critic_lr`; one
     optimizer step per mini-batch updates both (so `global_step` counts PPO updates)."""
-    check_precision(module)
-    policy = [p for p in module.model.parameters() if p.requires_grad]
-    critic = [p for p in module.critic.parameters() if p.requires_grad]
-    groups = [{"params": policy, "name": "policy"}, {"params": critic, "name": "critic", "lr": module.ppo["critic_lr"]}]
-    optimizer = build_optimizer(groups, **module.optimizer_cfg)
-    scheduler = build_scheduler(optimizer, schedule_period(module), **module.scheduler_cfg)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    policy = [p for p in model.parameters() if p.requires_grad]
+    values = [p for p in critic.parameters() if p.requires_grad]
+    return [{"params": policy, "name": "policy"}, {"params": values, "name": "critic", "lr": critic_lr}]
 
 
-def updates_per_batch(module) -> int:
-    rows = module.trainer.datamodule.batch_size * module.ppo["num_samples"]
-    return module.ppo["epochs"] * -(-rows // module.ppo["minibatch_size"])
+def updates_per_batch(trainer, ppo: dict) -> int:
+    rows = online.batch_size(trainer) * ppo["num_samples"]
+    return ppo["epochs"] * -(-rows // ppo["minibatch_size"])
 
 
-def schedule_period(module) -> int:
-    return int(module.trainer.estimated_stepping_batches) * updates_per_batch(module)
+def schedule_period(trainer, ppo: dict) -> int:
+    return int(trainer.estimated_stepping_batches) * updates_per_batch(trainer, ppo)
 
 
-def rollout(module, batch: dict, batch_idx: int) -> Rollout:
-    """`ppo.num_samples` responses per prompt of the batch from the current policy, gold-verified (the verifier's
-    reward is logged as accuracy, never trained on), seeded by the position in training."""
-    generator = sampling_generator(module.device, module.seed, module.current_epoch, batch_idx, module.global_rank)
-    return collect_rollout(module.model, batch, module.trainer.datamodule, num_samples=module.ppo["num_samples"],
-                           max_new_tokens=module.generation["max_new_tokens"],
-                           temperature=module.generation["temperature"], generator=generator)
+def rollout_settings(ppo: dict, generation: dict) -> RolloutSettings:
+    """`ppo.num_samples` responses per prompt at the rollout temperature; no dynamic sampling."""
+    return RolloutSettings(num_samples=ppo["num_samples"], temperature=generation["temperature"],
+                           max_new_tokens=generation["max_new_tokens"])
 
 
 def critic_inputs(rollout: Rollout, prefixes: list[list[int]] | None, pad_id: int) -> dict:
@@ -160,25 +146,24 @@ def chunks(total: int, size: int, device) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def rollout_statistics(module, rollout: Rollout, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def rollout_statistics(reference: nn.Module, critic: nn.Module, rollout: Rollout, inputs: dict, minibatch_size: int,
+                       temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """log π_ref of the sampled tokens and the critic's rollout-time values: (R, T-1) each, in mini-batch chunks."""
     ref_parts, value_parts = [], []
     full = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask, "labels": rollout.labels}
-    for index in chunks(rollout.input_ids.shape[0], module.ppo["minibatch_size"], module.device):
-        ref_parts.append(policy_logprobs(module.reference, {k: v[index] for k, v in full.items()},
-                                         module.generation["temperature"]))  # (b, T-1)
+    for index in chunks(rollout.input_ids.shape[0], minibatch_size, rollout.input_ids.device):
+        ref_parts.append(policy_logprobs(reference, {k: v[index] for k, v in full.items()}, temperature))  # (b, T-1)
         rows = {k: v[index] for k, v in inputs.items()}
-        value_parts.append(critic_values(module.critic, rows, rollout.mask[index]))  # (b, T-1)
+        value_parts.append(critic_values(critic, rows, rollout.mask[index]))  # (b, T-1)
     return torch.cat(ref_parts), torch.cat(value_parts)
 
 
-def update(module, loss: torch.Tensor) -> None:
-    """One optimizer step of both networks; each network's gradient norm is clipped on its own, so the critic's
-    (often larger) gradient never shrinks the policy's step."""
+def update(module, loss: torch.Tensor, clip: float | None) -> None:
+    """One optimizer step of both networks (manual optimisation of `module`); each parameter group's gradient
+    norm is clipped on its own, so the critic's (often larger) gradient never shrinks the policy's step."""
     optimizer = module.optimizers()
     optimizer.zero_grad()
     module.manual_backward(loss)
-    clip = module.ppo["grad_clip"]
     if clip:
         for group in optimizer.param_groups:
             torch.nn.utils.clip_grad_norm_(group["params"], clip)
@@ -186,30 +171,32 @@ def update(module, loss: torch.Tensor) -> None:
     module.lr_schedulers().step()
 
 
-def train_on_rollout(module, rollout: Rollout, scores: torch.Tensor, inputs: dict, batch_idx: int) -> dict:
-    """PPO on one rollout batch: KL-penalised token rewards from `scores` (R,), GAE on the critic's values, then
-    `ppo.epochs` passes of shuffled mini-batches, one optimizer step each. Returns the step's metrics."""
-    cfg, mask = module.ppo, rollout.mask
-    ref_logp, values_old = rollout_statistics(module, rollout, inputs)  # (R, T-1) each
+def train_on_rollout(module, critic: nn.Module, reference: nn.Module, rollout: Rollout, scores: torch.Tensor,
+                     inputs: dict, cfg: dict, temperature: float, generator: torch.Generator) -> dict:
+    """PPO of `module.model` and `critic` on one rollout batch: KL-penalised token rewards from `scores` (R,) against
+    the frozen `reference`, GAE on the critic's values, then `cfg["epochs"]` passes of mini-batches shuffled by
+    `generator`, one optimizer step of `module` each. `cfg` is the checked `method.ppo` (`settings`). Returns the
+    step's metrics."""
+    mask = rollout.mask
+    ref_logp, values_old = rollout_statistics(reference, critic, rollout, inputs, cfg["minibatch_size"],
+                                              temperature)  # (R, T-1) each
     rewards = kl_penalized_rewards(rollout.old_logps, ref_logp, scores, mask, cfg["kl_coef"])  # (R, T-1)
     advantages, returns = gae(rewards, values_old, mask, cfg["gamma"], cfg["lam"])  # (R, T-1) each
     if cfg["whiten_advantages"]:
         advantages = whiten(advantages, mask)
-    generator = sampling_generator(module.device, module.seed + 1, module.current_epoch, batch_idx,
-                                   module.global_rank)
     parts = []
     for _ in range(cfg["epochs"]):
         order = torch.randperm(rollout.input_ids.shape[0], generator=generator, device=generator.device)
         for index in order.split(cfg["minibatch_size"]):
             rows = rollout.rows(index)
             steps = rows["mask"].shape[1]
-            logp = policy_logprobs(module.model, rows, module.generation["temperature"])  # (b, steps)
-            values = critic_values(module.critic, critic_rows(inputs, index), rows["mask"])  # (b, steps)
+            logp = policy_logprobs(module.model, rows, temperature)  # (b, steps)
+            values = critic_values(critic, critic_rows(inputs, index), rows["mask"])  # (b, steps)
             loss, metrics = ppo_loss(logp, rows["old_logps"], advantages[index, :steps], values,
                                      values_old[index, :steps], returns[index, :steps], rows["mask"],
                                      clip_eps=cfg["clip_eps"], value_clip=cfg["value_clip"],
                                      value_coef=cfg["value_coef"])
-            update(module, loss)
+            update(module, loss, cfg["grad_clip"])
             parts.append({"loss": loss.detach(), **metrics})
     kl = ((rollout.old_logps - ref_logp) * mask).sum(-1)  # (R,) sequence KL estimate
     return {**{k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]},

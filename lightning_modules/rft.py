@@ -1,6 +1,6 @@
 """RFT: rejection-sampling fine-tuning (Yuan et al., arXiv 2308.01825), the supervised baseline of the NFT paper.
 
-Each training batch of prompts is one rollout step: the current model samples K answers per prompt, the verifier
+Each training batch of prompts is one rollout step: the current model samples K answers per prompt, the reward
 keeps the correct ones, and the model does maximum likelihood on them in mini-batches of whole groups (wrong
 answers are discarded). With `filter_groups` (default, as in the NFT paper's RFT run, which shares NFT's
 pipeline) prompts whose answers are all right or all wrong are skipped too.
@@ -12,11 +12,13 @@ import torch
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule
 from posttrain.losses.rft import rft_loss
-from posttrain.rollouts import mixed_prompts
+from posttrain.rollouts import mixed_prompts, rollout
 
 
 class RFTModule(PostTrainModule):
     """Args:
+        reward: `reward(example, completion) -> Verdict` scoring the rollouts (`conf/reward/`).
+        num_samples: K, answers sampled per prompt, >= 2.
         filter_groups: skip prompts with all-equal rewards (the NFT paper's pipeline); false keeps every correct
             answer, including those of all-correct prompts.
         prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong, max_generation_batches, seed:
@@ -25,29 +27,37 @@ class RFTModule(PostTrainModule):
 
     record_start_evaluation = True  # the start model's row, with the same evaluation (incl. sampled accuracy)
 
-    def __init__(self, model, tokenizer, filter_groups: bool = True, prompts_per_minibatch: int = 16,
-                 normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
-                 truncated_is_wrong: bool = True, max_generation_batches: int = 1, seed: int = 0,
-                 optimizer=None, scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
-        self.filter_groups = filter_groups
-        online.configure(self, prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong,
-                         max_generation_batches, seed)
+    def __init__(self, model, tokenizer, reward, num_samples: int = 8, filter_groups: bool = True,
+                 prompts_per_minibatch: int = 16, normalizer: float | None = None, grad_clip: float | None = 1.0,
+                 generation: dict | None = None, truncated_is_wrong: bool = True, max_generation_batches: int = 1,
+                 seed: int = 0, optimizer=None, scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
+        self.save_hyperparameters(ignore=["model", "tokenizer", "reward", "evaluator"])
+        self.reward, self.filter_groups = reward, filter_groups
+        self.settings = online.online_settings(num_samples, prompts_per_minibatch, normalizer, grad_clip, generation,
+                                               truncated_is_wrong, max_generation_batches, seed)
+        self.automatic_optimization = False  # several optimizer steps per rollout batch
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        self.processor = online.data_processor(self.trainer)
+
+    def on_train_start(self) -> None:
+        self.training_prompts = online.TrainingPrompts.of(self.trainer, self.device)
 
     def training_step(self, batch, batch_idx):
-        rollout = online.rollout(self, batch, batch_idx)
-        k = rollout.num_samples
+        generator = online.step_generator(self, self.settings.seed, batch_idx)
+        samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
+                          self.training_prompts)
         if self.filter_groups:
-            kept = mixed_prompts(rollout)
+            kept = mixed_prompts(samples)
         else:  # prompts with at least one correct answer
-            kept = torch.nonzero(rollout.grouped(rollout.rewards).amax(-1) > 0).flatten()
-        normalizer = self.normalizer or self.prompts_per_minibatch * k
+            kept = torch.nonzero(samples.grouped(samples.rewards).amax(-1) > 0).flatten()
 
         def loss_of(logp, rows, index):
-            return rft_loss(logp, rows["rewards"], rows["mask"], normalizer=normalizer)
+            return rft_loss(logp, rows["rewards"], rows["mask"], normalizer=self.settings.loss_normalizer)
 
-        online.train_on_prompts(self, rollout, kept, loss_of)
+        online.train_on_prompts(self, samples, kept, loss_of, self.settings)
 
     def schedule_period(self) -> int:
-        return int(self.trainer.estimated_stepping_batches) * online.updates_per_batch(self, self.prompts_per_minibatch)
+        return online.schedule_period(self.trainer, self.settings)

@@ -7,9 +7,9 @@ from posttrain.models.forward import label_logprobs
 
 
 class SFTModule(PostTrainModule):
-    def __init__(self, model, tokenizer, optimizer=None, scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
+    def __init__(self, model, tokenizer, optimizer=None, scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
+        self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
 
     def training_step(self, batch, batch_idx):
         logps, mask = label_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])  # (B, T-1)

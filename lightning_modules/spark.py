@@ -35,14 +35,12 @@ from torchmetrics.aggregation import CatMetric
 from datamodules.collate import left_pad
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
-from lightning_modules.grpo import grpo_update
-from posttrain.generation import generate
-from posttrain.losses.grpo import AGGREGATIONS
+from lightning_modules.grpo import GRPOSettings, grpo_update
 from posttrain.metrics import expected_calibration_error
 from posttrain.rewards import recycling
 from posttrain.rewards.self_judge import SelfJudge, balanced_accuracy, self_reflection
-from posttrain.rollouts import collect_rollout, response_tokens, sampling_generator
-from posttrain.utils.config import check, check_choice
+from posttrain.rollouts import collect_rollout, response_tokens, rollout, sampling_generator
+from posttrain.utils.config import check, with_defaults
 
 JUDGE_EVAL_DEFAULTS = {"split": "val", "size": 200, "samples": 4, "rounds": 3}
 REWARD_STREAM = 1_000_003  # offsets the reward period's sampling seed from the infer period's
@@ -84,6 +82,10 @@ def recyclable(rollout, rows: int, truncated_is_wrong: bool) -> list[bool]:
 
 class SparkModule(PostTrainModule):
     """Args:
+        reward: the solve task's `reward(example, completion) -> Verdict`; recycling needs one whose extracted answer
+            is the whole stripped completion (`answer_is_completion`, e.g. the arithmetic verifier). The reward
+            period scores recycled examples with `recycling.RecycledReward` over it.
+        num_samples: K, answers sampled per prompt in both periods, >= 2.
         recycle: build and train on the judge / reflection tasks; false = policy-only GRPO.
         pairwise_prob: P(pairwise | mixed group) (paper 0.7; the rest are pointwise of a random class).
         judge_fraction, reflect_fraction: at most this fraction of the solve batch's prompts become judge
@@ -100,40 +102,41 @@ class SparkModule(PostTrainModule):
 
     record_start_evaluation = True
 
-    def __init__(self, model, tokenizer, recycle: bool = True, pairwise_prob: float = 0.7,
+    def __init__(self, model, tokenizer, reward, num_samples: int = 8, recycle: bool = True, pairwise_prob: float = 0.7,
                  judge_fraction: float = 0.5, reflect_fraction: float = 0.5, reward_batch_size: int | None = None,
                  max_staleness: int = 1, balance_pointwise: bool = False, clip_eps: float = 0.2,
                  scale_rewards: bool = True, kl_coef: float = 0.001,
                  aggregation: str = "seq-mean", filter_groups: bool = False, prompts_per_minibatch: int = 16,
                  normalizer: float | None = None, grad_clip: float | None = 1.0, generation: dict | None = None,
                  truncated_is_wrong: bool = True, max_generation_batches: int = 1, seed: int = 0,
-                 judge_eval: dict | None = None, optimizer=None, scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
-        check(clip_eps > 0, "method.clip_eps", f"must be > 0, got {clip_eps}")
-        check(kl_coef >= 0, "method.kl_coef", f"must be >= 0, got {kl_coef}")
-        check_choice(aggregation, AGGREGATIONS, "method.aggregation")
+                 judge_eval: dict | None = None, optimizer=None, scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         check(0 <= pairwise_prob <= 1, "method.pairwise_prob", f"must be in [0, 1], got {pairwise_prob}")
         for key, value in (("judge_fraction", judge_fraction), ("reflect_fraction", reflect_fraction)):
             check(0 <= value <= 1, f"method.{key}", f"must be in [0, 1], got {value}")
         check(reward_batch_size is None or reward_batch_size >= 1, "method.reward_batch_size",
               f"must be >= 1 or null, got {reward_batch_size}")
         check(max_staleness >= 0, "method.max_staleness", f"must be >= 0, got {max_staleness}")
-        self.judge_eval = {**JUDGE_EVAL_DEFAULTS, **(judge_eval or {})}
-        unknown = set(self.judge_eval) - set(JUDGE_EVAL_DEFAULTS)
-        check(not unknown, "method.judge_eval", f"unknown keys {sorted(unknown)}; has {sorted(JUDGE_EVAL_DEFAULTS)}")
+        self.judge_eval = with_defaults(judge_eval, JUDGE_EVAL_DEFAULTS, "method.judge_eval")
         for key in ("size", "samples", "rounds"):
             check(self.judge_eval[key] >= 0, f"method.judge_eval.{key}", f"must be >= 0, got {self.judge_eval[key]}")
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        if recycle:
+            # recycling and the judge evaluation put the stripped completion where an answer goes and score verdicts
+            # by exact match, which is only right for rewards whose answer is the whole completion
+            check(getattr(reward, "answer_is_completion", False), "method.reward",
+                  f"SPARK needs a reward whose answer is the whole completion (answer_is_completion = True, e.g. "
+                  f"ArithmeticVerifier), got {type(reward).__name__}")
+        self.save_hyperparameters(ignore=["model", "tokenizer", "reward", "evaluator"])
+        self.reward = reward
         self.recycle, self.pairwise_prob = recycle, pairwise_prob
         self.judge_fraction, self.reflect_fraction = judge_fraction, reflect_fraction
         self.reward_batch_size_cfg, self.max_staleness = reward_batch_size, max_staleness
         self.balance_pointwise = balance_pointwise
-        self.clip_eps, self.scale_rewards = clip_eps, scale_rewards
-        self.kl_coef, self.aggregation = kl_coef, aggregation
-        self.filter_groups = filter_groups
-        online.configure(self, prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong,
-                         max_generation_batches, seed)
-        self.reference = frozen_copy(model) if kl_coef > 0 else None
+        self.loss_settings = GRPOSettings(clip_eps, scale_rewards, kl_coef, aggregation, filter_groups)
+        self.settings = online.online_settings(num_samples, prompts_per_minibatch, normalizer, grad_clip, generation,
+                                               truncated_is_wrong, max_generation_batches, seed)
+        self.reference = self.add_frozen("reference", frozen_copy(model), rebuildable=True) if kl_coef > 0 else None
+        self.automatic_optimization = False  # several optimizer steps per rollout batch
         self.cache: list[dict] = []  # recycled examples awaiting a reward period, oldest first (in the checkpoint)
         self.batches_seen = 0  # solve batches trained on (the cache's clock)
         judged = ["p_yes", "yes_label", "pair_correct", "pair_order_agreement"]
@@ -144,19 +147,17 @@ class SparkModule(PostTrainModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = self.trainer.datamodule
-        splits = list(getattr(datamodule, "eval_splits", ()))
+        self.processor = online.data_processor(self.trainer)
+        splits = list(self.eval_splits())
         check(self.judge_eval["split"] in splits, "method.judge_eval.split",
               f"must be one of the evaluation splits {splits}, got {self.judge_eval['split']!r}")
+
+    # ---- training -----------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self.training_prompts = online.TrainingPrompts.of(self.trainer, self.device)
         if not self.recycle:
             return
-        verifier = getattr(datamodule, "verifier", None)
-        # recycling and the judge evaluation put the stripped completion where an answer goes and score verdicts by
-        # exact match, which is only right for verifiers whose answer is the whole completion
-        check(getattr(verifier, "answer_is_completion", False), "data.verifier",
-              f"SPARK needs a verifier whose answer is the whole completion (answer_is_completion = True, e.g. "
-              f"ArithmeticVerifier), got {type(verifier).__name__}")
-        batch = datamodule.batch_size
+        batch = online.batch_size(self.trainer)
         per_batch = math.floor(self.judge_fraction * batch) + math.floor(self.reflect_fraction * batch)
         capacity = (self.max_staleness + 1) * per_batch
         check(self.reward_batch_size <= capacity, "method.reward_batch_size",
@@ -164,22 +165,25 @@ class SparkModule(PostTrainModule):
               f"(floor(judge_fraction * B) + floor(reflect_fraction * B)) = {capacity} with B = {batch}), so no "
               f"reward period would run; lower it, raise the fractions or max_staleness, or set method.recycle=false")
 
-    # ---- training -----------------------------------------------------------------------------------------------
     @property
     def reward_batch_size(self) -> int:
-        return self.reward_batch_size_cfg or self.trainer.datamodule.batch_size
+        return self.reward_batch_size_cfg or online.batch_size(self.trainer)
 
     def training_step(self, batch, batch_idx):
-        rollout = online.rollout(self, batch, batch_idx)  # infer period: K samples per solve prompt
-        grpo_update(self, rollout, "train")
+        generator = online.step_generator(self, self.settings.seed, batch_idx)
+        samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
+                          self.training_prompts)  # infer period: K samples per solve prompt
+        grpo_update(self, samples, self.loss_settings, self.settings, self.reference, "train")
         self.batches_seen += 1
         if not self.recycle:
             return
         examples = batch["examples"]
-        rows = len(examples) * rollout.num_samples  # the step's own batch (dynamic sampling appends after it)
-        rng = random.Random(f"{self.seed}/{self.current_epoch}/{batch_idx}/{self.global_rank}")
-        new = recycling.recycle(examples, self.tokenizer.batch_decode(response_tokens(rollout.labels[:rows]), skip_special_tokens=True), rollout.rewards[:rows].tolist(),
-                                recyclable(rollout, rows, self.truncated_is_wrong), rollout.num_samples, rng,
+        rows = len(examples) * samples.num_samples  # the step's own batch (dynamic sampling appends after it)
+        rng = random.Random(f"{self.settings.seed}/{self.current_epoch}/{batch_idx}/{self.global_rank}")
+        completions = self.tokenizer.batch_decode(response_tokens(samples.labels[:rows]), skip_special_tokens=True)
+        new = recycling.recycle(examples, completions, samples.rewards[:rows].tolist(),
+                                recyclable(samples, rows, self.settings.rollout.truncated_is_wrong),
+                                samples.num_samples, rng,
                                 pairwise_prob=self.pairwise_prob,
                                 judge_cap=math.floor(self.judge_fraction * len(examples)),
                                 reflect_cap=math.floor(self.reflect_fraction * len(examples)),
@@ -188,7 +192,7 @@ class SparkModule(PostTrainModule):
         if self.reward_period_ready():  # reward period on the oldest cached examples
             popped, self.cache = self.cache[:self.reward_batch_size], self.cache[self.reward_batch_size:]
             reward_rollout = self.reward_rollout(popped, batch_idx)
-            grpo_update(self, reward_rollout, "reward")
+            grpo_update(self, reward_rollout, self.loss_settings, self.settings, self.reference, "reward")
             self.log_metrics("reward", self.reward_metrics(popped, reward_rollout), batch_size=len(popped))
         self.log_metrics("recycle", self.recycle_metrics(new, dropped), batch_size=len(examples))
 
@@ -207,16 +211,13 @@ class SparkModule(PostTrainModule):
 
     def reward_rollout(self, examples: list[dict], batch_idx: int):
         """K fresh samples per recycled prompt from the current model, scored against the recycled labels."""
-        datamodule = self.trainer.datamodule
-        prompts = left_pad([datamodule.encoder.prompt(e["prompt"]) for e in examples], datamodule.encoder.pad_id)
+        prompts = left_pad([self.processor.prompt(e["prompt"]) for e in examples], self.processor.pad_id)
         batch = {k: v.to(self.device) for k, v in prompts.items()}
         batch["examples"] = examples
-        generator = sampling_generator(self.device, self.seed + REWARD_STREAM, self.current_epoch, batch_idx,
+        generator = sampling_generator(self.device, self.settings.seed + REWARD_STREAM, self.current_epoch, batch_idx,
                                        self.global_rank)
-        return collect_rollout(self.model, batch, recycling.RecycledScorer(datamodule),
-                               num_samples=datamodule.num_samples, max_new_tokens=self.generation["max_new_tokens"],
-                               temperature=self.generation["temperature"], generator=generator,
-                               truncated_is_wrong=self.truncated_is_wrong)
+        return collect_rollout(self.model, batch, self.processor, recycling.RecycledReward(self.reward),
+                               self.settings.rollout, generator)
 
     def recycle_metrics(self, new: list[dict], dropped: int) -> dict:
         counts = {kind: sum(e["kind"] == kind for e in new) for kind in recycling.KINDS}
@@ -239,15 +240,16 @@ class SparkModule(PostTrainModule):
         return metrics
 
     def schedule_period(self) -> int:
-        per_batch = online.updates_per_batch(self, self.prompts_per_minibatch)
+        minibatch = self.settings.prompts_per_minibatch
+        per_batch = online.updates_per_batch(self.trainer, minibatch)
         if self.recycle:
-            per_batch += max(1, math.ceil(self.reward_batch_size / self.prompts_per_minibatch))
+            per_batch += max(1, math.ceil(self.reward_batch_size / minibatch))
         return int(self.trainer.estimated_stepping_batches) * per_batch
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         super().validation_step(batch, batch_idx, dataloader_idx)
-        if self.trainer.datamodule.eval_splits[dataloader_idx] == self.judge_eval["split"]:
+        if self.eval_splits()[dataloader_idx] == self.judge_eval["split"]:
             self.judge_step(batch, batch_idx)
 
     def judge_update(self, name: str, values) -> None:
@@ -257,7 +259,6 @@ class SparkModule(PostTrainModule):
 
     @torch.no_grad()
     def judge_step(self, batch, batch_idx: int) -> None:
-        datamodule = self.trainer.datamodule
         chosen = [i for i, e in enumerate(batch["examples"]) if e["index"] < self.judge_eval["size"]]
         if not chosen:
             return
@@ -266,7 +267,7 @@ class SparkModule(PostTrainModule):
         index = torch.tensor(chosen, device=self.device)
         prompts = {"prompt_input_ids": batch["prompt_input_ids"][index],
                    "prompt_attention_mask": batch["prompt_attention_mask"][index]}
-        judge = SelfJudge(self.model, datamodule.encoder, max_new_tokens=self.evaluation_cfg["max_new_tokens"])
+        judge = SelfJudge(self.model, self.processor, max_new_tokens=self.evaluator.max_new_tokens)
         if self.judge_eval["samples"]:
             # the model's own held-out answers, and the start model's (π_ref: the same answers in every evaluation
             # and every run from this start), with fixed noise
@@ -278,26 +279,21 @@ class SparkModule(PostTrainModule):
             if wrong:
                 owners, texts = answers[0], answers[1]
                 revised = judge.revise([questions[owners[j]] for j in wrong], [texts[j] for j in wrong])
-                self.judge_update("repaired", [float(datamodule.is_correct(examples[owners[j]], r))
+                self.judge_update("repaired", [float(self.reward(examples[owners[j]], r).correct)
                                                for j, r in zip(wrong, revised)])
-        greedy = [c.strip() for c in self.greedy_completions(prompts)]
+        greedy = [c.strip() for c in self.evaluator.greedy_completions(self.model, prompts)]
         rounds = self_reflection(questions, greedy, judge.p_correct, judge.revise,
-                                 lambda i, a: datamodule.is_correct(examples[i], a), self.judge_eval["rounds"])
+                                 lambda i, a: self.reward(examples[i], a).correct, self.judge_eval["rounds"])
         for k, correct in enumerate(rounds):
             self.judge_update(f"tts_round_{k}", [float(c) for c in correct])
 
     def held_out_answers(self, model, prompts: dict, examples: list[dict], seed: int):
-        """`judge_eval.samples` answers per problem from `model` at the evaluation temperature: (problem of each
-        answer, stripped answers, their verdicts)."""
-        n, datamodule = self.judge_eval["samples"], self.trainer.datamodule
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        out = generate(model, prompts["prompt_input_ids"], prompts["prompt_attention_mask"],
-                       temperature=self.evaluation_cfg["sampled_temperature"], num_samples=n, generator=generator,
-                       max_new_tokens=self.evaluation_cfg["max_new_tokens"], eos_token_id=self.tokenizer.eos_token_id,
-                       pad_token_id=self.tokenizer.pad_token_id)
-        answers = [c.strip() for c in self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)]
+        """`judge_eval.samples` answers per problem from `model` at the evaluator's sampling temperature: (problem
+        of each answer, stripped answers, their verdicts)."""
+        n = self.judge_eval["samples"]
+        answers = [c.strip() for c in self.evaluator.sampled_completions(model, prompts, n, seed)]
         owners = [i for i in range(len(examples)) for _ in range(n)]
-        return owners, answers, [datamodule.verify(examples[i], a) for i, a in zip(owners, answers)]
+        return owners, answers, [self.reward(examples[i], a) for i, a in zip(owners, answers)]
 
     def judge_answers(self, judge: SelfJudge, prefix: str, questions, examples, owners, answers, verdicts) -> list:
         """Pointwise P(Y) of every parsed answer (judged only extracted answers, as in training) and pairwise

@@ -15,7 +15,9 @@ from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.generation import generate
 from posttrain.losses.spin import LOSS_TYPES, spin_loss
 from posttrain.models.forward import IGNORE_INDEX, sequence_logprobs
-from posttrain.utils.config import check, check_choice
+from posttrain.utils.config import check, check_choice, with_defaults
+
+GENERATION_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 16, "batch_size": 256}
 
 
 class SPINModule(PostTrainModule):
@@ -33,21 +35,20 @@ class SPINModule(PostTrainModule):
 
     def __init__(self, model, tokenizer, beta: float = 0.1, loss_type: str = "sigmoid", num_iterations: int = 2,
                  epochs_per_iteration: int = 1, generation: dict | None = None, mix_previous_iteration: bool = False,
-                 seed: int = 0, reduction: str = "sum", optimizer=None, scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+                 seed: int = 0, reduction: str = "sum", optimizer=None, scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         check(beta > 0, "method.beta", f"must be > 0, got {beta}")
         check_choice(loss_type, LOSS_TYPES, "method.loss_type")
         check_choice(reduction, ("sum", "mean"), "method.reduction")
         check(num_iterations >= 1, "method.num_iterations", f"must be >= 1, got {num_iterations}")
         check(epochs_per_iteration >= 1, "method.epochs_per_iteration", f"must be >= 1, got {epochs_per_iteration}")
-        self.generation_cfg = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 16, "batch_size": 256,
-                               **(generation or {})}
+        self.generation_cfg = with_defaults(generation, GENERATION_DEFAULTS, "method.generation")
         check(self.generation_cfg["temperature"] >= 0, "method.generation.temperature", "must be >= 0")
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
         self.beta, self.loss_type, self.mix_previous_iteration = beta, loss_type, mix_previous_iteration
         self.reduction = reduction
         self.num_iterations, self.epochs_per_iteration, self.seed = num_iterations, epochs_per_iteration, seed
-        self.opponent = frozen_copy(model)
+        self.opponent = self.add_frozen("opponent", frozen_copy(model))  # θ_t changes every iteration: checkpointed
         self.iteration = -1  # no iteration started yet
         self.synthetic: list[list[int]] = []  # train index -> the opponent's response tokens, this iteration
         self.previous_synthetic: list[list[int]] = []

@@ -1,13 +1,16 @@
-"""Rollouts and group statistics shared by the online methods (RFT, GRPO, NFT).
+"""Rollouts and group statistics shared by the online methods (RFT, GRPO, NFT, SPARK, PPO).
 
 One rollout step: K responses per prompt from the current policy (which is π_old for the whole step) through
-`posttrain.generation`, each scored by the DataModule's verifier, packed into training rows with the behaviour
-policy's per-token log-probs recorded at generation time, so every later mini-batch of the step computes its
-importance ratio against the exact distribution that sampled the tokens.
+`posttrain.generation`, each scored by the reward object the method was given (`reward(example, completion) ->
+Verdict`), packed into training rows with the behaviour policy's per-token log-probs recorded at generation time,
+so every later mini-batch of the step computes its importance ratio against the exact distribution that sampled
+the tokens. Every input is an argument: the model, the batch, the processor that encodes and decodes, the reward,
+the settings and the random generator.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -17,6 +20,24 @@ from posttrain.generation import generate
 from posttrain.models.forward import IGNORE_INDEX
 from posttrain.ops import token_logprobs
 from posttrain.utils.config import check
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """How responses are sampled and scored.
+
+    num_samples: K responses per prompt (rows i*K .. i*K+K-1 belong to prompt i).
+    temperature, max_new_tokens: of the sampling; no top-k/top-p, so the training forward at the same temperature
+        is exactly the sampling distribution.
+    truncated_is_wrong: responses without eos within max_new_tokens score 0 (the NFT paper).
+    max_generation_batches: dynamic sampling's budget (`rollout`); 1 = no refill.
+    """
+
+    num_samples: int
+    temperature: float = 1.0
+    max_new_tokens: int = 8
+    truncated_is_wrong: bool = True
+    max_generation_batches: int = 1
 
 
 @dataclass
@@ -60,38 +81,66 @@ class Rollout:
 
 
 @torch.no_grad()
-def collect_rollout(model, batch: dict, datamodule, *, num_samples: int, max_new_tokens: int, temperature: float,
-                    generator: torch.Generator | None, truncated_is_wrong: bool = True) -> Rollout:
-    """K samples per prompt of `batch` (a PromptDataModule training batch), verified and packed.
+def collect_rollout(model, batch: dict, processor, reward: Callable, settings: RolloutSettings,
+                    generator: torch.Generator | None) -> Rollout:
+    """K samples per prompt of `batch` (left-padded `prompt_input_ids` / `prompt_attention_mask` and the raw
+    `examples`), scored by `reward(example, completion)` and packed by `processor` (the text Encoder: tokenizer,
+    pad/eos ids, max_length).
 
-    Truncated responses (no eos within max_new_tokens) are wrong, as in the NFT paper, unless `truncated_is_wrong`
-    is false.
+    Truncated responses (no eos within max_new_tokens) are wrong, as in the NFT paper, unless
+    `settings.truncated_is_wrong` is false.
     """
-    start = time.perf_counter()
-    encoder = datamodule.encoder
+    start, k = time.perf_counter(), settings.num_samples
     device = batch["prompt_input_ids"].device
-    gen = generate(model, batch["prompt_input_ids"], batch["prompt_attention_mask"], max_new_tokens=max_new_tokens,
-                   eos_token_id=encoder.eos_id, pad_token_id=encoder.pad_id, temperature=temperature,
-                   num_samples=num_samples, generator=generator)
+    # vision-language batches: batch["image_inputs"] is passed through here (and must follow each row into
+    # policy_logprobs), the one place a rollout hands model inputs beyond token ids to the policy
+    gen = generate(model, batch["prompt_input_ids"], batch["prompt_attention_mask"],
+                   max_new_tokens=settings.max_new_tokens, eos_token_id=processor.eos_id,
+                   pad_token_id=processor.pad_id, temperature=settings.temperature, num_samples=k,
+                   generator=generator)
     responses = gen.token_lists()
-    completions = encoder.tokenizer.batch_decode(responses, skip_special_tokens=True)
-    examples = [e for e in batch["examples"] for _ in range(num_samples)]
-    verdicts = [datamodule.verify(e, c) for e, c in zip(examples, completions)]
+    completions = processor.tokenizer.batch_decode(responses, skip_special_tokens=True)
+    examples = [e for e in batch["examples"] for _ in range(k)]
+    verdicts = [reward(e, c) for e, c in zip(examples, completions)]
     rewards = torch.tensor([v.reward for v in verdicts], dtype=torch.float32, device=device)  # (R,)
-    if truncated_is_wrong:
+    if settings.truncated_is_wrong:
         rewards = rewards * gen.finished.float()
     parsed = torch.tensor([v.parsed for v in verdicts], dtype=torch.bool, device=device)  # (R,)
 
     prompts = [ids[m.bool()].tolist() for ids, m in zip(batch["prompt_input_ids"], batch["prompt_attention_mask"])]
-    prompts = [p for p in prompts for _ in range(num_samples)]
-    packed = {k: v.to(device) for k, v in pack(prompts, responses, encoder.pad_id, encoder.max_length).items()}
+    prompts = [p for p in prompts for _ in range(k)]
+    packed = {n: v.to(device) for n, v in pack(prompts, responses, processor.pad_id, processor.max_length).items()}
     mask = packed["labels"][:, 1:] != -100  # (R, T-1), the positions label_logprobs scores
     old_logps = torch.zeros(mask.shape, dtype=torch.float32, device=device)  # (R, T-1)
     kept = mask.sum(-1).tolist()  # pack may cut over-long responses on the right
     old_logps[mask] = torch.cat([gen.logprobs[i, :n] for i, n in enumerate(kept)])
     return Rollout(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"], labels=packed["labels"],
                    old_logps=old_logps, mask=mask, rewards=rewards, parsed=parsed, finished=gen.finished,
-                   num_samples=num_samples, seconds=time.perf_counter() - start)
+                   num_samples=k, seconds=time.perf_counter() - start)
+
+
+def rollout(model, batch: dict, processor, reward: Callable, settings: RolloutSettings,
+            generator: torch.Generator | None, draw_prompts: Callable[[int, torch.Generator], dict] | None = None
+            ) -> Rollout:
+    """`collect_rollout` of the batch, with dynamic sampling (the NFT/DAPO papers' refill) when
+    `settings.max_generation_batches` > 1.
+
+    While fewer than len(batch) prompts have mixed groups (0 < r̂ < 1, the only ones that carry a gradient),
+    `draw_prompts(len(batch), generator)` gives another batch of training prompts (drawn with the same generator, so
+    a run seeded by its position in training draws the same again), whose mixed groups are appended, up to
+    `max_generation_batches` batches in all. The result holds the step's own batch first (its statistics stay
+    unbiased) and then only the added mixed groups, at most enough to reach len(batch) mixed prompts, so every
+    method gets the same number of updates per step.
+    """
+    first = collect_rollout(model, batch, processor, reward, settings, generator)
+    target, parts = first.num_prompts, [first]
+    missing = target - mixed_prompts(first).numel()
+    while missing > 0 and len(parts) < settings.max_generation_batches:
+        extra = collect_rollout(model, draw_prompts(target, generator), processor, reward, settings, generator)
+        added = mixed_prompts(extra)[:missing]  # (P',)
+        parts.append(select_prompts(extra, added))
+        missing -= added.numel()
+    return concat_rollouts(parts, processor.pad_id) if len(parts) > 1 else first
 
 
 def select_prompts(rollout: Rollout, prompts: torch.Tensor) -> Rollout:

@@ -3,7 +3,7 @@ under-trained SFT model, on the same prompts with the same number of samples, fo
 
     OMP_NUM_THREADS=1 python scripts/compare_online.py [--seeds 0 1] [--epochs 5] [key=value ...]
 
-Extra key=value arguments are Hydra overrides applied to every run (e.g. data.num_samples=16). Each run is
+Extra key=value arguments are Hydra overrides applied to every run (e.g. method.num_samples=16). Each run is
 `python train.py experiment=<method> seed=<s>`; experiments with identical model, data and warm-up config reuse one
 cached SFT checkpoint per seed. Prints per-seed values, the mean and its standard error over seeds
 (sd / sqrt(n)) of greedy exact match and, where the experiment logs it, sampled accuracy (avg@k at T = 1) on val

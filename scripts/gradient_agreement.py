@@ -25,7 +25,8 @@ from datamodules.collate import SFTCollator  # noqa: E402
 from posttrain.losses.grpo import grpo_loss  # noqa: E402
 from posttrain.losses.nft import nft_loss  # noqa: E402
 from posttrain.losses.rft import rft_loss  # noqa: E402
-from posttrain.rollouts import collect_rollout, correctness_rate, group_advantages, policy_logprobs  # noqa: E402
+from posttrain.rollouts import (RolloutSettings, collect_rollout, correctness_rate, group_advantages,  # noqa: E402
+                                policy_logprobs)
 from posttrain.run import register_resolvers, warmup_stage  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,9 +52,9 @@ def main() -> None:
         model, _ = warmup_stage(cfg, model, tokenizer, datamodule)
         model.eval()
         batch = SFTCollator(datamodule.encoder, with_prompts=True)(datamodule.splits["train"][: args.prompts])
-        k = datamodule.num_samples
-        rollout = collect_rollout(model, batch, datamodule, num_samples=k, temperature=1.0,
-                                  max_new_tokens=cfg.method.generation.max_new_tokens,
+        k = cfg.method.num_samples
+        settings = RolloutSettings(num_samples=k, temperature=1.0, max_new_tokens=cfg.method.generation.max_new_tokens)
+        rollout = collect_rollout(model, batch, datamodule.encoder, instantiate(cfg.reward), settings,
                                   generator=torch.Generator().manual_seed(seed))
         rate = correctness_rate(rollout.grouped(rollout.rewards))  # (P,)
         advantages = group_advantages(rollout.grouped(rollout.rewards)).flatten()  # (R,)

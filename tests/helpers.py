@@ -47,12 +47,12 @@ class KillAtStep(Callback):
 
 
 class CoinFlipVerifier:
-    """A test verifier that calls about half of all completions correct (by a hash of the text), so an untrained
+    """A test reward (`reward=...` or `reward._target_=tests.helpers.CoinFlipVerifier`) that calls about half of all completions correct (by a hash of the text), so an untrained
     model's groups are mixed and online methods get a gradient (a real verifier scores it 0 everywhere)."""
 
     answer_is_completion = True
 
-    def __call__(self, completion: str, answer: str):
+    def __call__(self, example: dict, completion: str):
         import zlib
 
         from posttrain.rewards import Verdict

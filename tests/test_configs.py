@@ -11,8 +11,8 @@ from tests.helpers import compose_config, experiments
 
 # Overrides that make one experiment's main stage a single epoch (default: trainer.max_epochs=1).
 # Online methods learn nothing from an untrained model under a real verifier (every group all wrong), so their
-# run uses a coin-flip verifier that gives mixed groups (and lets truncated answers count).
-ONLINE = ["trainer.max_epochs=1", "data.verifier._target_=tests.helpers.CoinFlipVerifier",
+# run uses a coin-flip reward that gives mixed groups (and lets truncated answers count).
+ONLINE = ["trainer.max_epochs=1", "reward._target_=tests.helpers.CoinFlipVerifier",
           "method.truncated_is_wrong=false"]
 # PPO runs train their reward model first (reward_model stage, from the initial model here): one tiny epoch.
 PPO = ["trainer.max_epochs=1", "method.ppo.epochs=1", "reward_model.max_epochs=1", "reward_model.data.train_size=8",
@@ -81,8 +81,12 @@ def test_experiment_runs_two_steps_and_changes_every_parameter(experiment, tmp_p
     [
         ("method.beta=-0.1", "method.beta"),
         ("method.loss_type=ipo", "method.loss_type"),
-        ("method.optimizer.name=adagrad", "method.optimizer.name"),
+        ("method.optimizer._target_=torch.optim.Adagradd", "method.optimizer"),
+        ("+method.optimizer.lrr=1", "method.optimizer.lrr"),
         ("method.optimizer.lr=-1", "method.optimizer.lr"),
+        ("method.scheduler.decay=step", "method.scheduler.decay"),
+        ("+method.generation.top_kk=5", "method.generation.top_kk"),
+        ("+method.evaluator.sampled_kk=2", "method.evaluator"),
         ("data.batch_size=0", "data.batch_size"),
         ("data.task.operations=[/]", "data.task.operations"),
         ("trainer.max_epochs=3", "trainer.max_epochs"),

@@ -78,6 +78,6 @@ def test_main_stage_step_limits_share_the_cached_stages(tmp_path):
 def test_reward_model_trains_its_own_epochs_under_a_main_stage_step_limit(tmp_path):
     cfg = compose_config([*RL, "trainer.max_steps=1", "reward_model.max_epochs=2", "reward_model.data.train_size=8",
                           "reward_model.data.eval_size=8", "method.ppo.num_samples=2", "method.ppo.epochs=1",
-                          "method.evaluation.sampled_k=0"], tmp_path)
+                          "method.evaluator.sampled_k=0"], tmp_path)
     rows = train(cfg)["rows"]
     assert rows[0]["run"] == "pairwise judge" and rows[0]["step"] == 2  # one batch of 8 pairs per epoch

@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from PIL import Image, ImageDraw
 
-from posttrain.rewards.exact import ExactAnswerVerifier
+from posttrain.rewards import ExactMatchVerifier
 from posttrain.utils.config import check
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220), "yellow": (235, 190, 20)}
@@ -47,7 +47,7 @@ SHAPES = ("circle", "square", "triangle")
 KINDS = ("count", "colour", "left_of", "leftmost")
 LOOKS = [(shape, colour) for shape in SHAPES for colour in COLOURS]
 BACKGROUND = (255, 255, 255)
-_VERIFIER = ExactAnswerVerifier()
+_VERIFIER = ExactMatchVerifier(normalize=True)
 
 
 class Shape(NamedTuple):

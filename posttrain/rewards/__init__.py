@@ -1,7 +1,6 @@
-"""Verifiers (binary rewards) and the answer parsers behind them."""
-from posttrain.rewards.exact import ExactAnswerVerifier, normalize_answer
-from posttrain.rewards.parsing import answers_match, normalize_number, parse_boxed, parse_hash_answer
-from posttrain.rewards.verifiers import ArithmeticVerifier, BoxedVerifier, GSM8KVerifier, Verdict
+"""Rewards a method is given, `reward(example, completion) -> Verdict`: verifiers and their answer parsers."""
+from posttrain.rewards.parsing import answers_match, normalize_answer, normalize_number, parse_boxed, parse_hash_answer
+from posttrain.rewards.verifiers import ArithmeticVerifier, BoxedVerifier, ExactMatchVerifier, GSM8KVerifier, Verdict
 
-__all__ = ["ArithmeticVerifier", "BoxedVerifier", "ExactAnswerVerifier", "GSM8KVerifier", "Verdict", "answers_match",
+__all__ = ["ArithmeticVerifier", "BoxedVerifier", "ExactMatchVerifier", "GSM8KVerifier", "Verdict", "answers_match",
            "normalize_answer", "normalize_number", "parse_boxed", "parse_hash_answer"]

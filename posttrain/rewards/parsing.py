@@ -88,3 +88,8 @@ def answers_match(predicted: str, reference: str) -> bool:
     if a is not None and b is not None:
         return a == b
     return "".join(predicted.split()) == "".join(reference.split())
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, whitespace collapsed to single spaces and trimmed, a final full stop dropped: " Yes." -> "yes"."""
+    return " ".join(text.lower().split()).removesuffix(".").strip()

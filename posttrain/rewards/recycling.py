@@ -19,7 +19,7 @@ a pool of templates of its kind (the paper's prompt diversity). Everything is dr
 result is a function of the inputs and the seed.
 
 The recycled examples are scored by exact match of the verdict (judge kinds) or by the task's verifier against the
-ground truth (reflection): `score_recycled`.
+ground truth (reflection): `score_recycled`, `RecycledReward`.
 """
 from __future__ import annotations
 
@@ -150,27 +150,27 @@ def subsample(items: list[dict], cap: int | None, rng: random.Random) -> list[di
     return [items[i] for i in keep]
 
 
-def score_recycled(example: dict, completion: str, verify: Callable[[dict, str], Verdict]) -> Verdict:
+def score_recycled(example: dict, completion: str, solve_reward: Callable[[dict, str], Verdict]) -> Verdict:
     """The verifiable reward of a recycled example: exact match of the stripped completion with the verdict label
-    (judge kinds; parsed = it is one of the kind's verdicts), the task's verifier against the ground truth
-    (reflection). `verify(example, completion)` is the solve task's verifier."""
+    (judge kinds; parsed = it is one of the kind's verdicts), the solve task's reward against the ground truth
+    (reflection)."""
     kind = example["kind"]
     if kind in VERDICTS:
         text = completion.strip()
         return Verdict(correct=text == example["answer"], parsed=text in VERDICTS[kind])
     check(kind == REFLECT, "example.kind", f"must be one of {list(KINDS)}, got {kind!r}")
-    return verify(example, completion)
+    return solve_reward(example, completion)
 
 
-class RecycledScorer:
-    """What `posttrain.rollouts.collect_rollout` needs of a DataModule (`encoder`, `verify`), for recycled
-    examples: the same tokenisation, and `score_recycled` with the DataModule's own verifier for reflection."""
+class RecycledReward:
+    """The reward of SPARK's reward period, `reward(example, completion) -> Verdict` like any other:
+    `score_recycled` with the solve task's reward for reflection examples."""
 
-    def __init__(self, datamodule):
-        self.datamodule, self.encoder = datamodule, datamodule.encoder
+    def __init__(self, solve_reward: Callable[[dict, str], Verdict]):
+        self.solve_reward = solve_reward
 
-    def verify(self, example: dict, completion: str) -> Verdict:
-        return score_recycled(example, completion, self.datamodule.verify)
+    def __call__(self, example: dict, completion: str) -> Verdict:
+        return score_recycled(example, completion, self.solve_reward)
 
 
 def synthetic_wrong_answer(rng: random.Random, truth: str) -> str:

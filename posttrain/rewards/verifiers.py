@@ -1,14 +1,15 @@
-"""Binary verifiers: completion + reference answer -> Verdict(correct, parsed).
+"""Binary verifiers: rewards `reward(example, completion) -> Verdict(correct, parsed)` against `example["answer"]`.
 
 A verifier never raises on model output. An unparseable completion is wrong (`parsed=False`), and rollouts count
-those in the `unparsed` metric. Verifiers are plain callables configured by Hydra (`data.verifier._target_`).
+those in the `unparsed` metric. Verifiers are plain objects configured under their own Hydra group (`conf/reward/`,
+e.g. `reward=gsm8k`) and given to the method (`method.reward`, `method.evaluator.reward`), never to the data.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-from posttrain.rewards.parsing import answers_match, normalize_number, parse_boxed, parse_hash_answer
+from posttrain.rewards.parsing import answers_match, normalize_answer, normalize_number, parse_boxed, parse_hash_answer
 
 _INTEGER = re.compile(r"[+-]?\d+")
 
@@ -29,16 +30,38 @@ class ArithmeticVerifier:
 
     answer_is_completion = True  # the stripped completion is the extracted answer (SPARK's recycling relies on it)
 
-    def __call__(self, completion: str, answer: str) -> Verdict:
+    def __call__(self, example: dict, completion: str) -> Verdict:
         text = completion.strip()
-        return Verdict(correct=text == answer.strip(), parsed=bool(_INTEGER.fullmatch(text)))
+        return Verdict(correct=text == example["answer"].strip(), parsed=bool(_INTEGER.fullmatch(text)))
+
+
+class ExactMatchVerifier:
+    """The completion is the answer: reward 1 when it equals `example["answer"]`.
+
+    Both sides are stripped; with `normalize` (short answers: a word, a digit, yes/no) also lower-cased, inner
+    whitespace collapsed and a final full stop dropped (`normalize_answer`). Parsed means the compared completion
+    is not empty, so an empty reference never rewards an empty completion.
+    """
+
+    answer_is_completion = True  # the (normalised) completion is the extracted answer
+
+    def __init__(self, normalize: bool = False):
+        self.normalize = normalize
+
+    def _clean(self, text: str) -> str:
+        return normalize_answer(text) if self.normalize else text.strip()
+
+    def __call__(self, example: dict, completion: str) -> Verdict:
+        predicted = self._clean(completion)
+        return Verdict(correct=bool(predicted) and predicted == self._clean(example["answer"]), parsed=bool(predicted))
 
 
 class GSM8KVerifier:
     """GSM8K style: the number after the last `#### ` in the completion equals the one in the reference answer
     (the reference may be a full GSM8K solution ending in `#### <answer>` or a bare number)."""
 
-    def __call__(self, completion: str, answer: str) -> Verdict:
+    def __call__(self, example: dict, completion: str) -> Verdict:
+        answer = example["answer"]
         predicted = parse_hash_answer(completion)
         if predicted is None or normalize_number(predicted) is None:
             return Verdict(correct=False, parsed=False)
@@ -50,7 +73,8 @@ class BoxedVerifier:
     """MATH style: the last `\\boxed{...}` of the completion against the reference (its own `\\boxed{}`, a
     `####` answer or the bare string); numbers compare by value, anything else by whitespace-free string."""
 
-    def __call__(self, completion: str, answer: str) -> Verdict:
+    def __call__(self, example: dict, completion: str) -> Verdict:
+        answer = example["answer"]
         predicted = parse_boxed(completion)
         if predicted is None:
             return Verdict(correct=False, parsed=False)

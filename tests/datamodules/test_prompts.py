@@ -8,8 +8,9 @@ from datamodules.jsonl import DataError
 from datamodules.prompts import JsonlPromptTask, PromptDataModule
 from datamodules.tasks import ArithmeticTask
 from posttrain.models import tiny_llama
-from posttrain.rewards import GSM8KVerifier
-from posttrain.rollouts import collect_rollout, group_advantages, group_statistics, minibatch_rows, mixed_prompts
+from posttrain.rewards import ArithmeticVerifier, GSM8KVerifier
+from posttrain.rollouts import (RolloutSettings, collect_rollout, group_advantages, group_statistics, minibatch_rows,
+                                mixed_prompts)
 from tests.helpers import SHARED
 
 GSM8K_TEST = os.path.join(SHARED, "data", "gsm8k", "test.jsonl")
@@ -33,9 +34,9 @@ def test_training_batches_carry_sft_rows_prompts_and_examples():
 
 def test_rollout_rows_logprobs_and_rewards():
     model, tok = tiny_llama()
-    dm = arithmetic_datamodule(tok, num_samples=3)
+    dm = arithmetic_datamodule(tok)
     batch = next(iter(dm.train_dataloader()))
-    rollout = collect_rollout(model, batch, dm, num_samples=3, max_new_tokens=5, temperature=1.0,
+    rollout = collect_rollout(model, batch, dm.encoder, ArithmeticVerifier(), RolloutSettings(3, max_new_tokens=5),
                               generator=torch.Generator().manual_seed(0))
     assert rollout.input_ids.shape[0] == 12 and rollout.num_prompts == 4
     assert rollout.mask.shape == rollout.old_logps.shape
@@ -97,19 +98,21 @@ def test_gsm8k_loads_with_a_config_override(tmp_path):
     dm = instantiate(cfg.data, tokenizer=tok)
     dm.setup("fit")
     assert len(dm.splits["train"]) + len(dm.splits["val"]) == 1319
-    assert isinstance(dm.verifier, GSM8KVerifier)
+    reward = instantiate(cfg.reward)  # data=prompts_jsonl selects the GSM8K reward
+    assert isinstance(reward, GSM8KVerifier)
     example = dm.splits["val"][0]
-    assert dm.is_correct(example, example["answer"]) and not dm.is_correct(example, "#### -1")
+    assert reward(example, example["answer"]).correct and not reward(example, "#### -1").correct
 
 
 def test_select_and_concat_rollouts_keep_groups_aligned():
     from posttrain.rollouts import concat_rollouts, select_prompts
     model, tok = tiny_llama()
-    dm = arithmetic_datamodule(tok, num_samples=2)
+    dm = arithmetic_datamodule(tok)
     batches = iter(dm.train_dataloader())
-    first = collect_rollout(model, next(batches), dm, num_samples=2, max_new_tokens=3, temperature=1.0,
+    reward = ArithmeticVerifier()
+    first = collect_rollout(model, next(batches), dm.encoder, reward, RolloutSettings(2, max_new_tokens=3),
                             generator=torch.Generator().manual_seed(0))
-    longer = collect_rollout(model, next(batches), dm, num_samples=2, max_new_tokens=7, temperature=1.0,
+    longer = collect_rollout(model, next(batches), dm.encoder, reward, RolloutSettings(2, max_new_tokens=7),
                              generator=torch.Generator().manual_seed(1))
     longer.rewards = torch.tensor([1.0, 0, 1, 1, 0, 1, 0, 0])  # prompts 0 and 2 mixed
     picked = select_prompts(longer, torch.tensor([2, 0]))

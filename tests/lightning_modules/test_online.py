@@ -7,15 +7,15 @@ from posttrain.run import train
 from tests.helpers import Killed, assert_same_parameters, compose_config
 
 SMALL = ["debug=tiny", "warmup=null", "control=null", "model.hidden_size=32", "model.num_heads=2",
-         "model.num_layers=1", "model.intermediate_size=64", "data.verifier._target_=tests.helpers.CoinFlipVerifier",
-         "method.truncated_is_wrong=false", "method.prompts_per_minibatch=2", "method.evaluation.sampled_k=2",
-         "method.generation.max_new_tokens=4", "method.evaluation.max_new_tokens=4"]
+         "model.num_layers=1", "model.intermediate_size=64", "reward._target_=tests.helpers.CoinFlipVerifier",
+         "method.truncated_is_wrong=false", "method.prompts_per_minibatch=2", "method.evaluator.sampled_k=2",
+         "method.generation.max_new_tokens=4", "method.evaluator.max_new_tokens=4"]
 
 
 @pytest.mark.parametrize("method", ["rft", "grpo", "nft"])
 def test_dynamic_sampling_fills_the_batch_with_mixed_groups(method, tmp_path):
     out = train(compose_config([f"experiment={method}", *SMALL, "trainer.max_epochs=1",
-                                "method.max_generation_batches=10", "data.num_samples=2"], tmp_path))
+                                "method.max_generation_batches=10", "method.num_samples=2"], tmp_path))
     metrics = out["trainer"].logged_metrics
     history = out["module"].eval_history
     # with K = 2 the coin-flip verifier leaves half of the groups uniform; the refill tops the batch up to 4 mixed
@@ -29,7 +29,8 @@ def test_dynamic_sampling_fills_the_batch_with_mixed_groups(method, tmp_path):
 def test_sampled_accuracy_uses_fixed_noise(tmp_path):
     """Two evaluations of the same model draw the same samples, so a change between evaluations is the model's."""
     cfg = compose_config(["experiment=nft", *SMALL, "trainer.max_epochs=1",
-                          "method.optimizer.name=sgd", "method.optimizer.lr=1e-30"], tmp_path)  # weights stay put
+                          "method.optimizer._target_=torch.optim.SGD", "method.optimizer.lr=1e-30"],  # weights stay put
+                         tmp_path)
     history = train(cfg)["module"].eval_history
     assert history[0]["val/accuracy_sampled"] == history[1]["val/accuracy_sampled"]
 

@@ -14,7 +14,7 @@ TINY_MODEL = ["model.hidden_size=32", "model.num_heads=2", "model.num_layers=1",
 REWARD_MODEL = ["reward_model.max_epochs=1", "reward_model.data.train_size=8", "reward_model.data.eval_size=8"]
 BASE = ["experiment=pairwise_rl", "debug=tiny", "warmup=null", "trainer.max_epochs=2", "method.ppo.num_samples=2",
         "method.anchor_temperature=1.0", "method.optimizer.lr=1e-3", "method.ppo.critic_lr=1e-3",
-        "method.evaluation.sampled_k=0", *TINY_MODEL, *REWARD_MODEL]
+        "method.evaluator.sampled_k=0", *TINY_MODEL, *REWARD_MODEL]
 
 
 def test_killed_pairwise_rl_run_resumes_to_the_same_result(tmp_path):
@@ -48,10 +48,11 @@ def test_sampled_anchor_depends_on_the_prompt_only_not_its_batch_or_process():
     (and after a resume, whenever) it is drawn, so every process judges against one y*."""
     from lightning_modules.pairwise_rl import PairwiseRLModule
     from posttrain.models.builders import tiny_llama
+    from posttrain.rewards import ArithmeticVerifier
 
     model, tokenizer = tiny_llama(hidden_size=32, num_heads=2, num_layers=1, intermediate_size=64)
-    make = lambda: PairwiseRLModule(model, tokenizer, reward_model=model, anchor_temperature=1.0,
-                                    generation={"max_new_tokens": 6})
+    make = lambda: PairwiseRLModule(model, tokenizer, reward_model=model, reward=ArithmeticVerifier(),
+                                    anchor_temperature=1.0, generation={"max_new_tokens": 6})
     first, second = make(), make()
     a = first.anchor_responses(prompt_batch(tokenizer, ["12+5=", "3+4=", "77+8="]))
     b = second.anchor_responses(prompt_batch(tokenizer, ["1+1=", "77+8=", "12+5="]))

@@ -13,6 +13,9 @@ from posttrain.models.value_head import ValueModel
 PAIRS = [{"prompt": "1+1=", "chosen": "2", "rejected": "3", "index": 0},
          {"prompt": "2+5=", "chosen": "7", "rejected": "x", "index": 1}]
 
+ADAMW = {"_target_": "torch.optim.AdamW", "lr": 3e-3, "weight_decay": 0.0}
+CONSTANT = {"_target_": "posttrain.optim.warmup_schedule", "decay": "constant"}
+
 
 def test_both_orders_hold_every_pair_with_the_label_flipped():
     prompts, a, b, z = judge_rows(PAIRS, both_orders=True)
@@ -72,8 +75,7 @@ def easy():
 def test_pairwise_rm_learns_easy_pairs(easy):
     model, tokenizer = tiny_llama(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, seed=0)
     data = PreferenceDataModule(tokenizer, task=easy, batch_size=16, eval_batch_size=64, max_length=64)
-    module = PairwiseRMModule(model, tokenizer, optimizer={"name": "adamw", "lr": 3e-3, "weight_decay": 0.0},
-                              scheduler={"name": "constant"})
+    module = PairwiseRMModule(model, tokenizer, optimizer=ADAMW, scheduler=CONSTANT)
     start, end = fit(module, data, steps=40)
     assert start["epoch"] == -1 and end["step"] == 40
     assert end["val/pair_accuracy"] > 0.9 > start["val/pair_accuracy"] + 0.2
@@ -88,8 +90,7 @@ def test_pairwise_rm_learns_easy_pairs(easy):
 def test_bt_rm_scores_the_same_pairs_and_saves(easy, tmp_path):
     model, tokenizer = tiny_llama(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, seed=0)
     data = PreferenceDataModule(tokenizer, task=easy, batch_size=16, eval_batch_size=64, max_length=64)
-    module = BTRMModule(model, tokenizer, optimizer={"name": "adamw", "lr": 3e-3, "weight_decay": 0.0},
-                        scheduler={"name": "constant"})
+    module = BTRMModule(model, tokenizer, optimizer=ADAMW, scheduler=CONSTANT)
     start, end = fit(module, data, steps=20)
     assert start["val/pair_accuracy"] == 0 and start["val/brier"] == pytest.approx(0.25)  # zero head: P = 0.5
     assert end["val/pair_accuracy"] > 0.8 and end["val/position_consistency"] < 1e-6

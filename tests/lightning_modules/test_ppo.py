@@ -16,11 +16,13 @@ from lightning_modules.bt_rm import BTRMModule
 from lightning_modules.pairwise_rl import PairwiseRLModule
 from posttrain.models.builders import tiny_llama
 from posttrain.models.value_head import ValueModel
+from posttrain.rewards import ArithmeticVerifier
 from posttrain.rollouts import Rollout
 from posttrain.run import load_stage_model, save_stage_model
 from posttrain.utils.config import ConfigError
 
 TINY = {"hidden_size": 32, "num_heads": 2, "num_layers": 1, "intermediate_size": 64}
+GOLD = ArithmeticVerifier()
 BOS, EOS, PAD = 1, 2, 0
 
 
@@ -97,10 +99,11 @@ def test_frozen_networks_stay_out_of_optimizer_gradient_and_checkpoint(method, t
     model, tokenizer = tiny_llama(**TINY)
     judge = tiny_llama(**TINY, seed=1)[0]
     if method == "pairwise_rl":
-        module = PairwiseRLModule(model, tokenizer, reward_model=judge, ppo={"num_samples": 2, "minibatch_size": 8})
+        module = PairwiseRLModule(model, tokenizer, reward_model=judge, reward=GOLD,
+                                  ppo={"num_samples": 2, "minibatch_size": 8})
     else:
-        module = BTPPOModule(model, tokenizer, reward_model=ValueModel(judge), ppo={"num_samples": 2,
-                                                                                  "minibatch_size": 8})
+        module = BTPPOModule(model, tokenizer, reward_model=ValueModel(judge), reward=GOLD,
+                             ppo={"num_samples": 2, "minibatch_size": 8})
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     trainer = fit_two_steps(module, tmp_path)
     assert trainer.global_step == 2 * 2  # 2 batches x 2 PPO epochs x 1 mini-batch of 8 rows
@@ -117,11 +120,13 @@ def test_frozen_networks_stay_out_of_optimizer_gradient_and_checkpoint(method, t
 def test_pairwise_rl_rejects_a_scalar_reward_model_and_bt_ppo_a_judge():
     model, tokenizer = tiny_llama(**TINY)
     with pytest.raises(ConfigError, match="reward_model"):
-        PairwiseRLModule(model, tokenizer, reward_model=ValueModel(copy.deepcopy(model)))
+        PairwiseRLModule(model, tokenizer, reward_model=ValueModel(copy.deepcopy(model)), reward=GOLD)
     with pytest.raises(ConfigError, match="reward_model"):
-        BTPPOModule(model, tokenizer, reward_model=copy.deepcopy(model))
+        BTPPOModule(model, tokenizer, reward_model=copy.deepcopy(model), reward=GOLD)
     with pytest.raises(ConfigError, match="method.anchor"):
-        PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), anchor="best")
+        PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), reward=GOLD, anchor="best")
+    with pytest.raises(ConfigError, match=r"method\.reward"):
+        PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model))
 
 
 def tied_llama():
@@ -151,7 +156,7 @@ def test_critic_freezes_an_untied_lm_head_but_never_tied_input_embeddings():
 def test_bad_judge_settings_name_the_key_at_construction(judge, key):
     model, tokenizer = tiny_llama(**TINY)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), judge=judge)
+        PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), reward=GOLD, judge=judge)
 
 
 def test_critic_prefix_is_encoded_as_the_judge_reads_it_not_with_the_policy_prompt_template():
@@ -160,7 +165,7 @@ def test_critic_prefix_is_encoded_as_the_judge_reads_it_not_with_the_policy_prom
     from datamodules.collate import Encoder
 
     model, tokenizer = tiny_llama(**TINY)
-    module = PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model))
+    module = PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), reward=GOLD)
     module._trainer = SimpleNamespace(datamodule=SimpleNamespace(
         encoder=Encoder(tokenizer, prompt_template="Q:{prompt}=")))
     prefixes = module.critic_prefixes(["1+2="], ["3"])
@@ -174,10 +179,10 @@ def test_loss_scaled_precision_with_per_network_clipping_is_a_config_error(metho
     model, tokenizer = tiny_llama(**TINY)
     judge = copy.deepcopy(model)
     cls, judge = (PairwiseRLModule, judge) if method == "pairwise_rl" else (BTPPOModule, ValueModel(judge))
-    module = cls(model, tokenizer, reward_model=judge)
+    module = cls(model, tokenizer, reward_model=judge, reward=GOLD)
     module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
     with pytest.raises(ConfigError, match=r"trainer\.precision"):
         module.configure_optimizers()
-    module = cls(model, tokenizer, reward_model=judge, ppo={"grad_clip": None})
+    module = cls(model, tokenizer, reward_model=judge, reward=GOLD, ppo={"grad_clip": None})
     module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=torch.amp.GradScaler("cpu")))
-    ppo_lib.check_precision(module)  # no clip, nothing to get wrong
+    ppo_lib.check_precision(module.trainer, module.ppo["grad_clip"])  # no clip, nothing to get wrong

@@ -10,14 +10,14 @@ import torch
 from lightning_modules.spark import SparkModule, judge_summary, recyclable
 from posttrain.models import tiny_llama
 from posttrain.rewards import ArithmeticVerifier, Verdict
-from posttrain.rewards.recycling import NO, PAIRWISE, POINTWISE, REFLECT, RecycledScorer, recycle
+from posttrain.rewards.recycling import NO, PAIRWISE, POINTWISE, REFLECT, RecycledReward, recycle
 from posttrain.run import train
 from tests.helpers import Killed, assert_same_parameters, compose_config
 
 SMALL = ["experiment=spark", "debug=tiny", "warmup=null", "control=null", "model.hidden_size=32", "model.num_heads=2",
-         "model.num_layers=1", "model.intermediate_size=64", "data.verifier._target_=tests.helpers.CoinFlipVerifier",
-         "method.truncated_is_wrong=false", "method.prompts_per_minibatch=2", "method.evaluation.sampled_k=2",
-         "method.generation.max_new_tokens=4", "method.evaluation.max_new_tokens=4", "method.judge_eval.size=4",
+         "model.num_layers=1", "model.intermediate_size=64", "reward._target_=tests.helpers.CoinFlipVerifier",
+         "method.truncated_is_wrong=false", "method.prompts_per_minibatch=2", "method.evaluator.sampled_k=2",
+         "method.generation.max_new_tokens=4", "method.evaluator.max_new_tokens=4", "method.judge_eval.size=4",
          "method.judge_eval.samples=2", "method.judge_eval.rounds=2", "method.optimizer.lr=1e-3"]
 JUDGE_KEYS = {"val/judge_balanced_accuracy", "val/judge_ece", "val/judge_yes_rate", "val/pair_accuracy",
               "val/pair_order_agreement", "val/repair_rate", "val/tts_round_0", "val/tts_round_2", "val/tts_gain",
@@ -60,7 +60,7 @@ def test_bad_spark_settings_name_the_key(tmp_path):
                           # batch 4, fractions 0.5: at most (1 + 1) * (2 + 2) = 8 cached examples
                           ("method.reward_batch_size=9", "method.reward_batch_size"),
                           ("method.judge_fraction=0 method.reflect_fraction=0", "method.reward_batch_size"),
-                          ("data.verifier._target_=posttrain.rewards.GSM8KVerifier", "data.verifier")):
+                          ("reward._target_=posttrain.rewards.GSM8KVerifier", "method.reward")):
         with pytest.raises(Exception, match=key.replace(".", r"\.")):
             train(compose_config([*SMALL, *override.split()], tmp_path))
 
@@ -89,7 +89,7 @@ def test_killed_spark_run_resumes_to_the_same_result(tmp_path):
 
 def tiny_module(**kwargs) -> SparkModule:
     model, tokenizer = tiny_llama(hidden_size=32, num_heads=2, num_layers=1, intermediate_size=64, seed=1)
-    return SparkModule(model, tokenizer, kl_coef=0.0, **kwargs)
+    return SparkModule(model, tokenizer, ArithmeticVerifier(), kl_coef=0.0, **kwargs)
 
 
 class StubJudge:
@@ -146,16 +146,14 @@ def test_reward_period_rewards_follow_each_kinds_label():
     assert set(examples) == {PAIRWISE, REFLECT}
     examples[POINTWISE] = recycle([{"prompt": "1+1=", "answer": "2"}], ["3"] * 4, [0.0] * 4, [True] * 4, 4,
                                   random.Random(0))[0]
-    data = SimpleNamespace(encoder=None, verify=lambda example, completion: ArithmeticVerifier()(completion,
-                                                                                                 example["answer"]))
-    scorer, other = RecycledScorer(data), {"A": "B", "B": "A", "Y": "N", "N": "Y", "12": "13"}
+    reward, other = RecycledReward(ArithmeticVerifier()), {"A": "B", "B": "A", "Y": "N", "N": "Y", "12": "13"}
     order = [POINTWISE, PAIRWISE, REFLECT]
     label = {kind: examples[kind]["answer"] for kind in order}
     assert label[POINTWISE] == "N" and label[REFLECT] == "12"
     # two samples per example: its label and a wrong answer of the same kind, then the label twice for reflection
     completions = {POINTWISE: [label[POINTWISE], other[label[POINTWISE]]],
                    PAIRWISE: [label[PAIRWISE], other[label[PAIRWISE]]], REFLECT: ["12", " 12\n"]}
-    rewards = torch.tensor([scorer.verify(examples[kind], c).reward for kind in order for c in completions[kind]])
+    rewards = torch.tensor([reward(examples[kind], c).reward for kind in order for c in completions[kind]])
     assert rewards.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
     rollout = SimpleNamespace(rewards=rewards, grouped=lambda values: values.view(3, 2))
     metrics = tiny_module().reward_metrics([examples[kind] for kind in order], rollout)

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
-from posttrain.rewards import Verdict
-from posttrain.rewards.recycling import (NO, PAIRWISE, POINTWISE, REFLECT, TEMPLATES, YES, RecycledScorer, recycle,
+from posttrain.rewards import ArithmeticVerifier, Verdict
+from posttrain.rewards.recycling import (NO, PAIRWISE, POINTWISE, REFLECT, TEMPLATES, YES, RecycledReward, recycle,
                                          score_recycled)
 from posttrain.utils.config import ConfigError
 
@@ -110,7 +110,7 @@ def test_bad_pairwise_probability_names_the_key():
                                                          ("Yes", False, False), ("", False, False)])
 def test_verdicts_are_scored_by_exact_match(completion, correct, parsed):
     example = {"prompt": "J1:1+1=2?", "answer": YES, "kind": POINTWISE}
-    assert score_recycled(example, completion, verify=None) == Verdict(correct=correct, parsed=parsed)
+    assert score_recycled(example, completion, solve_reward=None) == Verdict(correct=correct, parsed=parsed)
 
 
 def test_pairwise_and_reflection_scoring():
@@ -118,17 +118,13 @@ def test_pairwise_and_reflection_scoring():
     assert score_recycled(pair, "B", None).correct and not score_recycled(pair, "A", None).correct
     reflect = {"prompt": "R:1+1=3 fix", "answer": "2", "kind": REFLECT}
 
-    class Data:
-        encoder = None
-
-        @staticmethod
-        def verify(example, completion):
-            return Verdict(correct=completion.strip() == example["answer"], parsed=True)
-
-    scorer = RecycledScorer(Data())
-    assert scorer.verify(reflect, "2").correct and not scorer.verify(reflect, "3").correct
+    reward = RecycledReward(ArithmeticVerifier())  # reflection: the solve task's reward against the ground truth
+    assert reward(reflect, " 2\n") == Verdict(correct=True, parsed=True)
+    assert reward(reflect, "3") == Verdict(correct=False, parsed=True)
+    assert reward(reflect, "x") == Verdict(correct=False, parsed=False)
+    assert reward(pair, "B").correct and not reward(pair, "Y").parsed  # judge kinds: exact match of the verdict
     with pytest.raises(ConfigError, match="kind"):
-        score_recycled({"answer": "x", "kind": "other"}, "x", Data.verify)
+        reward({"answer": "x", "kind": "other"}, "x")
 
 
 def test_balanced_pointwise_keeps_as_many_yes_as_no():

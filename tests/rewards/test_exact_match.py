@@ -1,6 +1,6 @@
 import pytest
 
-from posttrain.rewards import ExactAnswerVerifier, Verdict, normalize_answer
+from posttrain.rewards import ExactMatchVerifier, Verdict, normalize_answer
 
 
 @pytest.mark.parametrize("completion, answer, verdict", [
@@ -16,7 +16,7 @@ from posttrain.rewards import ExactAnswerVerifier, Verdict, normalize_answer
     (".", "", Verdict(correct=False, parsed=False)),  # an empty reference never rewards an empty completion
 ])
 def test_exact_answer_normalises_case_whitespace_and_full_stop(completion, answer, verdict):
-    assert ExactAnswerVerifier()({"answer": answer, "prompt": "ignored"}, completion) == verdict
+    assert ExactMatchVerifier(normalize=True)({"answer": answer, "prompt": "ignored"}, completion) == verdict
 
 
 def test_normalize_answer():
