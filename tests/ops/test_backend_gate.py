@@ -4,8 +4,14 @@ import logging
 import pytest
 import torch
 
-from posttrain.ops import _backend, lm_head_logprobs, sample_k_tokens, speculative_verify, token_divergence
-from posttrain.ops import token_logprobs
+from posttrain.ops import (
+    _backend,
+    lm_head_logprobs,
+    sample_k_tokens,
+    speculative_verify,
+    token_divergence,
+    token_logprobs,
+)
 from tests.ops.conftest import needs_ext
 
 CUDA = torch.device("cuda")  # a device object needs no GPU; the decision is made on it before any kernel runs

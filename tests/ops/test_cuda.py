@@ -10,8 +10,14 @@ import logging
 import pytest
 import torch
 
-from posttrain.ops import _backend, lm_head_logprobs, sample_k_tokens, speculative_verify, token_divergence
-from posttrain.ops import token_logprobs
+from posttrain.ops import (
+    _backend,
+    lm_head_logprobs,
+    sample_k_tokens,
+    speculative_verify,
+    token_divergence,
+    token_logprobs,
+)
 from posttrain.ops.lm_head_chunked import lm_head_logprobs_chunked
 from posttrain.ops.token_divergence import KINDS
 from tests.ops._util import OPCHECK_TESTS

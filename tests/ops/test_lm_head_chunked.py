@@ -3,8 +3,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from posttrain.ops import _backend, lm_head_logprobs
-from posttrain.ops import lm_head_chunked
+from posttrain.ops import _backend, lm_head_chunked, lm_head_logprobs
 from posttrain.ops.lm_head_chunked import block_columns, lm_head_logprobs_chunked
 from posttrain.ops.token_logprobs import lm_head_logprobs_reference
 
