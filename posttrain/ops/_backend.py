@@ -27,18 +27,19 @@ _loaded = False
 _log = logging.getLogger(__name__)
 _gate_lock = threading.Lock()
 _gate_logged = False
-_cuda_kernels: bool | None = None
+_cuda_kernels = False
 
 
 def extension():
     """The imported posttrain._C module, or None when it is not built."""
-    global _ext, _ext_error, _loaded
+    global _ext, _ext_error, _loaded, _cuda_kernels
     if not _loaded:
         _loaded = True
         try:
             from posttrain import _C  # noqa: F401  (importing registers torch.ops.posttrain.*)
 
             _ext = _C
+            _cuda_kernels = bool(_C.build_info().get("cuda", False))  # read once: ops ask on every call
         except ImportError as err:  # not built: the torch reference serves every op
             _ext_error = err
     return _ext
@@ -76,14 +77,13 @@ def use_extension(device: torch.device | None = None) -> bool:
 
 
 def _has_cuda_kernels() -> bool:
-    global _cuda_kernels
-    if _cuda_kernels is None:
-        _cuda_kernels = bool(extension().build_info().get("cuda", False))
-    return _cuda_kernels
+    return extension() is not None and bool(_cuda_kernels)
 
 
 def _log_gate_once():
     global _gate_logged
+    if torch.compiler.is_compiling():  # no logging inside a traced graph; the eager call logs
+        return
     with _gate_lock:
         if _gate_logged:
             return

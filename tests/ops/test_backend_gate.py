@@ -100,3 +100,9 @@ def test_every_public_op_asks_with_its_tensors_device(op, monkeypatch):
     monkeypatch.setattr(_backend, "use_extension", lambda device=None: asked.append(device) or False)
     _calls()[op]()  # runs the reference, since the recorder answers False
     assert asked == [torch.device("cpu")]
+
+
+@needs_ext
+def test_gate_traces_under_torch_compile(fresh_gate):
+    f = torch.compile(lambda x: x + 1 if _backend.use_extension(CUDA) else x - 1, fullgraph=True, backend="eager")
+    assert f(torch.zeros(1)).item() == -1
