@@ -199,7 +199,7 @@ summarise() {
   local total=$(($(date +%s) - START)) i failed=0
   for i in "${!names[@]}"; do [ "${verdicts[$i]}" = pass ] || failed=1; done
   {
-    echo "gpu_check: $(date -u +%FT%TZ), $(hostname), device $DEVICE, ${total}s of a ${BUDGET_S}s budget"
+    echo "gpu_check: $(date -u +%FT%TZ), ${HOSTNAME:-unknown host}, device $DEVICE, ${total}s of a ${BUDGET_S}s budget"
     printf '%-15s %-34s %8s\n' step verdict seconds
     for i in "${!names[@]}"; do
       printf '%-15s %-34s %8s\n' "${names[$i]}" "${verdicts[$i]}" "${seconds[$i]}"
