@@ -128,7 +128,7 @@ def speculative_verify(draft_tokens: torch.Tensor, draft_probs: torch.Tensor, ta
     if C.can_inspect_values() and uniforms.numel() and not bool(((uniforms >= 0) & (uniforms < 1)).all()):
         raise ValueError("uniforms must lie in [0, 1)")
     temperature = float(temperature) if mode != "greedy" else 1.0
-    if _backend.use_extension():
+    if _backend.use_extension(target_logits.device):
         expected, tokens, n = torch.ops.posttrain.speculative_verify(
             draft_tokens, draft_probs, target_logits, uniforms, temperature, mode, float(lenience))
         return tokens, n, expected

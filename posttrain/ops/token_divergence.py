@@ -112,7 +112,7 @@ def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     lead = student_logits.shape[:-1]
     s = student_logits.reshape(-1, student_logits.shape[-1])  # (N, V)
     t = teacher_logits.reshape(-1, teacher_logits.shape[-1])  # (N, V)
-    if _backend.use_extension():
+    if _backend.use_extension(s.device):
         out = torch.ops.posttrain.token_divergence(s, t.detach(), kind, float(beta), float(temperature))[0]
     else:
         out = token_divergence_reference(s, t, kind, beta, temperature)

@@ -1,7 +1,8 @@
 """Per-token log-probabilities of labels: plain, fused with the lm-head, and masked per-sequence sums.
 
 The reference functions here are the specification and the test oracle; `token_logprobs` and
-`lm_head_logprobs` dispatch to `torch.ops.posttrain.*` when the extension is in use.
+`lm_head_logprobs` dispatch to `torch.ops.posttrain.*` when the extension is in use. Without it, `lm_head_logprobs`
+runs the chunked torch version (lm_head_chunked.py), not its materialising reference.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from posttrain.ops import _backend
 from posttrain.ops import _checks as C
+from posttrain.ops.lm_head_chunked import lm_head_logprobs_chunked
 
 # ----------------------------------------------------------------------------------------------- reference
 
@@ -110,7 +112,7 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int
     lead = labels.shape
     flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
     flat_labels = labels.reshape(-1)  # (N,)
-    if _backend.use_extension():
+    if _backend.use_extension(flat.device):
         out = torch.ops.posttrain.token_logprobs(flat, flat_labels, ignore_index)[0]
     else:
         out = token_logprobs_reference(flat, flat_labels, ignore_index)[0]
@@ -144,10 +146,11 @@ def lm_head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.T
     C.check_ids_in_range(labels, weight.shape[0], "labels", ignore_index)
     lead = labels.shape
     h = hidden.reshape(-1, hidden.shape[-1])  # (N, H)
-    if _backend.use_extension():
+    if _backend.use_extension(h.device):
         out = torch.ops.posttrain.lm_head_logprobs(h, weight, labels.reshape(-1), ignore_index, chunk_size)[0]
     else:
-        out = lm_head_logprobs_reference(h, weight, labels.reshape(-1), ignore_index)[0]
+        # the reference would materialise the (N, V) logits: the chunked torch version keeps the memory saving
+        out = lm_head_logprobs_chunked(h, weight, labels.reshape(-1), ignore_index, chunk_size)
     return out.reshape(lead)
 
 

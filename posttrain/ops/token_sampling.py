@@ -130,7 +130,7 @@ def sample_k_tokens(logits: torch.Tensor, labels: torch.Tensor | None, k: int, t
     C.check_same_device(uniforms, logits, "uniforms", "logits")
     if C.can_inspect_values() and uniforms.numel() and not bool(((uniforms >= 0) & (uniforms < 1)).all()):
         raise ValueError("uniforms must lie in [0, 1)")
-    if _backend.use_extension():
+    if _backend.use_extension(logits.device):
         slp, llp, lse, samples = torch.ops.posttrain.sample_k_tokens(logits, labels, uniforms, float(temperature),
                                                                      top_k, float(top_p), ignore_index)
         return samples, slp, llp, lse
