@@ -9,6 +9,13 @@ import torch.nn.functional as F
 LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
 
+def log_ratio(policy_logps: torch.Tensor, ref_logps: torch.Tensor, lengths: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """log π_θ(y|x)/π_ref(y|x) from summed log-probs: (B,); per token (divided by `lengths`, (B,)) when given."""
+    ratio = policy_logps - ref_logps  # (B,)
+    return ratio if lengths is None else ratio / lengths.clamp(min=1)
+
+
 def dpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -55,13 +62,12 @@ def dpo_loss(
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     if label_smoothing > 0 and loss_type != "sigmoid":
         raise ValueError(f"label_smoothing applies to the sigmoid loss only, got loss_type {loss_type!r}")
-    chosen_ratio = policy_chosen_logps - ref_chosen_logps  # (B,)
-    rejected_ratio = policy_rejected_logps - ref_rejected_logps  # (B,)
-    if loss_type == "ipo":
-        if chosen_lengths is None or rejected_lengths is None:
-            raise ValueError("the ipo loss needs chosen_lengths and rejected_lengths (it averages over tokens)")
-        chosen_ratio = chosen_ratio / chosen_lengths.clamp(min=1)  # (B,)
-        rejected_ratio = rejected_ratio / rejected_lengths.clamp(min=1)  # (B,)
+    if loss_type == "ipo" and (chosen_lengths is None or rejected_lengths is None):
+        raise ValueError("the ipo loss needs chosen_lengths and rejected_lengths (it averages over tokens)")
+    if loss_type != "ipo":
+        chosen_lengths = rejected_lengths = None  # sums
+    chosen_ratio = log_ratio(policy_chosen_logps, ref_chosen_logps, chosen_lengths)  # (B,)
+    rejected_ratio = log_ratio(policy_rejected_logps, ref_rejected_logps, rejected_lengths)  # (B,)
     h = chosen_ratio - rejected_ratio  # (B,)
     if loss_type == "sigmoid":
         losses = -(1.0 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
