@@ -26,7 +26,8 @@ ONE_EPOCH = {"spin": ["method.num_iterations=1", "method.epochs_per_iteration=1"
 # Metrics each experiment's evaluation must report (default: generation accuracy and reference NLL).
 PAIR_METRICS = {f"{split}/{name}" for split in ("val", "test_ood")
                 for name in ("pair_accuracy", "pair_accuracy_one_order", "ece", "brier", "position_consistency")}
-EVAL_KEYS = {"pairwise_rm": PAIR_METRICS, "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"}}
+EVAL_KEYS = {"pairwise_rm": PAIR_METRICS, "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
+             "dpo": PAIR_METRICS | {"val/accuracy", "test_ood/accuracy", "val/rewards/margins", "val/logps/accuracies"}}
 
 
 # Parameters a method leaves untrained on purpose (names as in `module.named_parameters()`); every other parameter it

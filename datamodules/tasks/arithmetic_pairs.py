@@ -63,7 +63,8 @@ def wrong_answer(kind: str, truth: int, rng: random.Random) -> str | None:
 
 
 class ArithmeticPairTask:
-    """Preference pairs {"prompt", "chosen", "rejected", "chosen_score", "rejected_score", "noisy"} per split.
+    """Preference pairs {"prompt", "chosen", "rejected", "chosen_score", "rejected_score", "noisy", "answer"} per
+    split (`answer`: the problem's correct answer, so a policy trained on the pairs can be scored by generation).
 
     Args:
         operations, digits, ood_digits, train_size, val_size, test_ood_size, seed: the problems, as for
@@ -128,7 +129,7 @@ class ArithmeticPairTask:
                 if noisy:
                     better, worse, scores = worse, better, scores[::-1]
                 out.append({"prompt": problem["prompt"], "chosen": better, "rejected": worse, "chosen_score": scores[0],
-                            "rejected_score": scores[1], "noisy": noisy})
+                            "rejected_score": scores[1], "noisy": noisy, "answer": problem["answer"]})
         return out
 
     def _graded_pair(self, truth: int, rng: random.Random) -> tuple[str, str]:
