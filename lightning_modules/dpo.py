@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric
 
-from datamodules.collate import left_pad
 from lightning_modules import pair_eval
 from lightning_modules.base import PostTrainModule, frozen_copy
+from posttrain.evaluators import GenerationEvaluator
 from posttrain.losses.dpo import LOSS_TYPES, dpo_loss, log_ratio
 from posttrain.metrics import ExactMatch
 from posttrain.models.forward import IGNORE_INDEX, sequence_logprobs
+from posttrain.processors import left_pad
 from posttrain.utils.config import check, check_choice
 
 # per-split means logged at each evaluation, beside pair_eval's metrics
@@ -46,24 +47,26 @@ class DPOModule(PostTrainModule):
         label_smoothing: ε in [0, 0.5) of conservative DPO; sigmoid only.
         reference_free: no π_ref (its log-probs taken as 0), as TRL's `reference_free`: the loss then compares the
             policy's own likelihoods of the two responses.
-        verifier: a callable (completion, answer) -> Verdict; with it, held-out pairs that carry an `answer` are
-            also scored by the policy's greedy answer to their prompt.
+        evaluator: a `GenerationEvaluator` whose `reward(example, completion) -> Verdict` (e.g. `${reward}`) also
+            scores the policy's greedy answers to the prompts of held-out pairs that carry an `answer`; without a
+            reward only the pair metrics are reported.
     """
 
     record_start_evaluation = True
-    rebuilt_submodules = ("reference",)  # π_ref is the start model: a resumed run rebuilds it
 
     def __init__(self, model, tokenizer, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-                 reference_free: bool = False, verifier=None, optimizer=None, scheduler=None, evaluation=None):
-        super().__init__(model, tokenizer, optimizer, scheduler, evaluation)
+                 reference_free: bool = False, optimizer=None, scheduler=None, evaluator=None):
+        super().__init__(model, tokenizer, optimizer, scheduler, evaluator or GenerationEvaluator())
         check(beta > 0, "method.beta", f"must be > 0, got {beta}")
         check_choice(loss_type, LOSS_TYPES, "method.loss_type")
         check(0 <= label_smoothing < 0.5, "method.label_smoothing", f"must be in [0, 0.5), got {label_smoothing}")
         check(label_smoothing == 0 or loss_type == "sigmoid", "method.label_smoothing",
               f"applies to loss_type=sigmoid only, got loss_type={loss_type}")
-        self.save_hyperparameters(ignore=["model", "tokenizer", "verifier"])
-        self.beta, self.loss_type, self.label_smoothing, self.verifier = beta, loss_type, label_smoothing, verifier
-        self.reference = None if reference_free else frozen_copy(model)
+        self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
+        self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
+        self.reference = None
+        if not reference_free:  # π_ref is the start model: a resumed run rebuilds it
+            self.add_frozen("reference", frozen_copy(model), rebuildable=True)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def pair_logps(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -91,6 +94,8 @@ class DPOModule(PostTrainModule):
     # ---- evaluation ---------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         pair_eval.setup(self)
+        if self.evaluator.reward is not None:
+            self.evaluator.setup((), self.tokenizer)
         if not hasattr(self, "eval_means"):
             self.eval_means, self.eval_greedy = nn.ModuleDict(), nn.ModuleDict()
         for split in getattr(self.trainer.datamodule, "eval_splits", ()):
@@ -113,10 +118,9 @@ class DPOModule(PostTrainModule):
         policy_chosen, policy_rejected = policy.chunk(2)  # (B,) each
         means["logps/accuracies"].update((policy_chosen > policy_rejected).float())
         examples = batch["examples"]
-        if self.verifier is not None and all("answer" in e for e in examples):
-            completions = self.greedy_completions(self.prompts(batch))
-            correct = [self.verifier(c, e["answer"]).correct for c, e in zip(completions, examples)]
-            self.eval_greedy[split].update(torch.tensor(correct))
+        if self.evaluator.reward is not None and all("answer" in e for e in examples):
+            completions = self.evaluator.greedy_completions(self.model, self.prompts(batch))
+            self.eval_greedy[split].update(self.evaluator.correct(examples, completions))
 
     def prompts(self, batch: dict) -> dict:
         """The pairs' prompt tokens (those of the chosen rows), left-padded for generation: (B, P) each."""

@@ -4,13 +4,14 @@ import torch
 
 from datamodules.preference import PreferenceDataModule
 from datamodules.tasks import ArithmeticPairTask
+from posttrain.evaluators import GenerationEvaluator
 from lightning_modules.dpo import DPOModule, stack_pairs
 from posttrain.models import tiny_llama
 from posttrain.models.forward import IGNORE_INDEX
 from posttrain.rewards import ArithmeticVerifier
 from posttrain.utils.config import ConfigError
 
-OPTIMIZER = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0}
+OPTIMIZER = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "weight_decay": 0.0}
 
 
 def small_model():
@@ -44,7 +45,7 @@ def test_stack_pairs_pads_both_sides_to_one_width():
 def test_two_steps_train_the_policy_not_the_reference_and_log_the_metrics(tmp_path):
     model, tokenizer = small_model()
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
-    module = DPOModule(model, tokenizer, beta=0.5, optimizer=OPTIMIZER, scheduler={"name": "constant"})
+    module = DPOModule(model, tokenizer, beta=0.5, optimizer=OPTIMIZER, scheduler={"_target_": "posttrain.optim.warmup_schedule", "decay": "constant"})
     trainer = fit(module, pair_data(tokenizer), tmp_path, num_sanity_val_steps=0)
     assert trainer.global_step == 2
     policy, reference = dict(module.model.named_parameters()), dict(module.reference.named_parameters())
@@ -85,8 +86,8 @@ def test_the_reference_is_left_out_of_checkpoints_and_put_back_on_load(tmp_path)
 
 def test_evaluation_scores_pairs_by_implicit_reward_and_answers_by_generation(tmp_path):
     model, tokenizer = small_model()
-    module = DPOModule(model, tokenizer, beta=0.5, verifier=ArithmeticVerifier(), optimizer=OPTIMIZER,
-                       evaluation={"max_new_tokens": 4})
+    module = DPOModule(model, tokenizer, beta=0.5, optimizer=OPTIMIZER,
+                       evaluator=GenerationEvaluator(reward=ArithmeticVerifier(), max_new_tokens=4))
     fit(module, pair_data(tokenizer), tmp_path, num_sanity_val_steps=-1)
     start, end = module.eval_history
     assert start["epoch"] == -1 and end["step"] == 2
