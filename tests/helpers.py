@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch import Callback
 from omegaconf import DictConfig, open_dict
 
-from posttrain.run import register_resolvers
+from posttrain.pipeline import register_resolvers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF = os.path.join(ROOT, "conf")
