@@ -1,16 +1,17 @@
 """train(cfg): run the experiment's stages in order, hand each one's output on, print and save the results table.
 
-Each stage is a method config instantiated with `model=` (its start), `tokenizer=` and its inputs, then fitted by
-a Lightning trainer on its datamodule (or, for a dataset stage, run with `trainer.predict` over its data's training
-prompts: each predicted item is one example of the written jsonl). Nothing here knows what a stage is for: warm-up,
-teacher, reward model, main and control are entries of `stages:` (schema in `stages.py`, cache keys in `cache.py`).
+Each stage's method config is instantiated with `model=` (its start), `tokenizer=` and its inputs, then fitted by
+a Lightning trainer on its datamodule; a dataset stage's module is run with `trainer.predict` over its data's
+training prompts instead, and every predicted example becomes a line of its jsonl file. Nothing here knows what a
+stage is for: warm-up, teacher, reward model, main and control are entries of `stages:` (schema in `stages.py`,
+cache keys in `cache.py`).
 """
 from __future__ import annotations
 
 import copy
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import lightning as L
 import torch
@@ -37,10 +38,16 @@ def merge_configs(*configs):
 
 
 @dataclass
-class StageResult:
+class Planned:
     stage: Stage
-    key: str  # the cache key (also computed for stages that are not cached: later keys include it)
-    directory: str
+    key: str  # the cache key (computed for every stage: the keys of later stages include it)
+    directory: str  # where its outputs go: the cache folder when cached, else the run's stages/<stage>
+    data: DictConfig  # its data config, dataset inputs filled in
+
+
+@dataclass
+class StageResult:
+    planned: Planned
     rows: list[dict]
     output: object  # the trained network, or the dataset file's path
     module: L.LightningModule | None = None  # None when the result came from the cache
@@ -52,48 +59,67 @@ def train(cfg: DictConfig) -> dict:
     """Runs every stage; returns the rows, each stage's StageResult (`stages`) and the `main` stage's (else the last
     stage's) module, trainer and datamodule."""
     register_resolvers()
-    pipeline = Pipeline(cfg)
+    steps = plan(cfg)
+    pipeline = Pipeline(cfg, steps)
     rows = []
-    for stage in pipeline.stages:
-        rows += pipeline.run(stage).rows
+    for planned in steps:
+        rows += pipeline.run(planned).rows
     report(cfg, rows)
-    results = pipeline.results
-    last = results.get("main") or results[pipeline.stages[-1].key]
-    return {"rows": rows, "stages": results, "module": last.module, "trainer": last.trainer,
+    last = pipeline.results.get("main") or pipeline.results[steps[-1].stage.key]
+    return {"rows": rows, "stages": pipeline.results, "module": last.module, "trainer": last.trainer,
             "datamodule": last.datamodule}
 
 
-@dataclass
+def plan(cfg: DictConfig) -> list[Planned]:
+    """Every stage's cache key, folder and data config, in run order, before anything runs. A dataset stage's file
+    is `<its folder>/train.jsonl`, so the stages that read it know (and hash) the path up front; it is written into
+    their `data` config here."""
+    stages = parse_stages(cfg)
+    by_key, keys, planned = {s.key: s for s in stages}, {}, {}
+    for stage in stages:
+        for name, source in stage.data_inputs().items():
+            path = os.path.join(planned[source].directory, outputs.DATASET_FILE)
+            OmegaConf.update(stage.node.data, name, path, force_add=True)
+        data = stage.node.data if stage.node.get("data") is not None else cfg.data
+        keys[stage.key] = stage_key(cfg, stage, data, model_config(cfg, by_key, stage), keys)
+        planned[stage.key] = Planned(stage, keys[stage.key], stage_dir(cfg, stage, keys[stage.key]), data)
+    return list(planned.values())
+
+
+def model_config(cfg: DictConfig, by_key: dict[str, Stage], stage: Stage) -> DictConfig:
+    """The model config the stage's network was first built from (followed through `start`)."""
+    if stage.start != "model":
+        return model_config(cfg, by_key, by_key[stage.start])
+    return stage.node.get("model") or cfg.model
+
+
 class Pipeline:
-    cfg: DictConfig
-    stages: list[Stage] = field(init=False)
-    results: dict[str, StageResult] = field(default_factory=dict)
-    datamodules: dict[str, L.LightningDataModule] = field(default_factory=dict)  # resolved config -> instance
+    """The state between stages: their results, the shared tokenizer and datamodules."""
 
-    def __post_init__(self):
-        self.stages = parse_stages(self.cfg)
+    def __init__(self, cfg: DictConfig, steps: list[Planned]):
+        self.cfg, self.stages = cfg, [p.stage for p in steps]
         self.by_key = {stage.key: stage for stage in self.stages}
-        self.initial_model, self.tokenizer = instantiate(self.cfg.model)  # the first fresh start; the tokenizer
+        self.results: dict[str, StageResult] = {}
+        self.datamodules: dict[str, L.LightningDataModule] = {}  # resolved data config -> instance
+        self.initial_model, self.tokenizer = instantiate(cfg.model)  # the first fresh start; the run's tokenizer
 
-    def run(self, stage: Stage) -> StageResult:
-        data = self.data_config(stage)
-        model_cfg = self.model_config(stage)
-        key = stage_key(self.cfg, stage, data, model_cfg, {k: r.key for k, r in self.results.items()})
-        directory = stage_dir(self.cfg, stage, key)
-        rows = outputs.read_rows(directory) if stage.cache else None
+    def run(self, planned: Planned) -> StageResult:
+        stage = planned.stage
+        rows = outputs.read_rows(planned.directory) if stage.cache else None
         if rows is not None:
-            result = StageResult(stage, key, directory, rows, self.load_output(stage, directory))
+            result = StageResult(planned, rows, self.load_output(planned))
         else:
-            result = self.fit(stage, key, directory, data)
+            result = self.fit(planned)
         self.results[stage.key] = result
         if stage.save_dir and stage.output != "dataset" and (result.trainer is None or result.trainer.is_global_zero):
             outputs.save_stage_model(result.output, self.tokenizer, stage.save_dir)
         return result
 
-    def fit(self, stage: Stage, key: str, directory: str, data: DictConfig) -> StageResult:
+    def fit(self, planned: Planned) -> StageResult:
         """Trains (or, for a dataset stage, runs) the stage; writes its output and rows when it is cached."""
+        stage, directory = planned.stage, planned.directory
         L.seed_everything(self.cfg.seed, workers=True)  # each stage from the same seed, whatever ran (or hit) before
-        datamodule = self.datamodule(data)
+        datamodule = self.datamodule(planned.data)
         inputs = {argument: self.results[source].output for argument, source in stage.method_inputs().items()}
         module = instantiate(stage.node.method, model=self.start_model(stage), tokenizer=self.tokenizer,
                              _convert_="all", **inputs)
@@ -114,7 +140,7 @@ class Pipeline:
             if stage.output != "dataset":
                 outputs.save_stage_model(output, self.tokenizer, directory)
             outputs.write_rows(rows, directory)
-        return StageResult(stage, key, directory, rows, output, module, trainer, datamodule)
+        return StageResult(planned, rows, output, module, trainer, datamodule)
 
     def evaluate(self, stage: Stage, module, trainer: L.Trainer) -> dict:
         """One validation of the fitted module on `evaluate_on`: a row labelled with the stage's name."""
@@ -123,25 +149,12 @@ class Pipeline:
         validator.validate(module, datamodule=self.datamodule(stage.node.evaluate_on), verbose=False)
         return {"run": stage.name, **module.eval_history[-1], "step": trainer.global_step}
 
-    # ---- what a stage starts from and reads ----------------------------------------------------------------------
-    def data_config(self, stage: Stage) -> DictConfig:
-        """The stage's data config (the top-level `data` by default) with its dataset inputs filled in."""
-        for key, source in stage.data_inputs().items():
-            OmegaConf.update(stage.node.data, key, self.results[source].output, force_add=True)
-        return stage.node.data if stage.node.get("data") is not None else self.cfg.data
-
     def datamodule(self, data: DictConfig) -> L.LightningDataModule:
         """One instance per distinct resolved data config, shared by the stages that read it."""
         text = json.dumps(resolved(data), sort_keys=True, default=str)
         if text not in self.datamodules:
             self.datamodules[text] = instantiate(data, tokenizer=self.tokenizer)
         return self.datamodules[text]
-
-    def model_config(self, stage: Stage) -> DictConfig:
-        """The model config the stage's network was first built from (followed through `start`)."""
-        if stage.start != "model":
-            return self.model_config(self.by_key[stage.start])
-        return stage.node.get("model") or self.cfg.model
 
     def start_model(self, stage: Stage):
         """A fresh model (`start: model`), or the start stage's output: a copy while a later stage still needs it."""
@@ -161,10 +174,10 @@ class Pipeline:
         later = self.stages[self.stages.index(stage) + 1:]
         return any(source in other.depends_on() for other in later)
 
-    def load_output(self, stage: Stage, directory: str):
-        if stage.output == "dataset":
-            return os.path.join(directory, outputs.DATASET_FILE)
-        return outputs.load_stage_model(directory, self.model_config(stage))
+    def load_output(self, planned: Planned):
+        if planned.stage.output == "dataset":
+            return os.path.join(planned.directory, outputs.DATASET_FILE)
+        return outputs.load_stage_model(planned.directory, model_config(self.cfg, self.by_key, planned.stage))
 
 
 def make_trainer(cfg: DictConfig, stage: Stage) -> L.Trainer:
