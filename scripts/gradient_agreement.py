@@ -26,7 +26,7 @@ from posttrain.losses.grpo import grpo_loss  # noqa: E402
 from posttrain.losses.nft import nft_loss  # noqa: E402
 from posttrain.losses.rft import rft_loss  # noqa: E402
 from posttrain.rollouts import collect_rollout, correctness_rate, group_advantages, policy_logprobs  # noqa: E402
-from posttrain.run import register_resolvers, warmup_stage  # noqa: E402
+from posttrain.pipeline import register_resolvers, train  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATA = {"r̂ <= 2/8": (0.0, 0.26), "3/8 <= r̂ <= 5/8": (0.3, 0.7), "r̂ >= 6/8": (0.7, 1.0)}
@@ -43,13 +43,12 @@ def main() -> None:
         with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=["experiment=nft", f"seed={seed}", "logger=csv",
                                                           f"paths.output_dir={ROOT}/logs/gradient_agreement",
-                                                          *args.overrides])
+                                                          "stages.main=null", *args.overrides])  # the warm-up only
+        model = train(cfg)["stages"]["warmup"].output.eval()
         torch.manual_seed(seed)
-        model, tokenizer = instantiate(cfg.model)
+        tokenizer = instantiate(cfg.model)[1]
         datamodule = instantiate(cfg.data, tokenizer=tokenizer)
         datamodule.setup("fit")
-        model, _ = warmup_stage(cfg, model, tokenizer, datamodule)
-        model.eval()
         batch = SFTCollator(datamodule.encoder, with_prompts=True)(datamodule.splits["train"][: args.prompts])
         k = datamodule.num_samples
         rollout = collect_rollout(model, batch, datamodule, num_samples=k, temperature=1.0,

@@ -34,7 +34,8 @@ STAGES = {
     # (policy-only GRPO) makes its two updates from two solve batches
     "spark": [*ONLINE, "stages.warmup.data.train_size=8", "stages.warmup.data.batch_size=4",
               "+stages.warmup.trainer.limit_train_batches=2",
-              "trainer.limit_train_batches=1", "method.reward_batch_size=4", "+stages.control.trainer.limit_train_batches=2"],
+              "trainer.limit_train_batches=1", "method.reward_batch_size=4",
+              "+stages.control.trainer.limit_train_batches=2"],
     "distillspec": [*WARMUP, "trainer.max_epochs=1", "stages.teacher.trainer.max_epochs=1",
                     "method.speculative.num_prompts=2", "method.speculative.repeats=1",
                     "method.speculative.max_new_tokens=4"],

@@ -12,8 +12,12 @@ def history_rows(name: str, history: list[dict]) -> list[dict]:
     """A module's `eval_history` as rows: `<name> (start)`, `<name> epoch <e>` or `<name> iteration <i>`."""
     rows = []
     for entry in history:
-        label = f"{name} iteration {entry['iteration']}" if "iteration" in entry else f"{name} epoch {entry['epoch'] + 1}"
-        label = f"{name} (start)" if entry.get("epoch", 0) < 0 else label
+        if entry.get("epoch", 0) < 0:
+            label = f"{name} (start)"
+        elif "iteration" in entry:
+            label = f"{name} iteration {entry['iteration']}"
+        else:
+            label = f"{name} epoch {entry['epoch'] + 1}"
         rows.append({"run": label, **entry})
     return rows
 
