@@ -9,7 +9,6 @@ from posttrain.pipeline import train
 from posttrain.pipeline.outputs import load_stage_model
 from tests.helpers import compose_config, experiments
 
-
 # Overrides that make every stage of one experiment two steps on tiny data (debug=tiny: 8 examples in batches of 4,
 # two training batches per epoch); every stage runs, cached ones and controls included.
 WARMUP = ["stages.warmup.trainer.max_epochs=1"]

@@ -81,7 +81,8 @@ def parse_stage(key: str, node) -> Stage:
     where = f"stages.{key}"
     check(isinstance(node, DictConfig), where, f"must be a stage config (a mapping) or null, got {node!r}")
     unknown = sorted(set(node.keys()) - set(FIELDS))
-    check(not unknown, f"{where}.{unknown[0] if unknown else ''}", f"unknown stage key; a stage has {list(FIELDS)}")
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown stage key; a stage has {list(FIELDS)}")
     check(node.get("method") is not None, f"{where}.method", "required: the stage's method config")
     output = node.get("output", "model")
     check_choice(output, OUTPUTS, f"{where}.output")
