@@ -2,14 +2,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from posttrain.run import register_resolvers
+from posttrain.pipeline import register_resolvers
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from posttrain.run import train
+    from posttrain.pipeline import train
 
     train(cfg)
 

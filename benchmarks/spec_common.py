@@ -50,7 +50,7 @@ def held_out(tokenizer, count: int, seed: int = 0):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from posttrain.run import register_resolvers
+    from posttrain.pipeline import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):

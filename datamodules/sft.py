@@ -68,6 +68,10 @@ class SFTDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
 
+    def predict_dataloader(self) -> DataLoader:
+        """Every training prompt once, in order, with its raw example: what a dataset stage generates from."""
+        return self.eval_dataloader("train")
+
     def eval_dataloader(self, split: str) -> DataLoader:
         return DataLoader(
             self.splits[split],

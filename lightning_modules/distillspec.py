@@ -37,7 +37,7 @@ class DistillSpecModule(PostTrainModule):
     """Args:
         teacher: the target model (same vocabulary); built by the run's `teacher` stage.
         divergence: forward_kl | reverse_kl | jsd | tvd.
-        beta: the mixture weight β of JSD[β] (0.5 = the paper's "JSD").
+        beta: the mixture weight β of JSD[β] (0.5 = the paper's "JSD"; 0 and 1 mean forward and reverse KL).
         temperature: T of both distributions in the loss (the paper: 1.0).
         fixed_fraction: λ1, the probability that a step trains on the fixed dataset.
         student_fraction: λ2, among generated batches the probability that the draft (rather than the target)

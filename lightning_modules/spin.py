@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info
 
 from datamodules.collate import left_pad, pack
 from lightning_modules.base import PostTrainModule, frozen_copy
@@ -24,7 +25,7 @@ class SPINModule(PostTrainModule):
     """Args:
         beta: λ of the paper (`beta` in the official code), > 0.
         loss_type: "sigmoid" (the paper's logistic ℓ) or "hinge".
-        num_iterations: T; the trainer runs num_iterations * epochs_per_iteration epochs.
+        num_iterations: T; the run is num_iterations * epochs_per_iteration epochs (trainer.max_epochs is set so).
         epochs_per_iteration: passes over the SFT prompts per iteration.
         generation: {temperature, top_k, top_p, max_new_tokens, batch_size} of the opponent's sampling.
         mix_previous_iteration: also train on the previous iteration's synthetic responses, as the official runs do
@@ -54,11 +55,15 @@ class SPINModule(PostTrainModule):
         self.previous_synthetic: list[list[int]] = []
 
     # ---- outer loop -----------------------------------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        expected = self.num_iterations * self.epochs_per_iteration
-        check(self.trainer.max_epochs == expected, "trainer.max_epochs",
-              f"SPIN needs method.num_iterations * method.epochs_per_iteration = {expected} epochs, "
-              f"got {self.trainer.max_epochs}")
+    def setup(self, stage: str) -> None:
+        """SPIN decides its own length: num_iterations * epochs_per_iteration epochs, whatever trainer.max_epochs
+        says (set before the optimizer's schedule reads the run's length)."""
+        super().setup(stage)
+        epochs = self.num_iterations * self.epochs_per_iteration
+        if stage == "fit" and self.trainer.max_epochs != epochs:
+            rank_zero_info(f"SPIN runs method.num_iterations * method.epochs_per_iteration = {epochs} epochs "
+                           f"(trainer.max_epochs={self.trainer.max_epochs} is not used)")
+            self.trainer.fit_loop.max_epochs = epochs
 
     def on_train_epoch_start(self) -> None:
         iteration = self.current_epoch // self.epochs_per_iteration

@@ -12,19 +12,20 @@ sys.path.insert(0, ROOT)
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-from posttrain.run import register_resolvers, train  # noqa: E402
+from posttrain.pipeline import register_resolvers, train  # noqa: E402
 
 
 def run_experiment(experiment: str, name: str, seed: int, out: str, overrides: list[str],
                    callbacks: dict | None = None) -> dict:
     """`python train.py experiment=<experiment> seed=<seed> <overrides>` with CSV logs under `out`, no progress bar
-    and no saved model; the run is labelled `name` in its rows. Returns `posttrain.run.train`'s result and the
+    and no saved model; the run is labelled `name` in its rows. Returns `posttrain.pipeline.train`'s result and the
     composed config (`cfg`)."""
     register_resolvers()
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
-            f"experiment={experiment}", f"seed={seed}", "logger=csv", "~callbacks.progress_bar", "save_model=false",
-            f"paths.log_dir={out}", f"paths.output_dir={out}/{name}-seed{seed}", *overrides])
+            f"experiment={experiment}", f"seed={seed}", "logger=csv", "~callbacks.progress_bar",
+            "stages.main.save_dir=null", f"paths.log_dir={out}", f"paths.output_dir={out}/{name}-seed{seed}",
+            *overrides])
     with open_dict(cfg):
         cfg.name = name
         cfg.trainer.enable_progress_bar = False

@@ -5,7 +5,7 @@
 Each seed runs `experiment=otr` (cached SFT warm-up on task A, then OTR as the main stage and SFT as the control
 stage on task B) and the final evaluation of each stage becomes one row of the printed table: exact-match accuracy,
 reference NLL and predictive entropy on `val` (B), `test_ood` (B, shifted) and `retain` (A), as far as the run logs
-them, followed by the mean over seeds. Ablations pass overrides, e.g. `method.beta=0 control=null` (no control).
+them, followed by the mean over seeds. Ablations pass overrides, e.g. `method.beta=0 stages.control=null` (no control).
 Writes <out>/results.json (default logs/compare_otr).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path.insert(0, ROOT)
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from posttrain.run import register_resolvers, train  # noqa: E402
+from posttrain.pipeline import register_resolvers, train  # noqa: E402
 
 SPLITS = ("val", "test_ood", "retain")
 NAMES = ("accuracy", "nll", "entropy")
@@ -30,7 +30,7 @@ def run_seed(seed: int, overrides: list[str], out: str) -> list[dict]:
     register_resolvers()
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=["experiment=otr", f"seed={seed}", "name=otr", "logger=csv",
-                                                      "save_model=false", f"paths.output_dir={out}/seed{seed}",
+                                                      "stages.main.save_dir=null", f"paths.output_dir={out}/seed{seed}",
                                                       "~callbacks.progress_bar", "+trainer.enable_progress_bar=false",
                                                       *overrides])
     rows = train(cfg)["rows"]
@@ -44,7 +44,7 @@ def run_seed(seed: int, overrides: list[str], out: str) -> list[dict]:
     lr = f"lr={cfg.method.optimizer.lr:g}"
     otr = (f"otr ({cfg.method.estimator if cfg.method.estimator != 'sampled' else f'K={cfg.method.k}'}, "
            f"tau={cfg.method.temperature}, beta={cfg.method.beta}, {lr})")
-    stage_names = {cfg.name: otr, **({cfg.control.name: f"sft ({lr})"} if cfg.get("control") else {})}
+    stage_names = {cfg.name: otr, **({cfg.stages.control.name: f"sft ({lr})"} if cfg.stages.get("control") else {})}
     labelled += [{"method": stage_names.get(k, k), **v} for k, v in finals.items()]
     return [{"seed": seed, **r} for r in labelled]
 

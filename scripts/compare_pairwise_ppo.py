@@ -52,7 +52,7 @@ def run(method: str, seed: int, epochs: int, overrides: list[str], out: str) -> 
         callbacks={"trace": {"_target_": "__main__.EpochTrace"}})
     trace = next(c for c in result["trainer"].callbacks if isinstance(c, EpochTrace))
     rows = result["rows"]
-    reward_model = next(r for r in rows if r["run"] == result["cfg"].reward_model.name)
+    reward_model = next(r for r in rows if r["run"] == result["cfg"].stages.reward_model.name)
     start = [r for r in rows if r.get("epoch") == -1 and r["run"].startswith(method)]
     return {"reward_model": reward_model, "start": start[0], "final": rows[-1], "epochs": trace.means()}
 

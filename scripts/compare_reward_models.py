@@ -44,7 +44,7 @@ def main() -> None:
         results.setdefault("pairwise RM", {})[seed] = final(rows, "pairwise_rm")
         results.setdefault("BT RM", {})[seed] = final(rows, "bt_rm")
         if not args.no_ablation:
-            rows = run("pairwise_rm_no_swap", seed, ["method.swap_augmentation=false", "control=null",
+            rows = run("pairwise_rm_no_swap", seed, ["method.swap_augmentation=false", "stages.control=null",
                                                      *args.overrides], args.out)
             results.setdefault("pairwise RM, no swap", {})[seed] = final(rows, "pairwise_rm_no_swap")
     for split in ("val", "test_ood"):

@@ -51,7 +51,8 @@ def run(seed: int, overrides: list[str], out: str, compute_matched: bool) -> dic
     runs = {"start": next(r for r in rows if r["run"] == "spark (start)"), "grpo": last["grpo"]}
     if compute_matched:
         epochs = 2 * result["cfg"].trainer.max_epochs  # SPARK makes one reward-period update per solve update
-        matched = run_experiment("spark", "grpo_x2", seed, out, [*overrides, "method.recycle=false", "control=null",
+        matched = run_experiment("spark", "grpo_x2", seed, out, [*overrides, "method.recycle=false",
+                                                                 "stages.control=null",
                                                                  f"trainer.max_epochs={epochs}"])["rows"]
         runs["grpo x2"] = matched[-1]
     runs["spark"] = last["spark"]

@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from posttrain.run import register_resolvers, train  # noqa: E402
+from posttrain.pipeline import register_resolvers, train  # noqa: E402
 
 # data source -> (λ1 = method.fixed_fraction, λ2 = method.student_fraction)
 SOURCES = {"fixed": (1.0, 1.0), "student": (0.0, 1.0), "teacher": (0.0, 0.0)}
@@ -43,7 +43,8 @@ def run_cell(divergence: str, source: str, seed: int, with_start: bool, override
     register_resolvers()
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
-            "experiment=distillspec", "name=distillspec", "logger=csv", "save_model=false", "control=null",
+            "experiment=distillspec", "name=distillspec", "logger=csv", "stages.main.save_dir=null",
+            "stages.control=null",
             f"paths.output_dir={out}/seed{seed}/{divergence}-{source}", "~callbacks.progress_bar",
             "~callbacks.model_checkpoint", "+trainer.enable_progress_bar=false",
             f"method.divergence={divergence}", f"method.fixed_fraction={fixed}", f"method.student_fraction={student}",

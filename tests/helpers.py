@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch import Callback
 from omegaconf import DictConfig, open_dict
 
-from posttrain.run import register_resolvers
+from posttrain.pipeline import register_resolvers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONF = os.path.join(ROOT, "conf")
@@ -15,10 +15,11 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
 def compose_config(overrides: list[str], output_dir) -> DictConfig:
-    """The composed config of `python train.py <overrides>`, writing under `output_dir`, no progress bar."""
+    """The composed config of `python train.py <overrides>`, writing under `output_dir` (and caching under
+    `output_dir`/cache unless the overrides name a paths.cache_dir), no progress bar."""
     register_resolvers()
-    overrides = [*overrides, f"paths.output_dir={output_dir}", f"paths.cache_dir={output_dir}/cache",
-                 "name=test", "~callbacks.progress_bar"]
+    cache = [] if any(o.startswith("paths.cache_dir=") for o in overrides) else [f"paths.cache_dir={output_dir}/cache"]
+    overrides = [*overrides, f"paths.output_dir={output_dir}", *cache, "name=test", "~callbacks.progress_bar"]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):

@@ -5,24 +5,44 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 
 from posttrain.models.value_head import ValueModel
-from posttrain.run import train
+from posttrain.pipeline import train
+from posttrain.pipeline.outputs import load_stage_model
 from tests.helpers import compose_config, experiments
 
-
-# Overrides that make one experiment's main stage a single epoch (default: trainer.max_epochs=1).
+# Overrides that make every stage of one experiment two steps on tiny data (debug=tiny: 8 examples in batches of 4,
+# two training batches per epoch); every stage runs, cached ones and controls included.
+WARMUP = ["stages.warmup.trainer.max_epochs=1"]
+OWN_WARMUP_DATA = [*WARMUP, "stages.warmup.data.train_size=8", "stages.warmup.data.eval_size=8",
+                   "stages.warmup.data.batch_size=4"]
 # Online methods learn nothing from an untrained model under a real verifier (every group all wrong), so their
-# run uses a coin-flip reward that gives mixed groups (and lets truncated answers count).
-ONLINE = ["trainer.max_epochs=1", "reward._target_=tests.helpers.CoinFlipVerifier",
-          "method.truncated_is_wrong=false"]
-# PPO runs train their reward model first (reward_model stage, from the initial model here): one tiny epoch.
-PPO = ["trainer.max_epochs=1", "method.ppo.epochs=1", "reward_model.max_epochs=1", "reward_model.data.train_size=8",
-       "reward_model.data.eval_size=8"]
-ONE_EPOCH = {"spin": ["method.num_iterations=1", "method.epochs_per_iteration=1"],
-             "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE, "pairwise_rl": PPO, "bt_ppo": PPO,
-             # one solve batch: one solve update and one reward-period update on its 4 recycled examples
-             "spark": [*ONLINE, "trainer.limit_train_batches=1", "method.reward_batch_size=4"],
-             "distillspec": ["trainer.max_epochs=1", "teacher.max_epochs=1", "method.speculative.num_prompts=2",
-                             "method.speculative.repeats=1", "method.speculative.max_new_tokens=4"]}
+# runs use a coin-flip verifier that gives mixed groups (and lets truncated answers count).
+COIN_FLIP = ["reward._target_=tests.helpers.CoinFlipVerifier"]
+ONLINE = [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "method.truncated_is_wrong=false"]
+# PPO runs train their reward model first (from the warm-up): one epoch of 8 pairs.
+PPO = [*WARMUP, "trainer.max_epochs=1", "method.ppo.epochs=1", "stages.reward_model.trainer.max_epochs=1",
+       "stages.reward_model.data.train_size=8", "stages.reward_model.data.eval_size=8",
+       "stages.reward_model.data.batch_size=4"]
+STAGES = {
+    "sft": ["trainer.max_epochs=1"],
+    "spin": [*WARMUP, "method.num_iterations=1", "method.epochs_per_iteration=1"],
+    "otr": [*OWN_WARMUP_DATA, "trainer.max_epochs=1"],
+    "pairwise_rm": [*OWN_WARMUP_DATA, "trainer.max_epochs=1"],
+    "bt_rm": [*OWN_WARMUP_DATA, "trainer.max_epochs=1"],
+    "dpo": [*OWN_WARMUP_DATA, "trainer.max_epochs=1"],
+    "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE, "pairwise_rl": PPO, "bt_ppo": PPO,
+    # one solve batch: one solve update and one reward-period update on its 4 recycled examples; the control
+    # (policy-only GRPO) makes its two updates from two solve batches
+    "spark": [*ONLINE, "stages.warmup.data.train_size=8", "stages.warmup.data.batch_size=4",
+              "+stages.warmup.trainer.limit_train_batches=2",
+              "trainer.limit_train_batches=1", "method.reward_batch_size=4",
+              "+stages.control.trainer.limit_train_batches=2"],
+    "distillspec": [*WARMUP, "trainer.max_epochs=1", "stages.teacher.trainer.max_epochs=1",
+                    "method.speculative.num_prompts=2", "method.speculative.repeats=1",
+                    "method.speculative.max_new_tokens=4"],
+    # the coin flip verifies about half of the sampled answers, so the SFT stage gets a file of ~16 examples
+    "rs_sft": [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "stages.generate.method.num_samples=4",
+               "stages.generate.method.max_per_prompt=4", "stages.main.data.batch_size=4"],
+}
 # Metrics each experiment's evaluation must report (default: generation accuracy and reference NLL).
 PAIR_METRICS = {f"{split}/{name}" for split in ("val", "test_ood")
                 for name in ("pair_accuracy", "pair_accuracy_one_order", "ece", "brier", "position_consistency")}
@@ -39,6 +59,7 @@ FROZEN = {
     "pairwise_rl": {"critic.backbone.lm_head.weight"},
     "bt_ppo": {"critic.backbone.lm_head.weight"},
 }
+FROZEN_CONTROL = {"pairwise_rm": FROZEN["bt_rm"]}  # its control is a Bradley–Terry RM
 
 
 def start_values(module, initial, reward_model) -> dict:
@@ -59,22 +80,52 @@ def start_values(module, initial, reward_model) -> dict:
     return starts
 
 
-@pytest.mark.parametrize("experiment", experiments())
-def test_experiment_runs_two_steps_and_changes_every_parameter(experiment, tmp_path):
-    cfg = compose_config([f"experiment={experiment}", "debug=tiny", "warmup=null", "control=null",
-                          *ONE_EPOCH.get(experiment, ["trainer.max_epochs=1"])], tmp_path)
-    initial, _ = instantiate(cfg.model)
-    result = train(cfg)
-    assert result["trainer"].global_step == 2
-    module, frozen = result["module"], FROZEN.get(experiment, set())
+def start_network(cfg, result, key):
+    """The network stage `key` started from: a fresh model, or its (cached) start stage's output, read back."""
+    stage = result["stages"][key].planned.stage
+    if stage.start == "model":
+        return instantiate(cfg.model)[0]
+    start = result["stages"][stage.start].planned
+    assert start.stage.cache, "a test start stage is cached, so its output can be read back untouched"
+    return load_stage_model(start.directory, cfg.model)
+
+
+def assert_every_parameter_changed(module, initial, reward_model, frozen) -> None:
     trained = dict(module.named_parameters())
-    starts = start_values(module, initial, result["reward_model"])
+    starts = start_values(module, initial, reward_model)
     assert frozen <= set(starts), f"allow-listed parameters that do not exist: {frozen - set(starts)}"
     assert not [n for n in frozen if trained[n].requires_grad], "an allow-listed parameter is trained: drop it"
     unchanged = [n for n, p in starts.items() if n not in frozen and torch.equal(p, trained[n].detach())]
     assert not unchanged, f"parameters that did not change: {unchanged}"
+
+
+@pytest.mark.parametrize("experiment", experiments())
+def test_every_stage_of_the_experiment_runs_two_steps_and_changes_every_parameter(experiment, tmp_path):
+    cfg = compose_config([f"experiment={experiment}", "debug=tiny", *STAGES[experiment]], tmp_path)
+    result = train(cfg)
+    assert set(result["stages"]) == {k for k, v in cfg.stages.items() if v is not None}
+    reward_model = result["stages"]["reward_model"].output if "reward_model" in result["stages"] else None
+    for key, stage in result["stages"].items():
+        assert stage.module is not None, f"{key}: every stage ran (no cache from earlier tests)"
+        if stage.planned.stage.output == "dataset":
+            assert result["stages"]["main"].planned.data.task.train_path == stage.output
+            continue
+        assert stage.trainer.global_step == 2, key
+        if key in ("main", "control"):
+            frozen = FROZEN.get(experiment, set()) if key == "main" else FROZEN_CONTROL.get(experiment, set())
+            assert_every_parameter_changed(stage.module, start_network(cfg, result, key), reward_model, frozen)
     expected = EVAL_KEYS.get(experiment, {"val/accuracy", "test_ood/accuracy", "val/nll"})
-    assert expected <= set(result["module"].eval_history[-1])
+    assert expected <= set(result["rows"][-1] if experiment == "rs_sft" else result["module"].eval_history[-1])
+    assert len(result["rows"]) >= len(result["stages"])
+
+
+def test_spin_alone_runs_its_own_number_of_epochs(tmp_path):
+    """method=spin without its experiment: SPIN sets num_iterations * epochs_per_iteration epochs itself."""
+    cfg = compose_config(["method=spin", "debug=tiny", "method.num_iterations=2", "method.epochs_per_iteration=1",
+                          "trainer.max_epochs=5"], tmp_path)
+    result = train(cfg)
+    assert result["trainer"].current_epoch == 2 and result["trainer"].global_step == 4
+    assert [row["iteration"] for row in result["rows"]] == [1, 2]
 
 
 @pytest.mark.parametrize(
@@ -90,11 +141,12 @@ def test_experiment_runs_two_steps_and_changes_every_parameter(experiment, tmp_p
         ("+method.evaluator.sampled_kk=2", "method.evaluator"),
         ("data.batch_size=0", "data.batch_size"),
         ("data.task.operations=[/]", "data.task.operations"),
-        ("trainer.max_epochs=3", "trainer.max_epochs"),
+        ("method.num_iterations=0", "method.num_iterations"),
     ],
 )
 def test_bad_value_names_the_key(override, key, tmp_path):
-    cfg = compose_config(["experiment=spin", "debug=tiny", "warmup=null", "control=null", override], tmp_path)
+    cfg = compose_config(["experiment=spin", "debug=tiny", "stages.warmup=null", "stages.control=null", override],
+                         tmp_path)
     with pytest.raises(Exception, match=key.replace(".", r"\.")):
         train(cfg)
 
@@ -105,6 +157,6 @@ def test_unknown_experiment_names_the_group(tmp_path):
 
 
 def test_pairwise_ppo_judge_prompt_follows_the_reward_model_stage(tmp_path):
-    cfg = compose_config(["experiment=pairwise_rl", "reward_model.method.template='{prompt}#{a}#{b}>'",
-                          "reward_model.method.verdicts=[Y,N]"], tmp_path)
+    cfg = compose_config(["experiment=pairwise_rl", "stages.reward_model.method.template='{prompt}#{a}#{b}>'",
+                          "stages.reward_model.method.verdicts=[Y,N]"], tmp_path)
     assert cfg.method.judge.template == "{prompt}#{a}#{b}>" and list(cfg.method.judge.verdicts) == ["Y", "N"]

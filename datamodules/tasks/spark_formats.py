@@ -34,8 +34,8 @@ class SparkFormatsTask:
     """
 
     def __init__(self, format_size: int = 200, judge_labels: str = "correct", seed: int = 0, **arithmetic):
-        check(format_size >= 0, "warmup.data.task.format_size", f"must be >= 0, got {format_size}")
-        check(judge_labels in LABELS, "warmup.data.task.judge_labels",
+        check(format_size >= 0, "stages.warmup.data.task.format_size", f"must be >= 0, got {format_size}")
+        check(judge_labels in LABELS, "stages.warmup.data.task.judge_labels",
               f"must be one of {list(LABELS)}, got {judge_labels!r}")
         self.arithmetic = ArithmeticTask(seed=seed, **arithmetic)
         self.eval_splits = self.arithmetic.eval_splits

@@ -8,6 +8,13 @@ from posttrain.ops import token_divergence
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd")
 
 
+def jsd_endpoint(divergence: str, beta: float) -> str:
+    """"jsd" at β = 0 is forward KL, at β = 1 reverse KL (where JSD[β] itself vanishes); otherwise unchanged."""
+    if divergence == "jsd" and beta in (0, 1):
+        return "forward_kl" if beta == 0 else "reverse_kl"
+    return divergence
+
+
 def distillspec_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                      divergence: str = "forward_kl", beta: float = 0.5,
                      temperature: float = 1.0) -> tuple[torch.Tensor, dict]:
@@ -18,6 +25,8 @@ def distillspec_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     with full-vocabulary D ∈ {FKL = KL(p||q), RKL = KL(q||p), JSD[β] = β KL(p||m) + (1-β) KL(q||m) with
     m = βp + (1-β)q, TVD = Σ|p - q|/2}, p = softmax(teacher / T) (the target, constant) and q = softmax(student / T)
     (the draft). The paper keeps T_p = T_q = 1. Computed by the `token_divergence` op on the masked positions only.
+    JSD[β] is identically zero at β = 0 (m = q) and β = 1 (m = p); there, as TRL's GKD does, "jsd" means its
+    limits JSD[β]/β -> KL(p||q) (β = 0: forward KL) and JSD[β]/(1-β) -> KL(q||p) (β = 1: reverse KL).
 
     Args:
         student_logits: (B, T, V) draft logits predicting each position (already shifted).
@@ -27,6 +36,7 @@ def distillspec_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         loss (scalar) and metrics: the divergence, and the mean per-token TVD and 1 - TVD (the expected token-level
         acceptance rate of lossless speculative sampling, Leviathan et al. Cor. 3.6) over the same tokens.
     """
+    divergence = jsd_endpoint(divergence, beta)
     mask = mask.bool()
     rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]  # (N,) row of each token
     student, teacher = student_logits[mask], teacher_logits[mask]  # (N, V)

@@ -59,7 +59,7 @@ def label_logprobs_and_entropy(model, input_ids: torch.Tensor, attention_mask: t
     """`label_logprobs` plus the entropy H(π_θ(·|tokens_<t)) in nats at every labelled position, from one forward.
 
     It materialises the (B, T, V) log-softmax (and ignores `fused_lm_head`), so it is meant for evaluation with
-    small vocabularies; it is opt-in (`method.evaluation.entropy`).
+    small vocabularies; it is opt-in (`method.evaluator.entropy`).
 
     Returns:
         logps (B, T-1) float32, entropy (B, T-1) float32, both 0 where masked; mask (B, T-1) bool.

@@ -11,7 +11,7 @@ from tests.helpers import ROOT
 
 @pytest.mark.slow
 def test_spin_runs_with_two_cpu_processes(tmp_path):
-    command = [sys.executable, "train.py", "experiment=spin", "debug=tiny", "warmup=null", "control=null",
+    command = [sys.executable, "train.py", "experiment=spin", "debug=tiny", "stages.warmup=null", "stages.control=null",
                "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "method.num_iterations=2",
                "method.epochs_per_iteration=1", f"hydra.run.dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache",
                "~callbacks.progress_bar"]

@@ -3,10 +3,10 @@ next to greedy accuracy, and a killed NFT run resumes to the same weights as an 
 import pytest
 import torch
 
-from posttrain.run import train
+from posttrain.pipeline import train
 from tests.helpers import Killed, assert_same_parameters, compose_config
 
-SMALL = ["debug=tiny", "warmup=null", "control=null", "model.hidden_size=32", "model.num_heads=2",
+SMALL = ["debug=tiny", "stages.warmup=null", "model.hidden_size=32", "model.num_heads=2",
          "model.num_layers=1", "model.intermediate_size=64", "reward._target_=tests.helpers.CoinFlipVerifier",
          "method.truncated_is_wrong=false", "method.prompts_per_minibatch=2", "method.evaluator.sampled_k=2",
          "method.generation.max_new_tokens=4", "method.evaluator.max_new_tokens=4"]

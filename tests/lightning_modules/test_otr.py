@@ -4,8 +4,10 @@ import torch
 from hydra.utils import instantiate
 
 from posttrain.ops import _backend
-from posttrain.run import train
+from posttrain.pipeline import train
 from tests.helpers import compose_config
+
+MAIN_ONLY = ["experiment=otr", "debug=tiny", "stages.warmup=null", "stages.control=null"]  # OTR alone, from scratch
 
 
 @pytest.mark.parametrize(
@@ -14,7 +16,7 @@ from tests.helpers import compose_config
      ("method.normalization=batch", "method.normalization"), ("method.estimator=exact", "method.estimator")],
 )
 def test_bad_value_names_the_key(override, key, tmp_path):
-    cfg = compose_config(["experiment=otr", "debug=tiny", "warmup=null", "control=null", override], tmp_path)
+    cfg = compose_config([*MAIN_ONLY, override], tmp_path)
     model, tokenizer = instantiate(cfg.model)
     with pytest.raises(Exception, match=key.replace(".", r"\.")):
         instantiate(cfg.method, model=model, tokenizer=tokenizer, _convert_="all")
@@ -36,7 +38,7 @@ def test_extension_and_reference_give_the_same_loss(tmp_path):
     # A fixed batch (2-digit addition), not the experiment's current data: the two backends may legitimately pick
     # neighbouring tokens when a uniform falls within float rounding of a CDF boundary (seen once, |u - cdf| ~ 5e-9),
     # which makes the loss comparison depend on the data drawn.
-    cfg = compose_config(["experiment=otr", "debug=tiny", "warmup=null", "control=null", "data.task.operations=[+]",
+    cfg = compose_config([*MAIN_ONLY, "data.task.operations=[+]",
                           "data.task.val_size=1000", "data.task.retain_operations=[]"], tmp_path)
     datamodule = instantiate(cfg.data, tokenizer=instantiate(cfg.model)[1])
     datamodule.setup()
@@ -49,7 +51,7 @@ def test_extension_and_reference_give_the_same_loss(tmp_path):
 
 @pytest.mark.parametrize("estimator", ["sampled", "expectation"])
 def test_logs_the_issue_metrics(estimator, tmp_path):
-    cfg = compose_config(["experiment=otr", "debug=tiny", "warmup=null", "control=null", "trainer.max_epochs=1",
+    cfg = compose_config([*MAIN_ONLY, "trainer.max_epochs=1",
                           f"method.estimator={estimator}", "logger=csv"], tmp_path)
     result = train(cfg)
     logged = set(result["trainer"].logged_metrics) | set(result["trainer"].callback_metrics)

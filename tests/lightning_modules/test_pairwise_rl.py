@@ -4,15 +4,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from posttrain.run import train
+from posttrain.pipeline import train
 from tests.helpers import Killed, assert_same_parameters, compose_config
 
 # 2 epochs x 2 rollout batches x 2 PPO epochs (one mini-batch each) = 8 steps; the kill lands inside epoch 2, after
 # epoch 1's checkpoint. Anchors are sampled (not greedy), so a resumed run that lost the cached anchors would draw
 # different ones for epoch 2's prompts and end elsewhere.
 TINY_MODEL = ["model.hidden_size=32", "model.num_heads=2", "model.num_layers=1", "model.intermediate_size=64"]
-REWARD_MODEL = ["reward_model.max_epochs=1", "reward_model.data.train_size=8", "reward_model.data.eval_size=8"]
-BASE = ["experiment=pairwise_rl", "debug=tiny", "warmup=null", "trainer.max_epochs=2", "method.ppo.num_samples=2",
+REWARD_MODEL = ["stages.reward_model.trainer.max_epochs=1", "stages.reward_model.data.train_size=8",
+                "stages.reward_model.data.eval_size=8"]
+BASE = ["experiment=pairwise_rl", "debug=tiny", "stages.warmup=null", "trainer.max_epochs=2", "method.ppo.num_samples=2",
         "method.anchor_temperature=1.0", "method.optimizer.lr=1e-3", "method.ppo.critic_lr=1e-3",
         "method.evaluator.sampled_k=0", *TINY_MODEL, *REWARD_MODEL]
 

@@ -18,7 +18,7 @@ from posttrain.models.builders import tiny_llama
 from posttrain.models.value_head import ValueModel
 from posttrain.rewards import ArithmeticVerifier
 from posttrain.rollouts import Rollout
-from posttrain.run import load_stage_model, save_stage_model
+from posttrain.pipeline.outputs import load_stage_model, save_stage_model
 from posttrain.utils.config import ConfigError
 
 TINY = {"hidden_size": 32, "num_heads": 2, "num_layers": 1, "intermediate_size": 64}
@@ -74,7 +74,7 @@ def test_reward_model_cache_round_trip(kind, tmp_path):
         model = ValueModel(model)
         nn.init.normal_(model.head.weight)
     save_stage_model(model, tokenizer, str(tmp_path))
-    loaded = load_stage_model(str(tmp_path))
+    loaded = load_stage_model(str(tmp_path), {"_target_": "posttrain.models.tiny_llama"})
     assert isinstance(loaded, ValueModel) == (kind == "value")
     ids, mask = torch.tensor([[1, 5, 6, 7]]), torch.ones(1, 4, dtype=torch.long)
     if kind == "value":

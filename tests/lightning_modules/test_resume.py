@@ -4,12 +4,12 @@ import os
 import pytest
 import torch
 
-from posttrain.run import train
+from posttrain.pipeline import train
 from tests.helpers import Killed, assert_same_parameters, compose_config
 
 # 2 iterations x 2 epochs x 2 steps; the kill lands in iteration 2 after its first epoch's checkpoint, so the resumed
 # run must reuse the checkpointed opponent and synthetic data rather than regenerate them.
-BASE = ["experiment=spin", "debug=tiny", "warmup=null", "control=null", "method.num_iterations=2",
+BASE = ["experiment=spin", "debug=tiny", "stages.warmup=null", "stages.control=null", "method.num_iterations=2",
         "method.epochs_per_iteration=2", "model.hidden_size=32", "model.num_heads=2", "model.num_layers=1",
         "model.intermediate_size=64", "method.optimizer.lr=1e-3"]
 

@@ -11,10 +11,11 @@ from lightning_modules.spark import SparkModule, judge_summary, recyclable
 from posttrain.models import tiny_llama
 from posttrain.rewards import ArithmeticVerifier, Verdict
 from posttrain.rewards.recycling import NO, PAIRWISE, POINTWISE, REFLECT, RecycledReward, recycle
-from posttrain.run import train
+from posttrain.pipeline import train
 from tests.helpers import Killed, assert_same_parameters, compose_config
 
-SMALL = ["experiment=spark", "debug=tiny", "warmup=null", "control=null", "model.hidden_size=32", "model.num_heads=2",
+SMALL = ["experiment=spark", "debug=tiny", "stages.warmup=null", "stages.control=null", "model.hidden_size=32",
+         "model.num_heads=2",
          "model.num_layers=1", "model.intermediate_size=64", "reward._target_=tests.helpers.CoinFlipVerifier",
          "method.truncated_is_wrong=false", "method.prompts_per_minibatch=2", "method.evaluator.sampled_k=2",
          "method.generation.max_new_tokens=4", "method.evaluator.max_new_tokens=4", "method.judge_eval.size=4",

@@ -54,3 +54,19 @@ def test_gradcheck_float64(divergence):
     mask = torch.tensor([[1, 1, 0], [1, 0, 1]])
     student = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda s: distillspec_loss(s, teacher, mask, divergence)[0], (student,))
+
+
+def test_jsd_at_beta_zero_and_one_is_forward_and_reverse_kl():
+    """JSD[β] vanishes at both ends; as TRL's GKD, β = 0 means KL(p||q) and β = 1 KL(q||p), its limits
+    JSD[β]/β and JSD[β]/(1-β)."""
+    torch.manual_seed(3)
+    s, t = torch.randn(2, 3, 6, dtype=torch.float64), torch.randn(2, 3, 6, dtype=torch.float64)
+    mask = torch.ones(2, 3)
+    forward = distillspec_loss(s, t, mask, "forward_kl")[0].item()
+    reverse = distillspec_loss(s, t, mask, "reverse_kl")[0].item()
+    assert forward != pytest.approx(reverse, rel=1e-3)
+    assert distillspec_loss(s, t, mask, "jsd", beta=0.0)[0].item() == pytest.approx(forward, rel=1e-12)
+    assert distillspec_loss(s, t, mask, "jsd", beta=1.0)[0].item() == pytest.approx(reverse, rel=1e-12)
+    eps = 1e-6  # the limits, from inside (0, 1)
+    assert distillspec_loss(s, t, mask, "jsd", beta=eps)[0].item() / eps == pytest.approx(forward, rel=1e-4)
+    assert distillspec_loss(s, t, mask, "jsd", beta=1 - eps)[0].item() / eps == pytest.approx(reverse, rel=1e-4)

@@ -4,7 +4,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
 from posttrain.models import build_char_tokenizer, save
-from posttrain.run import train
+from posttrain.pipeline import train
 from tests.helpers import compose_config
 
 
@@ -18,7 +18,10 @@ def tiny_qwen2(tok):
                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128))
 
 
-ONE_EPOCH = {"sft": ["trainer.max_epochs=1"], "spin": ["method.num_iterations=1", "method.epochs_per_iteration=1"]}
+# one epoch, the main stage alone
+ONE_EPOCH = {"sft": ["trainer.max_epochs=1"],
+             "spin": ["method.num_iterations=1", "method.epochs_per_iteration=1", "stages.warmup=null",
+                      "stages.control=null"]}
 
 
 @pytest.mark.parametrize("build", [tiny_gpt2, tiny_qwen2])
@@ -28,7 +31,7 @@ def test_train_from_a_saved_directory(build, experiment, tmp_path):
     torch.manual_seed(0)
     model = build(tok)
     save(model, tok, tmp_path / "model")
-    overrides = [f"experiment={experiment}", "debug=tiny", "warmup=null", "control=null", "model=hf",
+    overrides = [f"experiment={experiment}", "debug=tiny", "model=hf",
                  f"model.name_or_path={tmp_path / 'model'}",
                  *ONE_EPOCH[experiment]]
     result = train(compose_config(overrides, tmp_path / "run"))

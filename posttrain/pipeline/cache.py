@@ -1,0 +1,50 @@
+"""Cache keys: a stage's output is reused when everything it depends on, fully resolved, is the same.
+
+The key hashes the stage's method, data, evaluation data, output kind, its own model (start: model) or the key of
+the stage it starts from (recursively), the keys of its input stages, the trainer it runs (the top-level `trainer`
+with its overrides; settings that only decide logging and progress display are left out) and the seed. Every
+interpolation is resolved first, so `${method.optimizer}` and `${seed}` hash as their values.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from omegaconf import DictConfig, OmegaConf
+
+from posttrain.pipeline.stages import Stage, resolved
+
+# Trainer arguments that never change what a stage learns or records.
+DISPLAY_ONLY = ("default_root_dir", "enable_progress_bar", "enable_model_summary", "log_every_n_steps",
+                "enable_checkpointing", "logger", "callbacks")
+
+
+def stage_trainer_config(cfg: DictConfig, stage: Stage) -> DictConfig:
+    """The top-level `trainer` with the stage's `trainer` overrides, resolved (it leaves the config tree)."""
+    return OmegaConf.merge(resolved(cfg.trainer), resolved(stage.node.get("trainer")) or {})
+
+
+def stage_key(cfg: DictConfig, stage: Stage, data: DictConfig, model: DictConfig | None, keys: dict[str, str]) -> str:
+    """The hash of everything `stage`'s output depends on; `keys` holds the keys of the stages that ran before it."""
+    trainer = resolved(stage_trainer_config(cfg, stage))
+    content = {
+        "method": resolved(stage.node.method),
+        "data": resolved(data),
+        "evaluate_on": resolved(stage.node.get("evaluate_on")),
+        "output": stage.output,
+        "model": resolved(model) if stage.start == "model" else None,
+        "start": keys[stage.start] if stage.start != "model" else None,
+        "inputs": {argument: keys[source] for argument, source in sorted(stage.inputs.items())},
+        "trainer": {k: v for k, v in trainer.items() if k not in DISPLAY_ONLY},
+        "seed": cfg.seed,
+    }
+    text = json.dumps(content, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def stage_dir(cfg: DictConfig, stage: Stage, key: str) -> str:
+    """Where a stage writes its outputs: paths.cache_dir/<stage>-<key> when cached, else the run's stages/<stage>."""
+    if stage.cache:
+        return os.path.join(cfg.paths.cache_dir, f"{stage.key}-{key}")
+    return os.path.join(cfg.paths.output_dir, "stages", stage.key)

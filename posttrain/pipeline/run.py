@@ -1,0 +1,204 @@
+"""train(cfg): run the experiment's stages in order, hand each one's output on, print and save the results table.
+
+Each stage's method config is instantiated with `model=` (its start), `tokenizer=` and its inputs, then fitted by
+a Lightning trainer on its datamodule; a dataset stage's module is run with `trainer.predict` over its data's
+training prompts instead, and every predicted example becomes a line of its jsonl file. Nothing here knows what a
+stage is for: warm-up, teacher, reward model, main and control are entries of `stages:` (schema in `stages.py`,
+cache keys in `cache.py`).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from posttrain.pipeline import outputs
+from posttrain.pipeline.cache import stage_dir, stage_key, stage_trainer_config
+from posttrain.pipeline.report import history_rows, report
+from posttrain.pipeline.stages import Stage, parse_stages, resolved
+from posttrain.utils.config import check
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
+    OmegaConf.register_new_resolver("merge", merge_configs, replace=True)
+
+
+def merge_configs(*configs):
+    """`${merge:${method},{recycle:false}}`: the first config, resolved, with the later ones merged over it (so a
+    control stage is the main method plus a few changes, and command-line overrides of `method.*` reach it)."""
+    return OmegaConf.merge(*(resolved(c) if isinstance(c, DictConfig) else c for c in configs))
+
+
+@dataclass
+class Planned:
+    stage: Stage
+    key: str  # the cache key (computed for every stage: the keys of later stages include it)
+    directory: str  # where its outputs go: the cache folder when cached, else the run's stages/<stage>
+    data: DictConfig  # its data config, dataset inputs filled in
+
+
+@dataclass
+class StageResult:
+    planned: Planned
+    rows: list[dict]
+    output: object  # the trained network, or the dataset file's path
+    module: L.LightningModule | None = None  # None when the result came from the cache
+    trainer: L.Trainer | None = None
+    datamodule: L.LightningDataModule | None = None
+
+
+def train(cfg: DictConfig) -> dict:
+    """Runs every stage; returns the rows, each stage's StageResult (`stages`) and the `main` stage's (else the last
+    stage's) module, trainer and datamodule."""
+    register_resolvers()
+    steps = plan(cfg)
+    pipeline = Pipeline(cfg, steps)
+    rows = []
+    for planned in steps:
+        rows += pipeline.run(planned).rows
+    report(cfg, rows)
+    last = pipeline.results.get("main") or pipeline.results[steps[-1].stage.key]
+    return {"rows": rows, "stages": pipeline.results, "module": last.module, "trainer": last.trainer,
+            "datamodule": last.datamodule}
+
+
+def plan(cfg: DictConfig) -> list[Planned]:
+    """Every stage's cache key, folder and data config, in run order, before anything runs. A dataset stage's file
+    is `<its folder>/train.jsonl`, so the stages that read it know (and hash) the path up front; it is written into
+    their `data` config here."""
+    stages = parse_stages(cfg)
+    by_key, keys, planned = {s.key: s for s in stages}, {}, {}
+    for stage in stages:
+        for name, source in stage.data_inputs().items():
+            path = os.path.join(planned[source].directory, outputs.DATASET_FILE)
+            OmegaConf.update(stage.node.data, name, path, force_add=True)
+        data = stage.node.data if stage.node.get("data") is not None else cfg.data
+        keys[stage.key] = stage_key(cfg, stage, data, model_config(cfg, by_key, stage), keys)
+        planned[stage.key] = Planned(stage, keys[stage.key], stage_dir(cfg, stage, keys[stage.key]), data)
+    return list(planned.values())
+
+
+def model_config(cfg: DictConfig, by_key: dict[str, Stage], stage: Stage) -> DictConfig:
+    """The model config the stage's network was first built from (followed through `start`)."""
+    if stage.start != "model":
+        return model_config(cfg, by_key, by_key[stage.start])
+    return stage.node.get("model") or cfg.model
+
+
+class Pipeline:
+    """The state between stages: their results, the shared tokenizer and datamodules."""
+
+    def __init__(self, cfg: DictConfig, steps: list[Planned]):
+        self.cfg, self.stages = cfg, [p.stage for p in steps]
+        self.by_key = {stage.key: stage for stage in self.stages}
+        self.results: dict[str, StageResult] = {}
+        self.datamodules: dict[str, L.LightningDataModule] = {}  # resolved data config -> instance
+        self.initial_model, self.tokenizer = instantiate(cfg.model)  # the first fresh start; the run's tokenizer
+
+    def run(self, planned: Planned) -> StageResult:
+        stage = planned.stage
+        rows = outputs.read_rows(planned.directory) if stage.cache else None
+        if rows is not None:
+            result = StageResult(planned, rows, self.load_output(planned))
+        else:
+            result = self.fit(planned)
+        self.results[stage.key] = result
+        if stage.save_dir and stage.output != "dataset" and (result.trainer is None or result.trainer.is_global_zero):
+            outputs.save_stage_model(result.output, self.tokenizer, stage.save_dir)
+        return result
+
+    def fit(self, planned: Planned) -> StageResult:
+        """Trains (or, for a dataset stage, runs) the stage; writes its output and rows when it is cached."""
+        stage, directory = planned.stage, planned.directory
+        L.seed_everything(self.cfg.seed, workers=True)  # each stage from the same seed, whatever ran (or hit) before
+        datamodule = self.datamodule(planned.data)
+        inputs = {argument: self.results[source].output for argument, source in stage.method_inputs().items()}
+        module = instantiate(stage.node.method, model=self.start_model(stage), tokenizer=self.tokenizer,
+                             _convert_="all", **inputs)
+        trainer = make_trainer(self.cfg, stage)
+        if stage.output == "dataset":
+            examples = gather(trainer, [e for batch in trainer.predict(module, datamodule=datamodule) for e in batch])
+            output = os.path.join(directory, outputs.DATASET_FILE)
+            if trainer.is_global_zero:
+                outputs.write_dataset(examples, directory)
+            trainer.strategy.barrier()
+            rows = [{"run": stage.name, "dataset/examples": len(examples), **getattr(module, "dataset_metrics", {})}]
+        else:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=stage.ckpt_path)
+            output, rows = module.model, history_rows(stage.name, module.eval_history)
+            if stage.node.get("evaluate_on") is not None:
+                rows.append(self.evaluate(stage, module, trainer))
+        if stage.cache and trainer.is_global_zero:
+            if stage.output != "dataset":
+                outputs.save_stage_model(output, self.tokenizer, directory)
+            outputs.write_rows(rows, directory)
+        return StageResult(planned, rows, output, module, trainer, datamodule)
+
+    def evaluate(self, stage: Stage, module, trainer: L.Trainer) -> dict:
+        """One validation of the fitted module on `evaluate_on`: a row labelled with the stage's name."""
+        validator = instantiate(self.cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, precision=trainer.precision)
+        validator.validate(module, datamodule=self.datamodule(stage.node.evaluate_on), verbose=False)
+        return {"run": stage.name, **module.eval_history[-1], "step": trainer.global_step}
+
+    def datamodule(self, data: DictConfig) -> L.LightningDataModule:
+        """One instance per distinct resolved data config, shared by the stages that read it."""
+        text = json.dumps(resolved(data), sort_keys=True, default=str)
+        if text not in self.datamodules:
+            self.datamodules[text] = instantiate(data, tokenizer=self.tokenizer)
+        return self.datamodules[text]
+
+    def start_model(self, stage: Stage):
+        """A fresh model (`start: model`), or the start stage's output: a copy while a later stage still needs it."""
+        if stage.start != "model":
+            source = self.results[stage.start].output
+            return copy.deepcopy(source) if self.needed_after(stage, stage.start) else source
+        if stage.node.get("model") is None:
+            model, self.initial_model = self.initial_model, None
+            return model if model is not None else instantiate(self.cfg.model)[0]
+        model, tokenizer = instantiate(stage.node.model)
+        check(len(tokenizer) == len(self.tokenizer), f"{stage.where}.model",
+              f"its vocabulary ({len(tokenizer)}) differs from the model's ({len(self.tokenizer)}); the models of "
+              f"one run share the tokenizer")
+        return model
+
+    def needed_after(self, stage: Stage, source: str) -> bool:
+        later = self.stages[self.stages.index(stage) + 1:]
+        return any(source in other.depends_on() for other in later)
+
+    def load_output(self, planned: Planned):
+        if planned.stage.output == "dataset":
+            return os.path.join(planned.directory, outputs.DATASET_FILE)
+        return outputs.load_stage_model(planned.directory, model_config(self.cfg, self.by_key, planned.stage))
+
+
+def make_trainer(cfg: DictConfig, stage: Stage) -> L.Trainer:
+    """The stage's trainer: checkpoints in checkpoints/<stage>, logs named <stage>; callbacks that need a logger
+    (LearningRateMonitor) are left out when there is none (logger=none)."""
+    loggers = [instantiate(logger_cfg, name=stage.key) for logger_cfg in (cfg.get("logger") or {}).values()]
+    callbacks = []
+    for callback_cfg in (cfg.get("callbacks") or {}).values():
+        callback = instantiate(callback_cfg)
+        if isinstance(callback, ModelCheckpoint):
+            callback.dirpath = os.path.join(cfg.paths.output_dir, "checkpoints", stage.key)
+        if isinstance(callback, LearningRateMonitor) and not loggers:
+            continue
+        callbacks.append(callback)
+    return instantiate(stage_trainer_config(cfg, stage), callbacks=callbacks, logger=loggers or False)
+
+
+def gather(trainer: L.Trainer, items: list) -> list:
+    """Every process's items, in rank order (each process predicted its share of the prompts)."""
+    if trainer.world_size == 1:
+        return items
+    parts = [None] * trainer.world_size
+    torch.distributed.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
