@@ -32,7 +32,7 @@ class RejectionSamplingModule(PostTrainModule):
         check(max_per_prompt >= 1, "method.max_per_prompt", f"must be >= 1, got {max_per_prompt}")
         self.generation_cfg = with_defaults(generation, {"temperature": 1.0, "max_new_tokens": 16}, "method.generation")
         check(self.generation_cfg["temperature"] > 0, "method.generation.temperature", "must be > 0 (sampling)")
-        self.reward, self.num_samples, self.max_per_prompt, self.seed = verifier, num_samples, max_per_prompt, seed
+        self.reward, self.num_samples, self.max_per_prompt, self.seed = reward, num_samples, max_per_prompt, seed
         self.counts = torch.zeros(3)  # prompts, correct samples, prompts with a kept answer
         self.dataset_metrics: dict[str, float] = {}
 
