@@ -86,9 +86,12 @@ class PostTrainModule(L.LightningModule):
         """Steps after which the learning-rate schedule restarts: the whole run unless a method says otherwise."""
         return int(self.trainer.estimated_stepping_batches)
 
-    def log_metrics(self, split: str, metrics: dict, batch_size: int) -> None:
+    def log_metrics(self, split: str, metrics: dict, batch_size: int, sync_dist: bool | None = None) -> None:
+        """Logs `metrics` as `<split>/<name>`; averaged over processes outside "train" unless `sync_dist` says
+        otherwise (false for values already gathered from every process, e.g. `online.log_gathered`)."""
+        sync = split != "train" if sync_dist is None else sync_dist
         for name, value in metrics.items():
-            self.log(f"{split}/{name}", value, batch_size=batch_size, sync_dist=split != "train",
+            self.log(f"{split}/{name}", value, batch_size=batch_size, sync_dist=sync,
                      prog_bar=name in ("loss", "accuracy"))
 
     # ---- evaluation -------------------------------------------------------------------------------------------

@@ -75,9 +75,9 @@ class BTPPOModule(PostTrainModule):
         metrics = ppo_lib.train_on_rollout(self, self.critic, self.reference, rollout, scores, inputs, self.ppo,
                                            self.generation["temperature"],
                                            online.step_generator(self, self.seed + 1, batch_idx))
-        self.log_metrics("train", {"reward": rewards.mean(), "reward_std": rewards.std(correction=0), **metrics,
-                                   **ppo_lib.reward_gold_metrics(rewards, rollout.rewards)},
-                         batch_size=rollout.num_prompts)
+        metrics = {"reward": rewards.mean(), "reward_std": rewards.std(correction=0), **metrics,
+                   **ppo_lib.reward_gold_metrics(rewards, rollout.rewards)}
+        online.log_gathered(self, "train", online.weighted(metrics, rollout.num_prompts), rollout.num_prompts)
 
     @torch.no_grad()
     def bt_rewards(self, rollout) -> torch.Tensor:

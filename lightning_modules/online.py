@@ -13,6 +13,7 @@ import torch
 
 from posttrain.rollouts import Rollout, RolloutSettings, group_statistics, minibatch_rows, policy_logprobs
 from posttrain.rollouts import sampling_generator
+from posttrain.utils import distributed
 from posttrain.utils.config import check, with_defaults
 
 GENERATION_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 8}
@@ -137,22 +138,60 @@ def train_on_prompts(module, rollout: Rollout, kept: torch.Tensor, loss_of, sett
                      split: str = "train") -> None:
     """One optimizer update of `module.model` per mini-batch of the kept prompts' samples, then the step's metrics
     (as `<split>/...`; a method with a second rollout per step, e.g. SPARK's reward period, logs it under its own
-    prefix).
+    prefix), averaged over processes.
 
     `loss_of(logp, rows, index)` is the method's loss on one mini-batch: logp (B, T-1) are the policy's log-probs of
     the sampled tokens (with gradient), rows the mini-batch's rollout tensors, index its rows in the rollout (B,).
+
+    Under DDP or FSDP every backward is a collective, and processes keep different numbers of groups, so all of them
+    make the largest process's number of updates: a process out of mini-batches makes padded ones
+    (`padding_loss`), whose gradient is zero, so each update's gradient is the mean over processes of the real
+    mini-batches' gradients (a process without one adds zero, as a filtered-out group does to the token sum). Every
+    process then steps with the same all-reduced gradient, so their parameters stay identical.
     """
     throughput, parts = Throughput(rollout), []
-    for index in minibatch_rows(kept, rollout.num_samples, settings.prompts_per_minibatch):
+    minibatches = minibatch_rows(kept, rollout.num_samples, settings.prompts_per_minibatch)
+    updates = distributed.agreed_max(len(minibatches), module.device)
+    for step in range(updates):
+        if step >= len(minibatches):
+            update(module, padding_loss(module.model, rollout, settings.rollout.temperature), settings.grad_clip)
+            continue
+        index = minibatches[step]
         rows = rollout.rows(index)
         logp = policy_logprobs(module.model, rows, settings.rollout.temperature)  # (B, T-1)
         loss, metrics = loss_of(logp, rows, index)
         update(module, loss, settings.grad_clip)
         throughput.add(rows)
         parts.append({"loss": loss.detach(), **metrics})
-    module.log_metrics(split, {**group_statistics(rollout), **mean_metrics(parts),
-                               "groups_kept": kept.numel() / rollout.batch_prompts, "updates": float(len(parts)),
-                               **throughput.metrics()}, batch_size=rollout.num_prompts)
+    prompts = rollout.batch_prompts
+    log_gathered(module, split, {
+        **{name: (value, prompts) for name, value in group_statistics(rollout).items()},
+        **{name: (value, len(parts)) for name, value in mean_metrics(parts).items()},
+        "groups_kept": (kept.numel() / prompts, prompts),
+        "padded_updates": (float(updates - len(parts)), 1.0),
+        **{name: (value, 1.0) for name, value in throughput.metrics().items()},
+    }, batch_size=rollout.num_prompts)
+    module.log(f"{split}/updates", float(updates), batch_size=rollout.num_prompts)  # the same on every process
+
+
+def padding_loss(model, rollout: Rollout, temperature: float) -> torch.Tensor:
+    """A zero-weight loss through the whole policy (0 · Σ log π_θ of the rollout's first row): its backward gives
+    every parameter a zero gradient, so DDP's reducer fires its all-reduce (and FSDP its all-gather and
+    reduce-scatter) like a real update's, adding nothing to the mean."""
+    rows = rollout.rows(torch.zeros(1, dtype=torch.long, device=rollout.input_ids.device))
+    return 0.0 * policy_logprobs(model, rows, temperature).sum()
+
+
+def log_gathered(module, split: str, metrics: dict[str, tuple[object, float]], batch_size: int) -> None:
+    """Logs `{name: (value, weight)}` as `<split>/<name>`, each the weighted mean over processes (a name only some
+    processes report, e.g. a loss where others made no update, averages over those); one gather, whatever names
+    each process has, so the processes' collectives stay in step."""
+    module.log_metrics(split, distributed.weighted_means(metrics), batch_size=batch_size, sync_dist=False)
+
+
+def weighted(metrics: dict, weight: float) -> dict[str, tuple[object, float]]:
+    """Every metric with the same weight, for `log_gathered`."""
+    return {name: (value, weight) for name, value in metrics.items()}
 
 
 def mean_metrics(parts: list[dict]) -> dict:

@@ -136,10 +136,10 @@ class PairwiseRLModule(PostTrainModule):
                                            self.generation["temperature"],
                                            online.step_generator(self, self.seed + 1, batch_idx))
         anchor_correct = [self.reward(e, a).correct for e, a in zip(batch["examples"], anchors[::k])]
-        self.log_metrics("train", {"reward": win.mean(), "win_rate": (win > 0.5).float().mean(), **metrics,
-                                   **ppo_lib.reward_gold_metrics(win, rollout.rewards),
-                                   "anchor_accuracy": sum(anchor_correct) / len(anchor_correct)},
-                         batch_size=rollout.num_prompts)
+        metrics = {"reward": win.mean(), "win_rate": (win > 0.5).float().mean(), **metrics,
+                   **ppo_lib.reward_gold_metrics(win, rollout.rewards),
+                   "anchor_accuracy": sum(anchor_correct) / len(anchor_correct)}
+        online.log_gathered(self, "train", online.weighted(metrics, rollout.num_prompts), rollout.num_prompts)
 
     @torch.no_grad()
     def win_probability(self, prompts: list[str], responses: list[str], anchors: list[str]) -> torch.Tensor:

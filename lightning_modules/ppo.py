@@ -20,6 +20,7 @@ from posttrain.losses.ppo import gae, kl_penalized_rewards, ppo_loss, whiten
 from posttrain.models.forward import IGNORE_INDEX
 from posttrain.models.value_head import ValueModel, freeze_unused_lm_head
 from posttrain.rollouts import Rollout, RolloutSettings, policy_logprobs, response_tokens
+from posttrain.utils import distributed
 from posttrain.utils.config import check, check_choice, with_defaults
 
 PPO_DEFAULTS = {
@@ -184,23 +185,31 @@ def train_on_rollout(module, critic: nn.Module, reference: nn.Module, rollout: R
     advantages, returns = gae(rewards, values_old, mask, cfg["gamma"], cfg["lam"])  # (R, T-1) each
     if cfg["whiten_advantages"]:
         advantages = whiten(advantages, mask)
-    parts = []
+    parts, minibatches = [], []
     for _ in range(cfg["epochs"]):
         order = torch.randperm(rollout.input_ids.shape[0], generator=generator, device=generator.device)
-        for index in order.split(cfg["minibatch_size"]):
-            rows = rollout.rows(index)
-            steps = rows["mask"].shape[1]
-            logp = policy_logprobs(module.model, rows, temperature)  # (b, steps)
-            values = critic_values(critic, critic_rows(inputs, index), rows["mask"])  # (b, steps)
-            loss, metrics = ppo_loss(logp, rows["old_logps"], advantages[index, :steps], values,
-                                     values_old[index, :steps], returns[index, :steps], rows["mask"],
-                                     clip_eps=cfg["clip_eps"], value_clip=cfg["value_clip"],
-                                     value_coef=cfg["value_coef"])
-            update(module, loss, cfg["grad_clip"])
-            parts.append({"loss": loss.detach(), **metrics})
+        minibatches += list(order.split(cfg["minibatch_size"]))
+    # every backward is a collective under DDP/FSDP: processes with fewer rows pad with zero-weight updates
+    # (`online.train_on_prompts`); with the equal per-process batches of a distributed sampler they never need to
+    updates = distributed.agreed_max(len(minibatches), rollout.input_ids.device)
+    for step in range(updates):
+        index = minibatches[min(step, len(minibatches) - 1)]
+        rows = rollout.rows(index)
+        steps = rows["mask"].shape[1]
+        logp = policy_logprobs(module.model, rows, temperature)  # (b, steps)
+        values = critic_values(critic, critic_rows(inputs, index), rows["mask"])  # (b, steps)
+        loss, metrics = ppo_loss(logp, rows["old_logps"], advantages[index, :steps], values,
+                                 values_old[index, :steps], returns[index, :steps], rows["mask"],
+                                 clip_eps=cfg["clip_eps"], value_clip=cfg["value_clip"],
+                                 value_coef=cfg["value_coef"])
+        if step >= len(minibatches):
+            update(module, 0.0 * loss, cfg["grad_clip"])  # a zero gradient through both networks
+            continue
+        update(module, loss, cfg["grad_clip"])
+        parts.append({"loss": loss.detach(), **metrics})
     kl = ((rollout.old_logps - ref_logp) * mask).sum(-1)  # (R,) sequence KL estimate
     return {**{k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]},
-            "kl": kl.mean(), "score": scores.mean(), "updates": float(len(parts)), **rollout_metrics(rollout)}
+            "kl": kl.mean(), "score": scores.mean(), "updates": float(updates), **rollout_metrics(rollout)}
 
 
 def rollout_metrics(rollout: Rollout) -> dict:

@@ -193,8 +193,10 @@ class SparkModule(PostTrainModule):
             popped, self.cache = self.cache[:self.reward_batch_size], self.cache[self.reward_batch_size:]
             reward_rollout = self.reward_rollout(popped, batch_idx)
             grpo_update(self, reward_rollout, self.loss_settings, self.settings, self.reference, "reward")
-            self.log_metrics("reward", self.reward_metrics(popped, reward_rollout), batch_size=len(popped))
-        self.log_metrics("recycle", self.recycle_metrics(new, dropped), batch_size=len(examples))
+            online.log_gathered(self, "reward", online.weighted(self.reward_metrics(popped, reward_rollout),
+                                                                len(popped)), batch_size=len(popped))
+        online.log_gathered(self, "recycle", online.weighted(self.recycle_metrics(new, dropped), len(examples)),
+                            batch_size=len(examples))
 
     def add_to_cache(self, new: list[dict]) -> int:
         """Drops cached examples older than `max_staleness` solve batches, appends `new` (born now); returns the
