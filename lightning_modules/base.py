@@ -9,6 +9,7 @@ import lightning as L
 from torch import nn
 
 from posttrain.evaluators import GenerationEvaluator
+from posttrain.models import memory
 from posttrain.optim import build_optimizer, build_scheduler, plain_spec
 from posttrain.utils.config import check
 
@@ -96,6 +97,7 @@ class PostTrainModule(L.LightningModule):
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        memory.check_fits(self, self.trainer.strategy.root_device)  # before anything is moved there
         datamodule = self.trainer.datamodule
         self.evaluator.setup(self.eval_splits(), self.tokenizer, getattr(datamodule, "is_correct", None))
 

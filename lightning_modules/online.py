@@ -1,7 +1,13 @@
 """Lightning glue the online methods (RFT, GRPO, NFT, SPARK) share as functions over explicit arguments: their
 checked settings, what they take from the fit (the processor, the training prompts dynamic sampling draws from,
 the batch size), a manual optimizer update per mini-batch, and metric averaging. No training logic lives here;
-each method's `training_step` reads top to bottom in its own module."""
+each method's `training_step` reads top to bottom in its own module.
+
+Several processes (DDP, FSDP; docs/scale.md): each process draws its own prompts (Lightning's distributed sampler,
+and a dynamic-sampling refill seeded by the process's rank) and keeps its own groups, but every backward is a
+collective, so all processes make the same number of updates per rollout step: the largest process's count (one
+all_reduce MAX), a process out of mini-batches padding with zero-weight updates (`train_on_prompts`). The logged
+statistics are gathered from every process (`log_gathered`)."""
 from __future__ import annotations
 
 import math

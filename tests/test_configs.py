@@ -1,8 +1,11 @@
 """Every experiment composes and trains; bad configuration stops with an error that names the key."""
+import os
+
 import pytest
 import torch
 from hydra.errors import HydraException
 from hydra.utils import instantiate
+from safetensors.torch import load_file
 
 from posttrain.models.value_head import ValueModel
 from posttrain.pipeline import train
@@ -117,6 +120,50 @@ def test_every_stage_of_the_experiment_runs_two_steps_and_changes_every_paramete
     expected = EVAL_KEYS.get(experiment, {"val/accuracy", "test_ood/accuracy", "val/nll"})
     assert expected <= set(result["rows"][-1] if experiment == "rs_sft" else result["module"].eval_history[-1])
     assert len(result["rows"]) >= len(result["stages"])
+
+
+# Mixed precision: the model's parameters in bfloat16 under bf16-mixed autocast, for every experiment (stages with a
+# model config of their own, e.g. DistillSpec's teacher, are set to it too).
+BF16 = ["model.dtype=bfloat16", "trainer.precision=bf16-mixed"]
+BF16_STAGE_MODELS = {"distillspec": ["stages.teacher.model.dtype=bfloat16"]}
+
+
+def network_dtypes(network) -> set[torch.dtype]:
+    """The dtypes of a network's parameters, value heads left out (they stay float32 on purpose: `ValueModel`)."""
+    return {p.dtype for name, p in network.named_parameters() if not name.startswith("head.")}
+
+
+@pytest.mark.parametrize("experiment", experiments())
+def test_every_stage_of_the_experiment_runs_two_steps_in_bfloat16(experiment, tmp_path):
+    overrides = [f"experiment={experiment}", "debug=tiny", *STAGES[experiment], *BF16,
+                 *BF16_STAGE_MODELS.get(experiment, [])]
+    cfg = compose_config(overrides, tmp_path)
+    result = train(cfg)
+    for key, stage in result["stages"].items():
+        if stage.planned.stage.output == "dataset":
+            continue
+        assert stage.trainer.global_step == 2 and stage.trainer.precision == "bf16-mixed", key
+        assert network_dtypes(stage.output) == {torch.bfloat16}, key
+    main = result["stages"]["main"]
+    start = start_network(cfg, result, "main")
+    assert network_dtypes(start) == {torch.bfloat16}  # a cached start stage reloads in bfloat16 too
+    trained = dict(getattr(main.output, "backbone", main.output).named_parameters())  # a reward model's backbone
+    changed = [n for n, p in getattr(start, "backbone", start).named_parameters() if not torch.equal(p, trained[n])]
+    assert changed, "two bfloat16 steps changed the policy"
+
+
+def test_cached_stage_reloads_in_the_configured_dtype(tmp_path):
+    """A rerun takes the warm-up from the cache, read back through the model builder in model.dtype."""
+    overrides = ["experiment=grpo", "debug=tiny", *STAGES["grpo"], *BF16, f"paths.cache_dir={tmp_path}/cache"]
+    first = train(compose_config(overrides, tmp_path / "first"))
+    cfg = compose_config(overrides, tmp_path / "again")
+    again = train(cfg)
+    assert first["stages"]["warmup"].module is not None and again["stages"]["warmup"].module is None  # cache hit
+    assert network_dtypes(again["module"].model) == {torch.bfloat16}  # the main stage trained the reloaded model
+    directory = again["stages"]["warmup"].planned.directory
+    saved, reloaded = load_file(os.path.join(directory, "model.safetensors")), load_stage_model(directory, cfg.model)
+    for name, param in reloaded.named_parameters():
+        assert param.dtype == saved[name].dtype == torch.bfloat16 and torch.equal(param, saved[name]), name
 
 
 def test_spin_alone_runs_its_own_number_of_epochs(tmp_path):

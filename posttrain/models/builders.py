@@ -12,7 +12,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from posttrain.models.tokenizer import build_char_tokenizer
 from posttrain.utils.config import ConfigError, check
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_dtype(dtype: str) -> torch.dtype:
+    check(dtype in DTYPES, "model.dtype", f"must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
 
 
 def tiny_llama(
@@ -24,13 +29,16 @@ def tiny_llama(
     seed: int = 0,
     name_or_path: str | None = None,
     fused_lm_head: bool = False,
+    dtype: str = "float32",
 ):
-    """A small Llama with seeded random init over the repo's character tokenizer (no files, no network).
+    """A small Llama with seeded random init over the repo's character tokenizer (no files, no network), its
+    parameters in `dtype` (the same initial values, rounded, whatever the dtype).
 
-    `name_or_path`, when given, loads a saved model and tokenizer instead (e.g. a warm-up stage's output).
+    `name_or_path`, when given, loads a saved model and tokenizer instead (e.g. a warm-up stage's output), in `dtype`.
     """
+    check_dtype(dtype)
     if name_or_path:
-        return from_pretrained(name_or_path, fused_lm_head=fused_lm_head)
+        return from_pretrained(name_or_path, dtype=dtype, fused_lm_head=fused_lm_head)
     check(hidden_size % num_heads == 0, "model.hidden_size", f"must be divisible by model.num_heads={num_heads}")
     tokenizer = build_char_tokenizer(model_max_length=max_position_embeddings)
     config = LlamaConfig(
@@ -51,7 +59,7 @@ def tiny_llama(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    return model, tokenizer
+    return model.to(DTYPES[dtype]), tokenizer
 
 
 def from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False,
@@ -61,7 +69,7 @@ def from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code
     `fused_lm_head` computes label log-probs from the decoder's hidden states with the chunked lm-head op instead of
     materialising the logits; only for models whose logits are a plain bias-free projection of the last hidden state.
     """
-    check(dtype in _DTYPES, "model.dtype", f"must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    check_dtype(dtype)
     if not name_or_path:
         raise ConfigError("model.name_or_path: required for model=hf (a local directory or a Hub id)")
     local = os.path.isdir(name_or_path)
@@ -69,7 +77,7 @@ def from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code
         raise ConfigError(f"model.name_or_path: {name_or_path!r} is not a directory and HF_HUB_OFFLINE=1")
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        name_or_path, dtype=_DTYPES[dtype], trust_remote_code=trust_remote_code
+        name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
     )
     if fused_lm_head:
         head = model.get_output_embeddings()

@@ -14,7 +14,7 @@ from transformers import (AutoImageProcessor, AutoModelForImageTextToText, AutoP
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from posttrain.models.builders import _DTYPES, ensure_pad_token
+from posttrain.models.builders import DTYPES, check_dtype, ensure_pad_token
 from posttrain.models.multimodal import rope_model
 from posttrain.models.tokenizer import build_vision_char_tokenizer
 from posttrain.processors.vision import HFImageTokens, QwenImageTokens, VisionProcessor
@@ -44,14 +44,17 @@ def tiny_vlm(
     seed: int = 0,
     name_or_path: str | None = None,
     fused_lm_head: bool = False,
+    dtype: str = "float32",
 ):
-    """A small Qwen2.5-VL with seeded random init over the character tokenizer plus Qwen's vision tokens.
+    """A small Qwen2.5-VL with seeded random init over the character tokenizer plus Qwen's vision tokens, its
+    parameters in `dtype`.
 
     Images are resized to about `image_size`² pixels, so a square image gives (image_size / patch_size / merge_size)²
     image tokens (16 at the defaults). `name_or_path`, when given, loads a saved model and processor instead.
     """
+    check_dtype(dtype)
     if name_or_path:
-        return vlm_from_pretrained(name_or_path, fused_lm_head=fused_lm_head)
+        return vlm_from_pretrained(name_or_path, dtype=dtype, fused_lm_head=fused_lm_head)
     check(hidden_size % num_heads == 0, "model.hidden_size", f"must be divisible by model.num_heads={num_heads}")
     check(image_size % (patch_size * merge_size) == 0, "model.image_size",
           f"must be a multiple of model.patch_size * model.merge_size = {patch_size * merge_size}")
@@ -74,7 +77,7 @@ def tiny_vlm(
     config.fused_lm_head = fused_lm_head
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config)
+        model = Qwen2_5_VLForConditionalGeneration(config).to(DTYPES[dtype])
     image_processor = Qwen2VLImageProcessorPil(min_pixels=image_size**2, max_pixels=image_size**2,
                                                patch_size=patch_size, merge_size=merge_size, temporal_patch_size=2)
     return model, VisionProcessor(tokenizer, image_processor, QwenImageTokens(start, image, end, merge_size))
@@ -84,7 +87,7 @@ def vlm_from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_
                         fused_lm_head: bool = False):
     """Any local image-text-to-text checkpoint (Qwen2/2.5-VL, LLaVA, LLaVA-NeXT, ...) with its image processor and
     tokenizer. (Qwen-VL's own processor class needs torchvision; the image-token expansion is done here instead.)"""
-    check(dtype in _DTYPES, "model.dtype", f"must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    check_dtype(dtype)
     if not name_or_path or not os.path.isdir(name_or_path):
         raise ConfigError(f"model.name_or_path: {name_or_path!r} is not a local directory (model=hf_vlm needs one)")
     try:
@@ -94,7 +97,7 @@ def vlm_from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_
                           "model=hf_vlm needs an image-text-to-text checkpoint (for a text model use model=hf)"
                           ) from err
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=_DTYPES[dtype],
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=DTYPES[dtype],
                                                         trust_remote_code=trust_remote_code)
     ensure_pad_token(model, tokenizer)
     model.config.fused_lm_head = fused_lm_head
