@@ -14,14 +14,15 @@ CONF = os.path.join(ROOT, "conf")
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 
 
-def compose_config(overrides: list[str], output_dir) -> DictConfig:
-    """The composed config of `python train.py <overrides>`, writing under `output_dir` (and caching under
-    `output_dir`/cache unless the overrides name a paths.cache_dir), no progress bar."""
+def compose_config(overrides: list[str], output_dir, config_name: str = "train") -> DictConfig:
+    """The composed config of `python train.py <overrides>` (`config_name="eval"`: of eval.py), writing under
+    `output_dir` (and caching under `output_dir`/cache unless the overrides name a paths.cache_dir), no progress
+    bar."""
     register_resolvers()
     cache = [] if any(o.startswith("paths.cache_dir=") for o in overrides) else [f"paths.cache_dir={output_dir}/cache"]
     overrides = [*overrides, f"paths.output_dir={output_dir}", *cache, "name=test", "~callbacks.progress_bar"]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+        cfg = compose(config_name=config_name, overrides=overrides)
     with open_dict(cfg):
         cfg.trainer.enable_progress_bar = False
     return cfg
