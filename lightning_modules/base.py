@@ -3,13 +3,14 @@ copies (reference, opponent, teacher, reward model) kept out of the optimizer, t
 rebuild them, the checkpoint; a pluggable evaluator; metric logging. No training logic lives here."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import lightning as L
 from torch import nn
 
 from posttrain.evaluators import GenerationEvaluator
-from posttrain.models import memory
+from posttrain.models import memory, sharding
 from posttrain.optim import build_optimizer, build_scheduler, plain_spec
 from posttrain.utils.config import check
 
@@ -35,6 +36,9 @@ class PostTrainModule(L.LightningModule):
     """
 
     record_start_evaluation = False
+    # FSDP2 (trainer=fsdp): a method whose every forward of the policy outside generation is made by all processes
+    # together (the same count, the same order) sets this; its policy is then sharded in `configure_model`
+    shardable = False
 
     def __init__(self, model, tokenizer, optimizer=None, scheduler=None, evaluator=None):
         super().__init__()
@@ -67,6 +71,35 @@ class PostTrainModule(L.LightningModule):
         frozen = {id(p) for name in self.frozen for p in getattr(self, name).parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in frozen]
 
+    # ---- sharding (FSDP2) -----------------------------------------------------------------------------------------
+    def sharded_strategy(self) -> bool:
+        """Whether the fit shards (Lightning's ModelParallelStrategy, `trainer=fsdp`); a method that cannot is an
+        error naming `trainer`."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return False
+        check(self.shardable, "trainer", f"{type(self).__name__} does not shard (trainer=fsdp): its policy's "
+              f"forwards are not made by every process together, it trains more than one network, or it copies the "
+              f"policy's weights; use trainer=ddp (FSDP: SFT, DPO, RFT, GRPO, NFT, SPARK)")
+        return True
+
+    def configure_model(self) -> None:
+        """Under `trainer=fsdp`, fully_shard the policy's blocks and root over the data-parallel mesh. The frozen
+        copies (π_ref, ...) are not sharded: each process holds them whole (they are read, never trained, and their
+        forwards need no collective). Checkpoints are Lightning's distributed ones (a folder per checkpoint), with
+        the frozen copies in them: its loader reads back every key the module has."""
+        if not self.sharded_strategy() or sharding.is_sharded(self.model):
+            return
+        sharding.shard(self.model, self.device_mesh["data_parallel"])
+
+    def on_validation_start(self) -> None:
+        self.gathered_policy = contextlib.ExitStack()  # generation inside validation runs on whole parameters
+        self.gathered_policy.enter_context(sharding.gathered(self.model))
+
+    def on_validation_end(self) -> None:
+        self.gathered_policy.close()
+
     # ---- optimisation -------------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:
         """The optimizer's parameter groups: one with every trainable parameter. A method with per-network settings
@@ -97,7 +130,8 @@ class PostTrainModule(L.LightningModule):
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        memory.check_fits(self, self.trainer.strategy.root_device)  # before anything is moved there
+        shards = self.trainer.world_size if self.sharded_strategy() else 1
+        memory.check_fits(self, self.trainer.strategy.root_device, {id(p) for p in self.model.parameters()}, shards)
         datamodule = self.trainer.datamodule
         self.evaluator.setup(self.eval_splits(), self.tokenizer, getattr(datamodule, "is_correct", None))
 
@@ -131,6 +165,8 @@ class PostTrainModule(L.LightningModule):
 
     # ---- checkpoint -------------------------------------------------------------------------------------------
     def rebuilt_prefixes(self) -> tuple[str, ...]:
+        if sharding.is_sharded(self.model):  # a distributed checkpoint must hold every key (`configure_model`)
+            return ()
         return tuple(f"{name}." for name, rebuildable in self.frozen.items() if rebuildable)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -53,6 +53,7 @@ class DPOModule(PostTrainModule):
     """
 
     record_start_evaluation = True
+    shardable = True  # one policy forward (chosen and rejected) per batch on every process
 
     def __init__(self, model, tokenizer, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
                  reference_free: bool = False, optimizer=None, scheduler=None, evaluator=None):

@@ -15,6 +15,7 @@ import torch
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
 from lightning_modules.online import OnlineSettings
+from posttrain.models import sharding
 from posttrain.losses.grpo import AGGREGATIONS, grpo_loss
 from posttrain.rollouts import Rollout, group_advantages, mixed_prompts, policy_logprobs, rollout
 from posttrain.utils.config import check, check_choice
@@ -53,6 +54,7 @@ class GRPOModule(PostTrainModule):
     """
 
     record_start_evaluation = True  # the start model's row, with the same evaluation (incl. sampled accuracy)
+    shardable = True  # the policy's training forwards are padded to the same count on every process
 
     def __init__(self, model, tokenizer, reward, num_samples: int = 8, clip_eps: float = 0.2,
                  scale_rewards: bool = True, kl_coef: float = 0.0, aggregation: str = "token-sum",
@@ -77,8 +79,9 @@ class GRPOModule(PostTrainModule):
 
     def training_step(self, batch, batch_idx):
         generator = online.step_generator(self, self.settings.seed, batch_idx)
-        samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
-                          self.training_prompts)
+        with sharding.gathered(self.model):  # FSDP: generation on whole parameters (posttrain.models.sharding)
+            samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
+                              self.training_prompts)
         grpo_update(self, samples, self.loss_settings, self.settings, self.reference)
 
     def schedule_period(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule
+from posttrain.models import sharding
 from posttrain.losses.nft import OMEGAS, nft_loss
 from posttrain.rollouts import correctness_rate, mixed_prompts, rollout
 from posttrain.utils.config import check, check_choice
@@ -34,6 +35,7 @@ class NFTModule(PostTrainModule):
     """
 
     record_start_evaluation = True  # the start model's row, with the same evaluation (incl. sampled accuracy)
+    shardable = True  # the policy's training forwards are padded to the same count on every process
 
     def __init__(self, model, tokenizer, reward, num_samples: int = 8, eps: float = 1.0, omega: str = "1-r",
                  neg_weight: float = 1.0, r_clamp=(0.02, 0.98), prompts_per_minibatch: int = 16,
@@ -62,8 +64,9 @@ class NFTModule(PostTrainModule):
 
     def training_step(self, batch, batch_idx):
         generator = online.step_generator(self, self.settings.seed, batch_idx)
-        samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
-                          self.training_prompts)
+        with sharding.gathered(self.model):  # FSDP: generation on whole parameters (posttrain.models.sharding)
+            samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
+                              self.training_prompts)
         r_hat = correctness_rate(samples.grouped(samples.rewards)).repeat_interleave(samples.num_samples)  # (R,)
         kept = mixed_prompts(samples)  # (P',) prompts with 0 < r̂ < 1
 

@@ -11,6 +11,7 @@ import torch
 
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule
+from posttrain.models import sharding
 from posttrain.losses.rft import rft_loss
 from posttrain.rollouts import mixed_prompts, rollout
 
@@ -26,6 +27,7 @@ class RFTModule(PostTrainModule):
     """
 
     record_start_evaluation = True  # the start model's row, with the same evaluation (incl. sampled accuracy)
+    shardable = True  # the policy's training forwards are padded to the same count on every process
 
     def __init__(self, model, tokenizer, reward, num_samples: int = 8, filter_groups: bool = True,
                  prompts_per_minibatch: int = 16, normalizer: float | None = None, grad_clip: float | None = 1.0,
@@ -47,8 +49,9 @@ class RFTModule(PostTrainModule):
 
     def training_step(self, batch, batch_idx):
         generator = online.step_generator(self, self.settings.seed, batch_idx)
-        samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
-                          self.training_prompts)
+        with sharding.gathered(self.model):  # FSDP: generation on whole parameters (posttrain.models.sharding)
+            samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
+                              self.training_prompts)
         if self.filter_groups:
             kept = mixed_prompts(samples)
         else:  # prompts with at least one correct answer

@@ -7,6 +7,7 @@ from posttrain.models.forward import label_logprobs
 
 
 class SFTModule(PostTrainModule):
+    shardable = True  # one forward and backward per batch on every process
     def __init__(self, model, tokenizer, optimizer=None, scheduler=None, evaluator=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])

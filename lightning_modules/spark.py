@@ -36,6 +36,7 @@ from datamodules.collate import left_pad
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
 from lightning_modules.grpo import GRPOSettings, grpo_update
+from posttrain.models import sharding
 from posttrain.metrics import expected_calibration_error
 from posttrain.rewards import recycling
 from posttrain.rewards.self_judge import SelfJudge, balanced_accuracy, self_reflection
@@ -101,6 +102,7 @@ class SparkModule(PostTrainModule):
     """
 
     record_start_evaluation = True
+    shardable = True  # the policy's training forwards are padded to the same count on every process
 
     def __init__(self, model, tokenizer, reward, num_samples: int = 8, recycle: bool = True, pairwise_prob: float = 0.7,
                  judge_fraction: float = 0.5, reflect_fraction: float = 0.5, reward_batch_size: int | None = None,
@@ -171,8 +173,9 @@ class SparkModule(PostTrainModule):
 
     def training_step(self, batch, batch_idx):
         generator = online.step_generator(self, self.settings.seed, batch_idx)
-        samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
-                          self.training_prompts)  # infer period: K samples per solve prompt
+        with sharding.gathered(self.model):  # FSDP: generation on whole parameters (posttrain.models.sharding)
+            samples = rollout(self.model, batch, self.processor, self.reward, self.settings.rollout, generator,
+                              self.training_prompts)  # infer period: K samples per solve prompt
         grpo_update(self, samples, self.loss_settings, self.settings, self.reference, "train")
         self.batches_seen += 1
         if not self.recycle:
@@ -218,8 +221,9 @@ class SparkModule(PostTrainModule):
         batch["examples"] = examples
         generator = sampling_generator(self.device, self.settings.seed + REWARD_STREAM, self.current_epoch, batch_idx,
                                        self.global_rank)
-        return collect_rollout(self.model, batch, self.processor, recycling.RecycledReward(self.reward),
-                               self.settings.rollout, generator)
+        with sharding.gathered(self.model):
+            return collect_rollout(self.model, batch, self.processor, recycling.RecycledReward(self.reward),
+                                   self.settings.rollout, generator)
 
     def recycle_metrics(self, new: list[dict], dropped: int) -> dict:
         counts = {kind: sum(e["kind"] == kind for e in new) for kind in recycling.KINDS}

@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from posttrain.models import sharding
 from posttrain.pipeline import outputs
 from posttrain.pipeline.cache import stage_dir, stage_key, stage_trainer_config
 from posttrain.pipeline.report import history_rows, report
@@ -136,6 +137,7 @@ class Pipeline:
             output, rows = module.model, history_rows(stage.name, module.eval_history)
             if stage.node.get("evaluate_on") is not None:
                 rows.append(self.evaluate(stage, module, trainer))
+            output = sharding.plain_copy(output)  # FSDP: whole parameters, to save and to start later stages from
         if stage.cache and trainer.is_global_zero:
             if stage.output != "dataset":
                 outputs.save_stage_model(output, self.tokenizer, directory)
