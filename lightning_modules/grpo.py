@@ -15,8 +15,8 @@ import torch
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
 from lightning_modules.online import OnlineSettings
-from posttrain.models import sharding
 from posttrain.losses.grpo import AGGREGATIONS, grpo_loss
+from posttrain.models import sharding
 from posttrain.rollouts import Rollout, group_advantages, mixed_prompts, policy_logprobs, rollout
 from posttrain.utils.config import check, check_choice
 

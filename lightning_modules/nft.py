@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule
-from posttrain.models import sharding
 from posttrain.losses.nft import OMEGAS, nft_loss
+from posttrain.models import sharding
 from posttrain.rollouts import correctness_rate, mixed_prompts, rollout
 from posttrain.utils.config import check, check_choice
 

@@ -11,8 +11,8 @@ import torch
 
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule
-from posttrain.models import sharding
 from posttrain.losses.rft import rft_loss
+from posttrain.models import sharding
 from posttrain.rollouts import mixed_prompts, rollout
 
 

@@ -42,7 +42,8 @@ class StarvedRankReward(CoinFlipVerifier):
 
 class ParameterChecksums(Callback):
     """Appends to `<directory>/rank<r>.jsonl` a sha256 of every trainable parameter's bytes before each optimizer
-    step and after each training batch (and at the start of each fit), with the global step, so processes can be compared step by step."""
+    step and after each training batch (and at the start of each fit), with the global step, so processes can be
+    compared step by step."""
 
     def __init__(self, directory: str):
         self.directory = directory
