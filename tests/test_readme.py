@@ -30,15 +30,19 @@ from tests.vlm import shape_image, tiny_qwen_vl
 README = os.path.join(ROOT, "README.md")
 COMMAND = "python train.py"
 
-# Commands another test runs, because they need several GPUs or processes or name a placeholder.
+# Commands run elsewhere: a placeholder, a resume, two processes (slow), and 8 GPUs (composed here, not run).
+MULTI_GPU = {
+    "python train.py experiment=spin trainer=ddp trainer.devices=8 ...": "lightning.pytorch.strategies.DDPStrategy",
+    "python train.py experiment=spin trainer=fsdp trainer.devices=8 ...":
+        "lightning.pytorch.strategies.ModelParallelStrategy",
+}
 ELSEWHERE = {
     "python train.py experiment=<name>": "tests/test_configs.py runs every experiment",
     "python train.py experiment=spin ckpt_path=logs/spin/runs/<date_time>/checkpoints/main/last.ckpt":
-        "tests/lightning_modules/test_resume.py resumes a killed SPIN run",
-    "python train.py experiment=spin trainer=ddp trainer.devices=8 ...": "8 GPUs; benchmarks/gpu_check.sh on one",
-    "python train.py experiment=spin trainer=fsdp trainer.devices=8 ...": "8 GPUs; benchmarks/gpu_check.sh on one",
+        "tests/lightning_modules/test_resume.py resumes a killed SPIN run from its last.ckpt",
     "python train.py experiment=spin trainer=ddp trainer.accelerator=cpu trainer.devices=2":
         "tests/lightning_modules/test_ddp.py (slow: two processes)",
+    **{command: "needs 8 GPUs; test_multi_gpu_commands_compose" for command in MULTI_GPU},
 }
 
 # The README's model directories -> the checkpoint built here that stands in for each.
@@ -61,11 +65,11 @@ def readme_commands() -> list[str]:
         text = handle.read()
     fence = r"^```[a-z]*\n(.*?)^```"
     commands = []
-    for block in re.findall(fence, text, flags=re.S | re.M):
+    for block in re.findall(fence, text, flags=re.DOTALL | re.MULTILINE):
         for line in block.replace("\\\n", " ").splitlines():
             if COMMAND in line:
                 commands.append(line[line.index(COMMAND):])
-    outside = re.sub(fence, "", text, flags=re.S | re.M)
+    outside = re.sub(fence, "", text, flags=re.DOTALL | re.MULTILINE)
     return commands + re.findall(rf"`({re.escape(COMMAND)}[^`]*)`", outside)
 
 
@@ -105,6 +109,13 @@ def test_every_train_command_of_the_readme_is_run_by_a_test():
     assert not stale, f"ELSEWHERE names commands the README no longer has: {stale}"
     assert len(run_here()) >= 7  # the default SPIN run, and SFT, SPIN, GRPO, DPO, VLM SFT and VLM GRPO on real data
     assert {value(arguments(c), "experiment") for c in run_here()} >= {"sft", "spin", "grpo", "dpo"}
+
+
+@pytest.mark.parametrize("command", sorted(MULTI_GPU))
+def test_multi_gpu_commands_compose(command, tmp_path):
+    args = [a for a in normalized(command)[len(COMMAND):].split() if a != "..."]
+    cfg = compose_config(args, tmp_path)
+    assert cfg.trainer.devices == 8 and cfg.trainer.strategy._target_ == MULTI_GPU[command]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,7 +232,7 @@ def overrides(command: str, workspace) -> list[str]:
         if arg.startswith("model.name_or_path="):
             arg = f"model.name_or_path={workspace[MODELS[value([arg], 'model.name_or_path')]]}"
         args.append(arg)
-    stages = compose_config(args, "unused").stages
+    stages = compose_config(args, "unused-output-dir").stages  # which stages the command keeps
     kept = [s for s in SIZE_OF_STAGES if stages.get(s) is not None]
     return [*args, *SIZE, *SIZE_BY_EXPERIMENT.get(value(args, "experiment"), []),
             *(o for s in kept for o in SIZE_OF_STAGES[s])]
