@@ -50,11 +50,11 @@ TRAINER=trainer=gpu
 if [ "$REHEARSE" = 1 ]; then TRAINER=trainer=cpu; fi
 MODEL_DTYPE=(model.dtype=bfloat16)
 grep -q '^dtype:' conf/model/tiny.yaml || MODEL_DTYPE=()  # the tiny model has no model.dtype key yet: autocast only
-TRAIN_COMMON=(debug=tiny stages.warmup=null stages.control=null "$TRAINER" trainer.precision=bf16-mixed "${MODEL_DTYPE[@]}"
-              logger=csv "~callbacks.progress_bar" save_model=false)
+TRAIN_COMMON=(debug=tiny stages.warmup=null "$TRAINER" trainer.precision=bf16-mixed "${MODEL_DTYPE[@]}"
+              logger=csv "~callbacks.progress_bar" stages.main.save_dir=null)
 TRAIN_GRPO=(experiment=grpo trainer.max_epochs=1 reward._target_=tests.helpers.CoinFlipVerifier
             method.truncated_is_wrong=false)
-TRAIN_SPIN=(experiment=spin method.num_iterations=1 method.epochs_per_iteration=1)
+TRAIN_SPIN=(experiment=spin stages.control=null method.num_iterations=1 method.epochs_per_iteration=1)
 # ------------------------------------------------------------------------------------------------------------------
 
 rm -rf "$LOGS"
