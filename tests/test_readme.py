@@ -32,16 +32,16 @@ COMMAND = "python train.py"
 
 # Commands run elsewhere: a placeholder, a resume, two processes (slow), and 8 GPUs (composed here, not run).
 MULTI_GPU = {
-    "python train.py experiment=spin trainer=ddp trainer.devices=8 ...": "lightning.pytorch.strategies.DDPStrategy",
-    "python train.py experiment=spin trainer=fsdp trainer.devices=8 ...":
+    "python train.py experiment=grpo trainer=ddp trainer.devices=8 ...": "lightning.pytorch.strategies.DDPStrategy",
+    "python train.py experiment=grpo trainer=fsdp trainer.devices=8 ...":
         "lightning.pytorch.strategies.ModelParallelStrategy",
 }
 ELSEWHERE = {
     "python train.py experiment=<name>": "tests/test_configs.py runs every experiment",
     "python train.py experiment=spin ckpt_path=logs/spin/runs/<date_time>/checkpoints/main/last.ckpt":
         "tests/lightning_modules/test_resume.py resumes a killed SPIN run from its last.ckpt",
-    "python train.py experiment=spin trainer=ddp trainer.accelerator=cpu trainer.devices=2":
-        "tests/lightning_modules/test_ddp.py (slow: two processes)",
+    "python train.py experiment=grpo trainer=ddp trainer.accelerator=cpu trainer.devices=2":
+        "tests/lightning_modules/test_ddp_online.py (two processes)",
     **{command: "needs 8 GPUs; test_multi_gpu_commands_compose" for command in MULTI_GPU},
 }
 
