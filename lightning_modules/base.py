@@ -81,7 +81,7 @@ class PostTrainModule(L.LightningModule):
             return False
         check(self.shardable, "trainer", f"{type(self).__name__} does not shard (trainer=fsdp): its policy's "
               f"forwards are not made by every process together, it trains more than one network, or it copies the "
-              f"policy's weights; use trainer=ddp (FSDP: SFT, DPO, RFT, GRPO, NFT, SPARK)")
+              f"policy's weights; use trainer=ddp (FSDP: SFT, DPO, SPIN, RFT, GRPO, NFT, SPARK)")
         return True
 
     def configure_model(self) -> None:

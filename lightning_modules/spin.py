@@ -15,6 +15,7 @@ from datamodules.collate import left_pad, pack
 from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.generation import generate
 from posttrain.losses.spin import LOSS_TYPES, spin_loss
+from posttrain.models import sharding
 from posttrain.models.forward import IGNORE_INDEX, sequence_logprobs
 from posttrain.utils.config import check, check_choice, with_defaults
 
@@ -33,6 +34,8 @@ class SPINModule(PostTrainModule):
         seed: seeds the opponent's sampling, per iteration and process, so a resumed run draws the same data.
         reduction: "sum" of response-token log-probs (the paper and its code) or "mean" (an ablation; retune beta).
     """
+
+    shardable = True  # one policy forward per batch on every process; the opponent (generating) is replicated
 
     def __init__(self, model, tokenizer, beta: float = 0.1, loss_type: str = "sigmoid", num_iterations: int = 2,
                  epochs_per_iteration: int = 1, generation: dict | None = None, mix_previous_iteration: bool = False,
@@ -72,7 +75,7 @@ class SPINModule(PostTrainModule):
 
     def start_iteration(self, iteration: int) -> None:
         """θ_t := the current model; y'_i ~ p_θt(·|x_i) for every training prompt; fresh optimizer state."""
-        self.opponent.load_state_dict(self.model.state_dict())
+        self.opponent.load_state_dict(sharding.full_state_dict(self.model))  # FSDP: gathered from every process
         self.previous_synthetic = self.synthetic
         self.synthetic = self.opponent_responses(iteration)
         self.iteration = iteration

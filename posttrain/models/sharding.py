@@ -58,14 +58,21 @@ def gathered(model: nn.Module):
             unit.set_reshard_after_forward(True, recurse=False)
 
 
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """`model`'s state dict with whole tensors on every process (a collective when it is sharded)."""
+    if not is_sharded(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+
+
 def plain_copy(model: nn.Module) -> nn.Module:
     """A sharded `model` as an ordinary module of its original class with every parameter whole (a collective: every
     process calls it); an unsharded model is returned as it is."""
     if not is_sharded(model):
         return model
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    state = full_state_dict(model)
     original = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
     with torch.random.fork_rng(devices=[]):  # its throwaway initialisation must not move the run's random stream
         copy = original(model.config)  # a transformers model: its class builds from its config

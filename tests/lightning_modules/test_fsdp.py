@@ -29,8 +29,12 @@ def assert_same_weights(a: dict, b: dict, atol: float) -> None:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=atol, msg=name)
 
 
-def test_sharded_sft_trains_as_ddp_does(tmp_path):
-    overrides = ["debug=tiny", "data.train_size=16", "trainer.max_epochs=2", *CPU_FP32]
+@pytest.mark.parametrize("run", ["sft", "spin"])
+def test_sharded_training_ends_where_ddp_does(run, tmp_path):
+    """SFT; SPIN copies the gathered policy into its replicated opponent at each iteration, which then generates."""
+    overrides = {"sft": ["debug=tiny", "data.train_size=16", "trainer.max_epochs=2", *CPU_FP32],
+                 "spin": ["experiment=spin", "debug=tiny", "stages.warmup=null", "stages.control=null",
+                          "method.num_iterations=2", "method.epochs_per_iteration=1", *CPU_FP32]}[run]
     for trainer in ("ddp", "fsdp"):
         proc = run_two_processes([*overrides, f"stages.main.save_dir={tmp_path}/{trainer}/model"],
                                  tmp_path / trainer, trainer)
@@ -67,7 +71,7 @@ def test_sharded_grpo_resumes_from_its_distributed_checkpoint(tmp_path):
                         1e-6)
 
 
-@pytest.mark.parametrize("experiment", ["pairwise_rl", "spin"])
+@pytest.mark.parametrize("experiment", ["pairwise_rl", "bt_rm"])
 def test_a_method_that_cannot_shard_names_the_trainer(experiment, tmp_path):
     proc = run_two_processes([f"experiment={experiment}", "debug=tiny", "stages.warmup=null", *CPU_FP32], tmp_path,
                              "fsdp")
