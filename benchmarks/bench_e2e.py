@@ -22,11 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from datamodules.collate import Encoder, SFTCollator, left_pad, pack  # noqa: E402
 from datamodules.tasks import ArithmeticTask  # noqa: E402
 from lightning_modules.base import frozen_copy  # noqa: E402
+from lightning_modules.otr import sampled_otr_loss  # noqa: E402
 from posttrain.generation import generate  # noqa: E402
 from posttrain.losses.sft import sft_loss  # noqa: E402
 from posttrain.losses.spin import spin_loss  # noqa: E402
 from posttrain.models import tiny_llama  # noqa: E402
-from lightning_modules.otr import sampled_otr_loss  # noqa: E402
 from posttrain.models.forward import label_logprobs, sequence_logprobs  # noqa: E402
 
 
@@ -121,7 +121,8 @@ def main() -> None:
     left = left_pad([encoder.prompt(e["prompt"]) for e in examples[: args.prompts]], encoder.pad_id)
     for temperature in (0.0, 1.0):
         def ours():
-            out = generate(model, left["prompt_input_ids"], left["prompt_attention_mask"], max_new_tokens=args.new_tokens,
+            out = generate(model, left["prompt_input_ids"], left["prompt_attention_mask"],
+                           max_new_tokens=args.new_tokens,
                            temperature=temperature, eos_token_id=None, pad_token_id=tok.pad_token_id,
                            generator=torch.Generator().manual_seed(0))
             return int(out.mask.sum())
@@ -138,7 +139,8 @@ def main() -> None:
         fns = {"posttrain.generation": ours, "HF model.generate": theirs}
         tokens = {name: fn() for name, fn in fns.items()}
         for name, seconds in interleaved(fns, max(3, args.repeats // 2)).items():
-            rows.append({"what": f"generate {mode}: {name}", "ms": seconds * 1e3, "tokens_per_s": tokens[name] / seconds})
+            rows.append({"what": f"generate {mode}: {name}", "ms": seconds * 1e3,
+                         "tokens_per_s": tokens[name] / seconds})
 
     rows += online_rows(args)
 

@@ -4,8 +4,8 @@
 
 floor = max(one read pass x.sum(), one vectorised exponential torch.exp(x, out=buf)) over the op's inputs, measured in
 the same run (for the lm-head op: that over the logits plus the logits GEMM itself, which the op cannot avoid).
-Times are the best of several runs. Peak memory is the process's peak resident set above the level before the call (Linux VmHWM after a reset through
-/proc/self/clear_refs; glibc's mmap threshold is pinned so freed buffers return to the OS). Writes
+Times are the best of several runs. Peak memory is the process's peak resident set above the level before the call
+(Linux VmHWM after a reset through /proc/self/clear_refs; glibc's mmap threshold is pinned so freed buffers return to the OS). Writes
 benchmarks/results/bench_kernels.json.
 """
 from __future__ import annotations
@@ -25,13 +25,17 @@ if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None and sys.platform.startswith(
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from posttrain.ops import _backend  # noqa: E402
-from posttrain.ops import (lm_head_logprobs, sample_k_tokens, speculative_verify, token_divergence,  # noqa: E402
-                           token_logprobs)
+from posttrain.ops import (  # noqa: E402
+    _backend,  # noqa: E402
+    lm_head_logprobs,
+    sample_k_tokens,
+    speculative_verify,
+    token_divergence,
+    token_logprobs,
+)
 from posttrain.ops.speculative_verify import speculative_verify_reference  # noqa: E402
 from posttrain.ops.token_divergence import token_divergence_reference  # noqa: E402
 from posttrain.ops.token_sampling import sample_k_tokens_reference  # noqa: E402
-
 
 _BUDGET_S = 1.5  # --time-budget
 

@@ -17,7 +17,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.spec_common import ROOT, add_model_arguments, batches, forward_cost_ratio, held_out, interleaved, load_models  # noqa: E402,E501
+from benchmarks.spec_common import (  # noqa: E402,E501
+    ROOT,
+    add_model_arguments,
+    batches,
+    forward_cost_ratio,
+    held_out,
+    interleaved,
+    load_models,
+)
 from posttrain.generation import generate, speculative_generate  # noqa: E402
 
 
@@ -53,14 +61,16 @@ def main() -> None:
             def speculative(name):
                 def run():
                     gen = torch.Generator().manual_seed(0)
-                    outs = [speculative_generate(target, models[name], b["prompt_input_ids"], b["prompt_attention_mask"],
+                    outs = [speculative_generate(target, models[name], b["prompt_input_ids"],
+                                                 b["prompt_attention_mask"],
                                                  gamma=args.gamma, mode=mode, temperature=max(temperature, 1e-6),
                                                  generator=gen, **common) for b in chunks]
                     record[name] = {"tokens": sum(int(o.lengths.sum()) for o in outs),
                                     "accepted": sum(int(o.accepted.sum()) for o in outs),
                                     "decided": sum(int(o.decided.sum()) for o in outs),
                                     "calls": sum(int(o.target_calls.sum()) for o in outs),
-                                    "verify": sum(o.verify_seconds for o in outs), "seconds": sum(o.seconds for o in outs)}
+                                    "verify": sum(o.verify_seconds for o in outs),
+                                    "seconds": sum(o.seconds for o in outs)}
                 return run
 
             with torch.no_grad():
@@ -83,10 +93,10 @@ def main() -> None:
                       f"{r['undistilled_alpha']:.3f}", f"{r['undistilled_tau']:.2f}", f"{r['undistilled_speedup']:.2f}",
                       f"{r['distilled_tok_s']:.0f}", f"{r['distilled_alpha']:.3f}", f"{r['distilled_tau']:.2f}",
                       f"{r['distilled_speedup']:.2f}", f"{r['distilled_verify_share']:.1%}"])
-    widths = [max(len(l[i]) for l in lines) for i in range(len(header))]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     print(f"gamma={args.gamma}, {args.prompts} prompts, {args.new_tokens} new tokens max, {args.threads} thread(s); "
           f"c (draft/target forward time) undistilled {c['undistilled']:.2f}, distilled {c['distilled']:.2f}")
-    print("\n".join("  ".join(x.ljust(w) for x, w in zip(l, widths)) for l in lines))
+    print("\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)) for line in lines))
     out_dir = os.path.join(ROOT, "benchmarks", "results")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "bench_speculative.json"), "w") as handle:

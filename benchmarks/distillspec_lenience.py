@@ -77,8 +77,10 @@ def main() -> None:
                     times = interleaved({"target": target_only, "spec": speculative(draft, eps ** power)}, args.repeats)
                     outs = state["spec"]
                     row = {"draft": draft, "f": fname, "epsilon": eps,
-                           "alpha": sum(int(o.accepted.sum()) for o in outs) / max(sum(int(o.decided.sum()) for o in outs), 1),
-                           "tau": sum(int(o.lengths.sum()) for o in outs) / max(sum(int(o.target_calls.sum()) for o in outs), 1),
+                           "alpha": sum(int(o.accepted.sum()) for o in outs)
+                           / max(sum(int(o.decided.sum()) for o in outs), 1),
+                           "tau": sum(int(o.lengths.sum()) for o in outs)
+                           / max(sum(int(o.target_calls.sum()) for o in outs), 1),
                            "speedup": times["target"] / times["spec"],
                            "accuracy": accuracy([t for o in outs for t in o.token_lists()]),
                            "target_accuracy": accuracy(state["target"])}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from posttrain.processors import PairCollator, make_processor
 from datamodules.jsonl import read_jsonl
 from datamodules.sampler import EpochShuffleSampler
+from posttrain.processors import PairCollator, make_processor
 from posttrain.utils.config import check
 
 
@@ -49,7 +49,8 @@ class PreferenceDataModule(L.LightningDataModule):
         self.paths = {"train": train_path, "val": val_path}
         self.eval_splits = tuple(task.eval_splits) if task is not None else (("val",) if val_path else ())
         self.fields = {"prompt": prompt_key, "chosen": chosen_key, "rejected": rejected_key}
-        self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.seed = num_workers, seed
         self.train_size, self.eval_size = train_size, eval_size
         self.encoder = make_processor(tokenizer, max_length=max_length, prompt_template=prompt_template)
         self.collator = PairCollator(self.encoder)

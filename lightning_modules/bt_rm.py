@@ -2,8 +2,9 @@
 
 `module.model` is a `ValueModel` (a scalar head on the causal LM's last hidden state); the reward of a response is
 the value at its last token (eos), r(q, y) = `module.model.score(ids, mask)` on `[bos] q y [eos]`. The backbone's
-lm-head is unused and frozen, and so is the head's bias (a shift of r that BT cannot see). Held-out pairs are scored with P(A ≻ B) = σ(r_A − r_B) and the same metrics as the
-generative judge (`lightning_modules/pair_eval.py`); the scalar RM has no position bias by construction.
+lm-head is unused and frozen, and so is the head's bias (a shift of r that BT cannot see). Held-out pairs are
+scored with P(A ≻ B) = σ(r_A − r_B) and the same metrics as the generative judge (`lightning_modules/pair_eval.py`);
+the scalar RM has no position bias by construction.
 """
 from __future__ import annotations
 

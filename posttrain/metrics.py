@@ -36,7 +36,8 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: 
     return gap.abs().sum() / probs.numel()  # Σ_b |Σ_{i∈b} (y_i − p_i)| / N = Σ_b (n_b/N) |ȳ_b − p̄_b|
 
 
-def pair_judgement_metrics(p_forward: torch.Tensor, p_backward: torch.Tensor, bins: int = 10) -> dict[str, torch.Tensor]:
+def pair_judgement_metrics(p_forward: torch.Tensor, p_backward: torch.Tensor, bins: int = 10) -> dict[str,
+                                                                                                      torch.Tensor]:
     """Accuracy and calibration of a pairwise judge on pairs whose first response is the better one (gold labels).
 
     p_forward: (N,) P(A ≻ B) with A = the better response; p_backward: (N,) P(A ≻ B) with the two swapped.

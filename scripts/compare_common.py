@@ -47,7 +47,8 @@ def write_results(out: str, results: dict[str, dict[int, dict]], **settings) -> 
     """out/results.json: the settings and, per run and seed, its recorded values."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as handle:
-        json.dump({**settings, "results": {m: {str(s): r for s, r in by_seed.items()} for m, by_seed in results.items()}},
+        json.dump({**settings, "results": {m: {str(s): r for s, r in by_seed.items()} for m,
+                                           by_seed in results.items()}},
                   handle, indent=1)
 
 

@@ -18,9 +18,8 @@ import argparse
 import os
 import statistics
 
-from lightning.pytorch import Callback
-
 from compare_common import ROOT, mean_and_error, print_rows, run_experiment, write_results
+from lightning.pytorch import Callback
 
 METHODS = ("pairwise_rl", "bt_ppo")
 SPLITS = ("val/accuracy", "test_ood/accuracy", "val/accuracy_sampled", "test_ood/accuracy_sampled")

@@ -53,7 +53,8 @@ def main() -> None:
 
 
 def print_table(results: dict, seeds: list[int], split: str) -> None:
-    header = ["RM", "steps", *(f"{SHORT[m]} s{s}" for m in METRICS for s in seeds), *(f"{SHORT[m]} mean" for m in METRICS)]
+    header = ["RM", "steps", *(f"{SHORT[m]} s{s}" for m in METRICS for s in seeds),
+              *(f"{SHORT[m]} mean" for m in METRICS)]
     lines = []
     for name, by_seed in results.items():
         cells = [name, "/".join(str(by_seed[s].get("step", "")) for s in seeds)]

@@ -69,7 +69,8 @@ def print_table(results: dict[int, dict], seeds: list[int]) -> None:
     runs = list(results[seeds[0]])
     header = ["metric", *(f"{name} {'/'.join(f's{s}' for s in seeds)}" for name in runs),
               *(f"{name} mean" for name in runs)]
-    lines = [["steps", *("/".join(str(results[s][n].get("step", "")) for s in seeds) for n in runs), *([""] * len(runs))]]
+    lines = [["steps", *("/".join(str(results[s][n].get("step", "")) for s in seeds) for n in runs),
+              *([""] * len(runs))]]
     for key, label in METRICS:
         cells = [label]
         # NaN (e.g. balanced accuracy with one class present) is shown as "-" and left out of the mean

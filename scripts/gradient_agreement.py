@@ -26,8 +26,7 @@ from posttrain.losses.grpo import grpo_loss  # noqa: E402
 from posttrain.losses.nft import nft_loss  # noqa: E402
 from posttrain.losses.rft import rft_loss  # noqa: E402
 from posttrain.pipeline import register_resolvers, train  # noqa: E402
-from posttrain.rollouts import (RolloutSettings, collect_rollout, correctness_rate, group_advantages,  # noqa: E402
-                                policy_logprobs)
+from posttrain.rollouts import RolloutSettings, collect_rollout, correctness_rate, group_advantages, policy_logprobs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATA = {"r̂ <= 2/8": (0.0, 0.26), "3/8 <= r̂ <= 5/8": (0.3, 0.7), "r̂ >= 6/8": (0.7, 1.0)}
@@ -75,7 +74,8 @@ def main() -> None:
                      for m, loss in losses.items()}
             cos = {f"{a}-{b}": float(torch.nn.functional.cosine_similarity(grads[a], grads[b], dim=0))
                    for a, b in (("RFT", "NFT"), ("NFT", "GRPO"), ("RFT", "GRPO"))}
-            print(f"  {name:18s} groups {prompts.numel():4d}  " + "  ".join(f"cos({p}) {v:.3f}" for p, v in cos.items()))
+            print(f"  {name:18s} groups {prompts.numel():4d}  " + "  ".join(f"cos({p}) {v:.3f}" for p,
+                                                                            v in cos.items()))
 
 
 if __name__ == "__main__":

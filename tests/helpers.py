@@ -49,8 +49,9 @@ class KillAtStep(Callback):
 
 
 class CoinFlipVerifier:
-    """A test reward (`reward=...` or `reward._target_=tests.helpers.CoinFlipVerifier`) that calls about half of all completions correct (by a hash of the text), so an untrained
-    model's groups are mixed and online methods get a gradient (a real verifier scores it 0 everywhere)."""
+    """A test reward (`reward._target_=tests.helpers.CoinFlipVerifier`) that calls about half of all completions
+    correct (by a hash of the text), so an untrained model's groups are mixed and online methods get a gradient (a
+    real verifier scores it 0 everywhere)."""
 
     answer_is_completion = True
 

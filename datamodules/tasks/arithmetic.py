@@ -48,8 +48,10 @@ class ArithmeticTask:
     ):
         for op in operations:
             check(op in _OPS, "data.task.operations", f"unknown operation {op!r}; choose from {sorted(_OPS)}")
-        check(1 <= digits[0] <= digits[1], "data.task.digits", f"must be [min, max] with 1 <= min <= max, got {list(digits)}")
-        check(1 <= ood_digits[0] <= ood_digits[1], "data.task.ood_digits", f"must be [min, max], got {list(ood_digits)}")
+        check(1 <= digits[0] <= digits[1], "data.task.digits",
+              f"must be [min, max] with 1 <= min <= max, got {list(digits)}")
+        check(1 <= ood_digits[0] <= ood_digits[1], "data.task.ood_digits",
+              f"must be [min, max], got {list(ood_digits)}")
         for key, size in (("train_size", train_size), ("val_size", val_size), ("test_ood_size", test_ood_size),
                           ("retain_size", retain_size)):
             check(size >= 0, f"data.task.{key}", f"must be >= 0, got {size}")

@@ -58,7 +58,8 @@ def wrong_answer(kind: str, truth: int, rng: random.Random) -> str | None:
         return ("-" if truth < 0 else "") + "".join(digits)
     if kind == "malformed":
         text = str(truth)
-        return rng.choice((text + rng.choice("a?="), "?", text[:1] + " " + text[1:] if len(text) > 1 else "x" + text, ""))
+        return rng.choice((text + rng.choice("a?="), "?", text[:1] + " " + text[1:] if len(text) > 1 else "x" + text,
+                           ""))
     raise ValueError(f"unknown wrong-answer kind {kind!r}")
 
 
@@ -93,7 +94,8 @@ class ArithmeticPairTask:
     ):
         weights = dict(wrong_kinds if wrong_kinds is not None else {k: 1.0 for k in WRONG_KINDS})
         for kind, weight in weights.items():
-            check(kind in WRONG_KINDS, "data.task.wrong_kinds", f"unknown kind {kind!r}; choose from {list(WRONG_KINDS)}")
+            check(kind in WRONG_KINDS, "data.task.wrong_kinds",
+                  f"unknown kind {kind!r}; choose from {list(WRONG_KINDS)}")
             check(weight >= 0, f"data.task.wrong_kinds.{kind}", f"must be >= 0, got {weight}")
         check(sum(weights.values()) > 0, "data.task.wrong_kinds", "needs at least one kind with a positive weight")
         check(0 <= correct_fraction <= 1, "data.task.correct_fraction", f"must be in [0, 1], got {correct_fraction}")
@@ -108,7 +110,8 @@ class ArithmeticPairTask:
                                        seed=seed)
         self.kinds = [k for k in weights if weights[k] > 0]
         self.weights = [weights[k] for k in self.kinds]
-        self.correct_fraction, self.label_noise, self.pairs_per_problem = correct_fraction, label_noise, pairs_per_problem
+        self.correct_fraction, self.label_noise = correct_fraction, label_noise
+        self.pairs_per_problem = pairs_per_problem
         # one generator per split, so a split's pairs do not depend on the sizes of the others
         self._splits = {split: self._pairs(split, random.Random(f"{seed}/{split}"))
                         for split in ("train", *self.eval_splits)}

@@ -54,7 +54,8 @@ def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 
     return probs
 
 
-def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
+                      top_p: float = 1.0) -> torch.Tensor:
     """log of `sampling_probs`: (R, V) float32, -inf on truncated tokens."""
     return sampling_probs(logits, temperature, top_k, top_p).log()
 

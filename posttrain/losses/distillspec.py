@@ -46,7 +46,8 @@ def distillspec_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     has_tokens = mask.any(-1)
     loss = per_row[has_tokens].mean() if bool(has_tokens.any()) else per_token.sum() * 0.0
     with torch.no_grad():
-        tvd = per_token.detach() if divergence == "tvd" else token_divergence(student, teacher, "tvd", beta, temperature)
+        tvd = per_token.detach() if divergence == "tvd" else token_divergence(student, teacher, "tvd", beta,
+                                                                              temperature)
         mean_tvd = tvd.mean() if tvd.numel() else torch.zeros((), device=mask.device)
     return loss, {"divergence": loss.detach(), "tvd": mean_tvd, "expected_acceptance": 1.0 - mean_tvd,
                   "tokens": mask.sum().detach().float()}

@@ -83,6 +83,7 @@ def nft_loss(
             "loss/positive": pos_part.detach(),
             "loss/negative": neg_part.detach(),
             "ratio_mean": (ratio * mask).sum() / mask.sum().clamp(min=1),
-            "clip_fraction": ((proxy < eps - CLIP_TOLERANCE).to(logp.dtype) * negative_tokens).sum() / negative_tokens.sum().clamp(min=1),
+            "clip_fraction": ((proxy < eps - CLIP_TOLERANCE).to(logp.dtype) * negative_tokens).sum()
+            / negative_tokens.sum().clamp(min=1),
         }
     return pos_part + neg_part, metrics

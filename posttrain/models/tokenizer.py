@@ -1,4 +1,5 @@
-"""The repo's own character-level tokenizer: a real PreTrainedTokenizerFast, so it saves and loads like any HF tokenizer.
+"""The repo's own character-level tokenizer: a real PreTrainedTokenizerFast, so it saves and loads like any HF
+tokenizer.
 
 One token per character of printable ASCII plus newline; anything else maps to <unk>.
 No network and no training: the vocabulary is fixed, so every tiny model built with it agrees on ids.

@@ -100,7 +100,8 @@ def _check(logits, labels, ignore_index):
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """log softmax(logits)[label] per row, float32 (float64 for float64 logits); rows whose label is ignore_index give 0.
+    """log softmax(logits)[label] per row, float32 (float64 for float64 logits); rows whose label is ignore_index
+    give 0.
 
     Args:
         logits: (..., V) float32/bfloat16/float16/float64; any strides.
@@ -155,7 +156,8 @@ def lm_head_logprobs(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.T
 
 
 def sequence_logprob_sums(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Σ_t token_logps[b, t] · mask[b, t]: a sequence's log-prob for pairwise (chosen/rejected) losses — a sum, not a mean.
+    """Σ_t token_logps[b, t] · mask[b, t]: a sequence's log-prob for pairwise (chosen/rejected) losses — a sum, not a
+    mean.
 
     A (B, T) masked reduction already runs at memory speed in torch, so it has no kernel.
 

@@ -9,8 +9,14 @@ from datamodules.prompts import JsonlPromptTask, PromptDataModule
 from datamodules.tasks import ArithmeticTask
 from posttrain.models import tiny_llama
 from posttrain.rewards import ArithmeticVerifier, GSM8KVerifier
-from posttrain.rollouts import (RolloutSettings, collect_rollout, group_advantages, group_statistics, minibatch_rows,
-                                mixed_prompts)
+from posttrain.rollouts import (
+    RolloutSettings,
+    collect_rollout,
+    group_advantages,
+    group_statistics,
+    minibatch_rows,
+    mixed_prompts,
+)
 from tests.helpers import SHARED
 
 GSM8K_TEST = os.path.join(SHARED, "data", "gsm8k", "test.jsonl")

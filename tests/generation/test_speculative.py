@@ -30,7 +30,8 @@ def models():
     target, tokenizer = tiny_llama(64, 2, 4, 128, seed=1)
     small, _ = tiny_llama(32, 1, 2, 64, seed=2)
     target = target.double()  # float64: no near-tie of the argmax flips between chunked and one-token forwards
-    return target, {"random": small.double(), "close": perturbed(target, 0.5, 3), "same": copy.deepcopy(target)}, tokenizer
+    return target, {"random": small.double(), "close": perturbed(target, 0.5, 3),
+                    "same": copy.deepcopy(target)}, tokenizer
 
 
 @pytest.mark.parametrize("gamma", [1, 3, 4])
@@ -82,7 +83,8 @@ def exact_joint(target, prompt, length, temperature):
         logits = target(input_ids=prefixes).logits[:, -1].double()  # (V^t, V)
         p = torch.softmax(logits / temperature, -1)
         joint = (joint[:, None] * p).reshape(-1)
-        prefixes = torch.cat([prefixes.repeat_interleave(vocab, 0), torch.arange(vocab).repeat(len(prefixes))[:, None]], 1)
+        prefixes = torch.cat([prefixes.repeat_interleave(vocab, 0), torch.arange(vocab).repeat(len(prefixes))[:,
+                                                                                                              None]], 1)
     return joint
 
 
@@ -157,4 +159,5 @@ def test_bad_arguments_name_the_key(models, kwargs, key):
     batch = left_pad(PROMPTS[:1], tok.pad_token_id)
     args = {"gamma": 2, "max_new_tokens": 3, "eos_token_id": None, "pad_token_id": 0, **kwargs}
     with pytest.raises(ConfigError, match=key):
-        speculative_generate(target, drafts["random"], batch["prompt_input_ids"], batch["prompt_attention_mask"], **args)
+        speculative_generate(target, drafts["random"], batch["prompt_input_ids"], batch["prompt_attention_mask"],
+                             **args)

@@ -4,8 +4,8 @@ import torch
 
 from datamodules.preference import PreferenceDataModule
 from datamodules.tasks import ArithmeticPairTask
-from posttrain.evaluators import GenerationEvaluator
 from lightning_modules.dpo import DPOModule, stack_pairs
+from posttrain.evaluators import GenerationEvaluator
 from posttrain.models import tiny_llama
 from posttrain.models.forward import IGNORE_INDEX
 from posttrain.rewards import ArithmeticVerifier
@@ -45,7 +45,8 @@ def test_stack_pairs_pads_both_sides_to_one_width():
 def test_two_steps_train_the_policy_not_the_reference_and_log_the_metrics(tmp_path):
     model, tokenizer = small_model()
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
-    module = DPOModule(model, tokenizer, beta=0.5, optimizer=OPTIMIZER, scheduler={"_target_": "posttrain.optim.warmup_schedule", "decay": "constant"})
+    module = DPOModule(model, tokenizer, beta=0.5, optimizer=OPTIMIZER,
+                       scheduler={"_target_": "posttrain.optim.warmup_schedule", "decay": "constant"})
     trainer = fit(module, pair_data(tokenizer), tmp_path, num_sanity_val_steps=0)
     assert trainer.global_step == 2
     policy, reference = dict(module.model.named_parameters()), dict(module.reference.named_parameters())

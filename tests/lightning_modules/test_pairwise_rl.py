@@ -13,7 +13,8 @@ from tests.helpers import Killed, assert_same_parameters, compose_config
 TINY_MODEL = ["model.hidden_size=32", "model.num_heads=2", "model.num_layers=1", "model.intermediate_size=64"]
 REWARD_MODEL = ["stages.reward_model.trainer.max_epochs=1", "stages.reward_model.data.train_size=8",
                 "stages.reward_model.data.eval_size=8"]
-BASE = ["experiment=pairwise_rl", "debug=tiny", "stages.warmup=null", "trainer.max_epochs=2", "method.ppo.num_samples=2",
+BASE = ["experiment=pairwise_rl", "debug=tiny", "stages.warmup=null", "trainer.max_epochs=2",
+        "method.ppo.num_samples=2",
         "method.anchor_temperature=1.0", "method.optimizer.lr=1e-3", "method.ppo.critic_lr=1e-3",
         "method.evaluator.sampled_k=0", *TINY_MODEL, *REWARD_MODEL]
 
@@ -41,7 +42,8 @@ def prompt_batch(tokenizer, prompts):
     from datamodules.collate import Encoder, left_pad
 
     encoder = Encoder(tokenizer)
-    return {"examples": [{"prompt": p} for p in prompts], **left_pad([encoder.prompt(p) for p in prompts], encoder.pad_id)}
+    return {"examples": [{"prompt": p} for p in prompts], **left_pad([encoder.prompt(p) for p in prompts],
+                                                                     encoder.pad_id)}
 
 
 def test_sampled_anchor_depends_on_the_prompt_only_not_its_batch_or_process():
@@ -52,8 +54,10 @@ def test_sampled_anchor_depends_on_the_prompt_only_not_its_batch_or_process():
     from posttrain.rewards import ArithmeticVerifier
 
     model, tokenizer = tiny_llama(hidden_size=32, num_heads=2, num_layers=1, intermediate_size=64)
-    make = lambda: PairwiseRLModule(model, tokenizer, reward_model=model, reward=ArithmeticVerifier(),
-                                    anchor_temperature=1.0, generation={"max_new_tokens": 6})
+    def make():
+        return PairwiseRLModule(model, tokenizer, reward_model=model, reward=ArithmeticVerifier(),
+                                anchor_temperature=1.0, generation={"max_new_tokens": 6})
+
     first, second = make(), make()
     a = first.anchor_responses(prompt_batch(tokenizer, ["12+5=", "3+4=", "77+8="]))
     b = second.anchor_responses(prompt_batch(tokenizer, ["1+1=", "77+8=", "12+5="]))

@@ -27,7 +27,8 @@ def test_one_order_is_fixed_per_pair_and_labelled():
     pairs = [{"prompt": "q", "chosen": f"c{i}", "rejected": f"r{i}", "index": i} for i in range(200)]
     prompts, a, b, z = judge_rows(pairs, both_orders=False, seed=3)
     assert len(a) == 200 and judge_rows(pairs, both_orders=False, seed=3)[1] == a
-    assert all((x, y) == ((f"c{i}", f"r{i}") if z[i] == 1 else (f"r{i}", f"c{i}")) for i, (x, y) in enumerate(zip(a, b)))
+    assert all((x, y) == ((f"c{i}", f"r{i}") if z[i] == 1 else (f"r{i}", f"c{i}")) for i, (x, y) in enumerate(zip(a,
+                                                                                                                  b)))
     assert 70 < z.sum().item() < 130  # both orders occur
 
 

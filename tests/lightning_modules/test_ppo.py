@@ -16,9 +16,9 @@ from lightning_modules.bt_rm import BTRMModule
 from lightning_modules.pairwise_rl import PairwiseRLModule
 from posttrain.models.builders import tiny_llama
 from posttrain.models.value_head import ValueModel
+from posttrain.pipeline.outputs import load_stage_model, save_stage_model
 from posttrain.rewards import ArithmeticVerifier
 from posttrain.rollouts import Rollout
-from posttrain.pipeline.outputs import load_stage_model, save_stage_model
 from posttrain.utils.config import ConfigError
 
 TINY = {"hidden_size": 32, "num_heads": 2, "num_layers": 1, "intermediate_size": 64}

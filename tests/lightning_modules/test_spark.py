@@ -9,9 +9,9 @@ import torch
 
 from lightning_modules.spark import SparkModule, judge_summary, recyclable
 from posttrain.models import tiny_llama
+from posttrain.pipeline import train
 from posttrain.rewards import ArithmeticVerifier, Verdict
 from posttrain.rewards.recycling import NO, PAIRWISE, POINTWISE, REFLECT, RecycledReward, recycle
-from posttrain.pipeline import train
 from tests.helpers import Killed, assert_same_parameters, compose_config
 
 SMALL = ["experiment=spark", "debug=tiny", "stages.warmup=null", "stages.control=null", "model.hidden_size=32",

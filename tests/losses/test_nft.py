@@ -40,7 +40,7 @@ def test_negative_token_hand_computed_below_the_clip():
 def test_negative_token_clip_keeps_the_gradient():
     r, logp, old = 0.5, -0.5, -1.0  # R = e^0.5 > 1 so x < ε = 1: value clipped, gradient straight through
     ratio = math.exp(logp - old)
-    x = (1 - r * ratio) / (1 - r)
+    assert (1 - r * ratio) / (1 - r) < 1  # x < ε: the clipped branch
     loss, grad, metrics = one_token(logp, old, 0, r)
     assert loss == pytest.approx(0.0)  # −log max(x, 1) = 0
     assert grad == pytest.approx((1 - r) * r / (1 - r) * ratio / 1.0)  # 1/max(x, ε) = 1

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from posttrain.losses.ppo import (gae, kl_penalized_rewards, normalize_scores, pairwise_score, ppo_loss, whiten)
+from posttrain.losses.ppo import gae, kl_penalized_rewards, normalize_scores, pairwise_score, ppo_loss, whiten
 
 DOUBLE = torch.float64
 

@@ -8,7 +8,8 @@ from posttrain.losses.spin import spin_loss
 
 def test_hand_computed_sigmoid():
     # margin = beta * ((pr - orr) - (pg - og)) = 0.5 * ((-1 - -2) - (-3 - -2.5)) = 0.5 * (1 + 0.5) = 0.75
-    loss, metrics = spin_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.5]), beta=0.5)
+    loss, metrics = spin_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.5]),
+                              beta=0.5)
     assert loss.item() == pytest.approx(math.log1p(math.exp(-0.75)), rel=1e-6)
     assert metrics["rewards/real"].item() == pytest.approx(0.5)
     assert metrics["rewards/generated"].item() == pytest.approx(-0.25)

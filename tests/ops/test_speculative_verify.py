@@ -124,7 +124,8 @@ def test_chi_squared_reproduces_target(backend):
     for j in range(G + 1):
         s = torch.cat(emitted[j])
         counts = torch.bincount(s, minlength=V).double()
-        assert stats.chisquare(counts.numpy(), (p[j].double() / p[j].double().sum() * counts.sum()).numpy()).pvalue > 1e-4
+        assert stats.chisquare(counts.numpy(),
+                               (p[j].double() / p[j].double().sum() * counts.sum()).numpy()).pvalue > 1e-4
     rate = torch.cat(accepted0).mean()
     want = torch.minimum(p[0], q[0]).sum().double()
     assert abs(rate - want) < 4 * (want * (1 - want) / trials) ** 0.5

@@ -105,7 +105,8 @@ def test_strided(backend):
 def test_opcheck(kind):
     s = torch.randn(5, 769, requires_grad=True)
     t = torch.randn(5, 769)
-    torch.library.opcheck(torch.ops.posttrain.token_divergence.default, (s, t, kind, 0.4, 1.3), test_utils=OPCHECK_TESTS)
+    torch.library.opcheck(torch.ops.posttrain.token_divergence.default, (s, t, kind, 0.4, 1.3),
+                          test_utils=OPCHECK_TESTS)
 
 
 @needs_ext

@@ -5,7 +5,7 @@ from datamodules.collate import Encoder
 from posttrain.metrics import expected_calibration_error
 from posttrain.models import tiny_llama
 from posttrain.models.value_head import ValueModel
-from posttrain.rewards.judges import PairwiseJudge, verdict_logprobs, encode_prompts, verdict_token_ids
+from posttrain.rewards.judges import PairwiseJudge, encode_prompts, verdict_logprobs, verdict_token_ids
 from posttrain.utils.config import ConfigError
 
 

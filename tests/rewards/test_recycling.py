@@ -4,8 +4,17 @@ import random
 import pytest
 
 from posttrain.rewards import ArithmeticVerifier, Verdict
-from posttrain.rewards.recycling import (NO, PAIRWISE, POINTWISE, REFLECT, TEMPLATES, YES, RecycledReward, recycle,
-                                         score_recycled)
+from posttrain.rewards.recycling import (
+    NO,
+    PAIRWISE,
+    POINTWISE,
+    REFLECT,
+    TEMPLATES,
+    YES,
+    RecycledReward,
+    recycle,
+    score_recycled,
+)
 from posttrain.utils.config import ConfigError
 
 K = 4
