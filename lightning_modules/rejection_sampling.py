@@ -43,7 +43,8 @@ class RejectionSamplingModule(PostTrainModule):
         out = generate(self.model, batch["prompt_input_ids"], batch["prompt_attention_mask"], num_samples=k,
                        generator=generator, temperature=self.generation_cfg["temperature"],
                        max_new_tokens=self.generation_cfg["max_new_tokens"],
-                       eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+                       eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                       image_inputs=batch.get("image_inputs"))
         completions = self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
         kept = []
         for i, example in enumerate(batch["examples"]):
