@@ -14,8 +14,14 @@ from posttrain.models.multimodal import forward_kwargs, placeholder_token_ids
 from posttrain.processors import SFTCollator, make_processor
 from posttrain.rewards import ExactMatchVerifier
 from posttrain.rewards.judges import PairwiseJudge, encode_prompts, next_token_logits
-from posttrain.rollouts import RolloutSettings, collect_rollout, concat_rollouts, policy_logprobs, rollout
-from posttrain.rollouts import select_prompts
+from posttrain.rollouts import (
+    RolloutSettings,
+    collect_rollout,
+    concat_rollouts,
+    policy_logprobs,
+    rollout,
+    select_prompts,
+)
 from posttrain.utils.config import ConfigError
 from tests.helpers import CoinFlipVerifier
 from tests.vlm import image_examples, shape_image, tiny_llava, tiny_qwen_vl
