@@ -5,8 +5,8 @@
 floor = max(one read pass x.sum(), one vectorised exponential torch.exp(x, out=buf)) over the op's inputs, measured in
 the same run (for the lm-head op: that over the logits plus the logits GEMM itself, which the op cannot avoid).
 Times are the best of several runs. Peak memory is the process's peak resident set above the level before the call
-(Linux VmHWM after a reset through /proc/self/clear_refs; glibc's mmap threshold is pinned so freed buffers return to the OS). Writes
-benchmarks/results/bench_kernels.json.
+(Linux VmHWM after a reset through /proc/self/clear_refs; glibc's mmap threshold is pinned so freed buffers return
+to the OS). Writes benchmarks/results/bench_kernels.json.
 """
 from __future__ import annotations
 

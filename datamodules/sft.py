@@ -9,8 +9,8 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from posttrain.processors import SFTCollator, make_processor
 from datamodules.sampler import EpochShuffleSampler
+from posttrain.processors import SFTCollator, make_processor
 from posttrain.utils.config import check
 
 
@@ -35,7 +35,8 @@ class SFTDataModule(L.LightningDataModule):
         check(train_size is None or train_size > 0, "data.train_size", f"must be > 0 or null, got {train_size}")
         self.task, self.batch_size, self.eval_batch_size = task, batch_size, eval_batch_size
         self.train_size, self.eval_size, self.num_workers, self.seed = train_size, eval_size, num_workers, seed
-        self.encoder = make_processor(tokenizer, max_length=max_length, prompt_template=prompt_template)
+        # what every batch is encoded with, also handed to the methods that encode or decode text of this data
+        self.processor = make_processor(tokenizer, max_length=max_length, prompt_template=prompt_template)
         self.eval_splits = tuple(task.eval_splits)
         self.splits: dict[str, list[dict]] = {}
 
@@ -48,6 +49,10 @@ class SFTDataModule(L.LightningDataModule):
             held_out = self.task.examples(split)[: self.eval_size]
             self.splits[split] = [{**e, "index": i} for i, e in enumerate(held_out)]
 
+    @property
+    def encoder(self):  # the name `processor` had before processors existed
+        return self.processor
+
     def is_correct(self, example: dict, completion: str) -> bool:
         return self.task.is_correct(example, completion)
 
@@ -57,7 +62,7 @@ class SFTDataModule(L.LightningDataModule):
             train,
             batch_size=self.batch_size,
             sampler=EpochShuffleSampler(len(train), seed=self.seed),
-            collate_fn=SFTCollator(self.encoder, with_prompts=self.train_with_prompts),
+            collate_fn=SFTCollator(self.processor, with_prompts=self.train_with_prompts),
             num_workers=self.num_workers,
             drop_last=len(train) >= self.batch_size,
         )
@@ -77,6 +82,6 @@ class SFTDataModule(L.LightningDataModule):
             self.splits[split],
             batch_size=self.eval_batch_size,
             shuffle=False,
-            collate_fn=SFTCollator(self.encoder, with_prompts=True),
+            collate_fn=SFTCollator(self.processor, with_prompts=True),
             num_workers=self.num_workers,
         )

@@ -17,10 +17,17 @@ from dataclasses import dataclass
 
 import torch
 
-from posttrain.rollouts import Rollout, RolloutSettings, group_statistics, minibatch_rows, policy_logprobs
-from posttrain.rollouts import sampling_generator
+from posttrain.processors import ImageInputs
+from posttrain.rollouts import (
+    Rollout,
+    RolloutSettings,
+    group_statistics,
+    minibatch_rows,
+    policy_logprobs,
+    sampling_generator,
+)
 from posttrain.utils import distributed
-from posttrain.utils.config import check, with_defaults
+from posttrain.utils.config import ConfigError, check, with_defaults
 
 GENERATION_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 8}
 
@@ -77,10 +84,15 @@ def online_settings(num_samples: int, prompts_per_minibatch: int, normalizer: fl
 
 # ---- what an online method takes from the fit -----------------------------------------------------------------
 def data_processor(trainer):
-    """The processor that encodes the fit's examples (today the DataModule's text `Encoder`): rollouts decode and
-    pack with it, SPARK encodes its recycled prompts and judge questions with it. The one attribute an online
-    method reads from the data side besides its batches."""
-    return trainer.datamodule.encoder
+    """The processor the fit's batches were encoded with (`posttrain.processors`: a TextProcessor, or for a
+    vision-language model a VisionProcessor), the DataModule's public `processor` beside its `eval_splits` and
+    `is_correct`: rollouts decode and pack with it, SPARK encodes its recycled prompts and judge questions with it.
+    It is the model's tokenizer or processor with the data's `max_length` and `prompt_template`."""
+    processor = getattr(trainer.datamodule, "processor", None)
+    if processor is None:
+        raise ConfigError("data: online methods need a DataModule with a `processor` (posttrain.processors) that "
+                          "encodes its batches, e.g. datamodules.prompts.PromptDataModule")
+    return processor
 
 
 class TrainingPrompts:
@@ -102,8 +114,8 @@ class TrainingPrompts:
 
     def __call__(self, n: int, generator: torch.Generator) -> dict:
         picks = torch.randint(len(self.dataset), (n,), generator=generator, device=generator.device).tolist()
-        batch = self.collate([self.dataset[i] for i in picks])
-        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = self.collate([self.dataset[i] for i in picks])  # a VLM's batch brings its image_inputs
+        return {k: v.to(self.device) if isinstance(v, (torch.Tensor, ImageInputs)) else v for k, v in batch.items()}
 
 
 def batch_size(trainer) -> int:

@@ -2,10 +2,11 @@
 data (the data of rejection-sampling fine-tuning, Yuan et al., arXiv 2308.01825, one round, offline).
 
 For every training prompt x the model samples K answers y_1..y_K ~ p_θ(·|x) at `generation.temperature`; each is
-checked by the reward (a verifier) against the prompt's reference answer, and up to `max_per_prompt` distinct correct ones
-become examples {"prompt": x, "response": y, "answer": a}. The pipeline runs this module with `trainer.predict` over
-the data's training prompts and writes the examples as jsonl (a stage with `output: dataset`); a later stage trains
-on that file (e.g. `data=jsonl` with `inputs: {data.task.train_path: <this stage>}`). Nothing is trained here.
+checked by the reward (a verifier) against the prompt's reference answer, and up to `max_per_prompt` distinct
+correct ones become examples {"prompt": x, "response": y, "answer": a}. The pipeline runs this module with
+`trainer.predict` over the data's training prompts and writes the examples as jsonl (a stage with `output:
+dataset`); a later stage trains on that file (e.g. `data=jsonl` with `inputs: {data.task.train_path: <this
+stage>}`). Nothing is trained here.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ class RejectionSamplingModule(PostTrainModule):
         out = generate(self.model, batch["prompt_input_ids"], batch["prompt_attention_mask"], num_samples=k,
                        generator=generator, temperature=self.generation_cfg["temperature"],
                        max_new_tokens=self.generation_cfg["max_new_tokens"],
-                       eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
+                       eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                       image_inputs=batch.get("image_inputs"))
         completions = self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
         kept = []
         for i, example in enumerate(batch["examples"]):

@@ -13,7 +13,8 @@ class SFTModule(PostTrainModule):
         self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
 
     def training_step(self, batch, batch_idx):
-        logps, mask = label_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])  # (B, T-1)
+        logps, mask = label_logprobs(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"],
+                                     image_inputs=batch.get("image_inputs"))  # (B, T-1)
         loss, metrics = sft_loss(logps, mask)
         self.log_metrics("train", {"loss": loss, "nll": metrics["nll"]}, batch_size=batch["input_ids"].shape[0])
         return loss

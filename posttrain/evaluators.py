@@ -1,7 +1,8 @@
 """Evaluators: objects a method is given (`method.evaluator`) that score its model on the held-out splits.
 
 An evaluator is an `nn.Module` (its torchmetrics states move to the model's device and reduce across processes)
-with four calls the base module makes: `setup(splits, tokenizer, is_correct)` once per fit/validate,
+with four calls the base module makes: `setup(splits, tokenizer, is_correct)` once per fit/validate (`tokenizer`: the
+module's, a tokenizer or, for a vision-language model, its processor, which has the same ids and `batch_decode`),
 `update(model, batch, split, seed)` per held-out batch, and `compute()` at the end of a validation, which returns
 `{"<split>/<metric>": value}` and resets. Image reward, episode success rate and the like are further evaluators
 with the same calls.
@@ -76,10 +77,11 @@ class GenerationEvaluator(nn.Module):
             examples = [e for e in batch["examples"] for _ in range(self.sampled_k)]
             self.sampled[split].update(self.correct(examples, completions))
         inputs = (model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        images = batch.get("image_inputs")
         if self.entropy:
-            logps, entropy, mask = label_logprobs_and_entropy(*inputs)  # (B, T-1) each
+            logps, entropy, mask = label_logprobs_and_entropy(*inputs, image_inputs=images)  # (B, T-1) each
         else:
-            (logps, mask), entropy = label_logprobs(*inputs), None
+            (logps, mask), entropy = label_logprobs(*inputs, image_inputs=images), None
         tokens = mask.sum().clamp(min=1)
         self.nll[split].update(-(logps * mask).sum() / tokens, weight=tokens)
         if entropy is not None:
@@ -116,8 +118,8 @@ class GenerationEvaluator(nn.Module):
                                 generator=generator)
 
     def completions(self, model, batch: dict, **sampling) -> list[str]:
-        # vision-language batches: batch["image_inputs"] is passed through here
+        """Completions of the batch's prompts (with their `image_inputs`, for a VLM), decoded."""
         out = generate(model, batch["prompt_input_ids"], batch["prompt_attention_mask"],
                        max_new_tokens=self.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
-                       pad_token_id=self.tokenizer.pad_token_id, **sampling)
+                       pad_token_id=self.tokenizer.pad_token_id, image_inputs=batch.get("image_inputs"), **sampling)
         return self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)

@@ -5,7 +5,8 @@ One rollout step: K responses per prompt from the current policy (which is π_ol
 Verdict`), packed into training rows with the behaviour policy's per-token log-probs recorded at generation time,
 so every later mini-batch of the step computes its importance ratio against the exact distribution that sampled
 the tokens. Every input is an argument: the model, the batch, the processor that encodes and decodes, the reward,
-the settings and the random generator.
+the settings and the random generator. A vision-language batch's `image_inputs` go to the sampler and stay with
+their rows (each of a prompt's K samples holds the prompt's images), so every forward of a row sees its own image.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from posttrain.processors import pack
 from posttrain.generation import generate
-from posttrain.models.forward import IGNORE_INDEX
+from posttrain.models.forward import IGNORE_INDEX, output_vocabulary
+from posttrain.models.multimodal import forward_kwargs
 from posttrain.ops import token_logprobs
-from posttrain.utils.config import check
+from posttrain.processors import ImageInputs, pack
+from posttrain.utils.config import ConfigError, check
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Rollout:
     seconds: float = 0.0  # wall time of generation and scoring
     first_prompts: int | None = None  # prompts of the step's own batch (the rest were added by dynamic sampling)
     generation_batches: int = 1  # prompt batches generated for this rollout (> 1 with dynamic sampling)
+    image_inputs: ImageInputs | None = None  # R rows' images (a VLM's rollout), in row order; None for text
 
     @property
     def num_prompts(self) -> int:
@@ -69,7 +72,7 @@ class Rollout:
         return values.view(self.num_prompts, self.num_samples)  # (P, K)
 
     def rows(self, index: torch.Tensor) -> dict:
-        """The tensors of the selected rows, trimmed to their longest sequence."""
+        """The tensors of the selected rows, trimmed to their longest sequence, and their `image_inputs` (VLMs)."""
         out = {f.name: getattr(self, f.name)[index] for f in fields(self)
                if isinstance(getattr(self, f.name), torch.Tensor)}
         width = int(out["attention_mask"].sum(-1).max())
@@ -77,29 +80,29 @@ class Rollout:
             out[key] = out[key][:, :width]
         for key in ("old_logps", "mask"):
             out[key] = out[key][:, : width - 1]
+        if self.image_inputs is not None:
+            out["image_inputs"] = self.image_inputs.select(index)
         return out
 
 
 @torch.no_grad()
 def collect_rollout(model, batch: dict, processor, reward: Callable, settings: RolloutSettings,
                     generator: torch.Generator | None) -> Rollout:
-    """K samples per prompt of `batch` (left-padded `prompt_input_ids` / `prompt_attention_mask` and the raw
-    `examples`), scored by `reward(example, completion)` and packed by `processor` (the text Encoder: tokenizer,
-    pad/eos ids, max_length).
+    """K samples per prompt of `batch` (left-padded `prompt_input_ids` / `prompt_attention_mask`, the raw
+    `examples` and, for a VLM, `image_inputs`), scored by `reward(example, completion)`, decoded and packed by
+    `processor` (a `posttrain.processors` TextProcessor or VisionProcessor: pad/eos ids, max_length, decode).
 
     Truncated responses (no eos within max_new_tokens) are wrong, as in the NFT paper, unless
     `settings.truncated_is_wrong` is false.
     """
     start, k = time.perf_counter(), settings.num_samples
-    device = batch["prompt_input_ids"].device
-    # vision-language batches: batch["image_inputs"] is passed through here (and must follow each row into
-    # policy_logprobs), the one place a rollout hands model inputs beyond token ids to the policy
+    device, images = batch["prompt_input_ids"].device, batch.get("image_inputs")
     gen = generate(model, batch["prompt_input_ids"], batch["prompt_attention_mask"],
                    max_new_tokens=settings.max_new_tokens, eos_token_id=processor.eos_id,
                    pad_token_id=processor.pad_id, temperature=settings.temperature, num_samples=k,
-                   generator=generator)
+                   generator=generator, image_inputs=images)
     responses = gen.token_lists()
-    completions = processor.tokenizer.batch_decode(responses, skip_special_tokens=True)
+    completions = processor.decode(responses)
     examples = [e for e in batch["examples"] for _ in range(k)]
     verdicts = [reward(e, c) for e, c in zip(examples, completions)]
     rewards = torch.tensor([v.reward for v in verdicts], dtype=torch.float32, device=device)  # (R,)
@@ -109,6 +112,8 @@ def collect_rollout(model, batch: dict, processor, reward: Callable, settings: R
 
     prompts = [ids[m.bool()].tolist() for ids, m in zip(batch["prompt_input_ids"], batch["prompt_attention_mask"])]
     prompts = [p for p in prompts for _ in range(k)]
+    if images is not None:
+        check_fits(prompts, responses, processor.max_length)
     packed = {n: v.to(device) for n, v in pack(prompts, responses, processor.pad_id, processor.max_length).items()}
     mask = packed["labels"][:, 1:] != -100  # (R, T-1), the positions label_logprobs scores
     old_logps = torch.zeros(mask.shape, dtype=torch.float32, device=device)  # (R, T-1)
@@ -116,7 +121,16 @@ def collect_rollout(model, batch: dict, processor, reward: Callable, settings: R
     old_logps[mask] = torch.cat([gen.logprobs[i, :n] for i, n in enumerate(kept)])
     return Rollout(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"], labels=packed["labels"],
                    old_logps=old_logps, mask=mask, rewards=rewards, parsed=parsed, finished=gen.finished,
-                   num_samples=k, seconds=time.perf_counter() - start)
+                   num_samples=k, seconds=time.perf_counter() - start,
+                   image_inputs=images.repeat_interleave(k) if images is not None else None)
+
+
+def check_fits(prompts: list[list[int]], responses: list[list[int]], max_length: int) -> None:
+    """Image rows must fit whole: `pack` would cut an over-long row's prompt from the left, image tokens first."""
+    longest = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    if longest > max_length:
+        raise ConfigError(f"data.max_length: {max_length} is shorter than an image prompt plus its sampled response "
+                          f"({longest} tokens); raise it or lower method.generation.max_new_tokens")
 
 
 def rollout(model, batch: dict, processor, reward: Callable, settings: RolloutSettings,
@@ -149,7 +163,8 @@ def select_prompts(rollout: Rollout, prompts: torch.Tensor) -> Rollout:
     index = (prompts[:, None] * k + torch.arange(k, device=prompts.device)).flatten()  # (P' * K,)
     tensors = {f.name: getattr(rollout, f.name)[index] for f in fields(rollout)
                if isinstance(getattr(rollout, f.name), torch.Tensor)}
-    return Rollout(**tensors, num_samples=k, seconds=rollout.seconds)
+    images = rollout.image_inputs.select(index) if rollout.image_inputs is not None else None
+    return Rollout(**tensors, num_samples=k, seconds=rollout.seconds, image_inputs=images)
 
 
 def concat_rollouts(parts: list[Rollout], pad_token_id: int) -> Rollout:
@@ -167,8 +182,9 @@ def concat_rollouts(parts: list[Rollout], pad_token_id: int) -> Rollout:
 
     tensors = {f.name: torch.cat([padded(p, f.name) for p in parts]) for f in fields(parts[0])
                if isinstance(getattr(parts[0], f.name), torch.Tensor)}
+    images = ImageInputs.concat([p.image_inputs for p in parts]) if parts[0].image_inputs is not None else None
     return Rollout(**tensors, num_samples=parts[0].num_samples, seconds=sum(p.seconds for p in parts),
-                   first_prompts=parts[0].num_prompts, generation_batches=len(parts))
+                   first_prompts=parts[0].num_prompts, generation_batches=len(parts), image_inputs=images)
 
 
 def response_tokens(labels: torch.Tensor) -> list[list[int]]:
@@ -179,13 +195,16 @@ def response_tokens(labels: torch.Tensor) -> list[list[int]]:
 def policy_logprobs(model, rows: dict, temperature: float = 1.0) -> torch.Tensor:
     """log π_θ of each label token under the same temperature the rollout sampled with: (R, T-1), 0 off-response.
 
-    Dividing the logits by the rollout temperature makes π_θ = π_old at the first update of a step (ratio 1).
+    Dividing the logits by the rollout temperature, and scoring over the sampler's output vocabulary (a VLM's image
+    placeholders are never sampled), makes π_θ = π_old at the first update of a step (ratio 1). The rows'
+    `image_inputs`, when present, go to the model with the positions it computes for them.
     """
-    logits = model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"], use_cache=False).logits
-    logits = logits[:, :-1]  # (R, T-1, V)
+    inputs = forward_kwargs(model, rows["input_ids"], rows["attention_mask"], rows.get("image_inputs"))
+    logits = model(**inputs, use_cache=False).logits[:, :-1]  # (R, T-1, V)
     if temperature != 1.0:
         logits = logits / temperature
-    targets = rows["labels"][:, 1:]  # (R, T-1)
+    kept, targets = output_vocabulary(model, logits.shape[-1], rows["labels"][:, 1:], logits.device)  # (R, T-1)
+    logits = logits if kept is None else logits[..., kept]  # (R, T-1, V')
     batch, steps, vocab = logits.shape
     return token_logprobs(logits.reshape(batch * steps, vocab), targets.reshape(-1)).view(batch, steps)  # (R, T-1)
 

@@ -33,6 +33,8 @@ STAGES = {
     "bt_rm": [*OWN_WARMUP_DATA, "trainer.max_epochs=1"],
     "dpo": [*OWN_WARMUP_DATA, "trainer.max_epochs=1"],
     "rft": ONLINE, "grpo": ONLINE, "nft": ONLINE, "pairwise_rl": PPO, "bt_ppo": PPO,
+    # the tiny VLM on the shapes task; the coin flip takes no options (exact_answer's normalize goes)
+    "grpo_vlm": [*ONLINE, "~reward.normalize", "method.evaluator.sampled_k=2"],
     # one solve batch: one solve update and one reward-period update on its 4 recycled examples; the control
     # (policy-only GRPO) makes its two updates from two solve batches
     "spark": [*ONLINE, "stages.warmup.data.train_size=8", "stages.warmup.data.batch_size=4",

@@ -21,7 +21,7 @@ from datamodules.jsonl import DataError
 from posttrain.models import save
 from posttrain.models.forward import label_logprobs
 from posttrain.pipeline import train
-from posttrain.processors import SFTCollator, VisionProcessor, make_processor
+from posttrain.processors import SFTCollator, make_processor
 from posttrain.utils.config import ConfigError
 from tests.helpers import ROOT, compose_config
 from tests.test_configs import assert_every_parameter_changed, start_network
@@ -93,12 +93,6 @@ def run_here() -> list[str]:
 def value(args: list[str], key: str) -> str | None:
     found = [a.split("=", 1)[1] for a in args if a.startswith(f"{key}=")]
     return found[-1] if found else None
-
-
-# Vision-language runs need the evaluator and the online methods to take the VLM's processor as their tokenizer
-# (its eos/pad ids and batch_decode), which lands separately; until then they fail with an AttributeError there.
-VLM_PENDING = pytest.mark.xfail(not hasattr(VisionProcessor, "eos_token_id"), raises=AttributeError, strict=True,
-                                reason="the VLM processor lacks the tokenizer surface the evaluator reads")
 
 
 def test_every_train_command_of_the_readme_is_run_by_a_test():
@@ -256,8 +250,7 @@ def command_id(command: str) -> str:
     return "-".join(filter(None, (value(args, "experiment"), value(args, "model"), value(args, "data"))))
 
 
-@pytest.mark.parametrize("command", [pytest.param(c, marks=VLM_PENDING) if "model=hf_vlm" in c else c
-                                     for c in run_here()], ids=command_id)
+@pytest.mark.parametrize("command", run_here(), ids=command_id)
 def test_readme_command_runs_as_written(command, workspace, tmp_path, monkeypatch):
     monkeypatch.chdir(workspace["data"])
     cfg = compose_config(overrides(command, workspace), tmp_path)

@@ -57,6 +57,26 @@ class TextProcessor:
         """Generated token ids back to text, special tokens dropped."""
         return self.tokenizer.batch_decode(token_lists, skip_special_tokens=True)
 
+    # The tokenizer surface a method reads from its `tokenizer` argument, which for a vision-language model is this
+    # processor (the model builder's second output): ids of the special tokens, the vocabulary size, decoding.
+    @property
+    def pad_token_id(self) -> int | None:
+        return self.pad_id
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.eos_id
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def batch_decode(self, token_lists: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        return self.tokenizer.batch_decode(token_lists, skip_special_tokens=skip_special_tokens)
+
     def save_pretrained(self, directory: str) -> None:
         self.tokenizer.save_pretrained(directory)
 

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 import torch
 
-from posttrain.processors import TextProcessor as Encoder, left_pad
+from posttrain.models.multimodal import forward_kwargs, prefill_positions
+from posttrain.processors import TextProcessor as Encoder
+from posttrain.processors import VisionProcessor, left_pad
 from posttrain.utils.config import ConfigError
 
 PAIRWISE_TEMPLATE = "{prompt}|A:{a}|B:{b}|>"
@@ -30,31 +32,39 @@ def verdict_token_ids(tokenizer, verdicts: Sequence[str]) -> list[int]:
     return ids
 
 
-def next_token_logits(model, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor) -> torch.Tensor:
+def next_token_logits(model, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
+                      image_inputs=None) -> torch.Tensor:
     """Logits of the token after each left-padded prompt: (B, P) -> (B, V), with gradient if enabled.
 
-    Positions count from each row's first real token, as `posttrain.generation` does, so a verdict scored here is
-    the one the model would generate.
+    Positions are the sampler's (`posttrain.generation`): counted from each row's first real token, or for an
+    M-RoPE model with `image_inputs` the model's own 3-D positions, so a verdict scored here is the one the model
+    would generate.
     """
-    position_ids = (prompt_attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
-    out = model(input_ids=prompt_input_ids, attention_mask=prompt_attention_mask, position_ids=position_ids,
-                use_cache=False)
-    return out.logits[:, -1]  # (B, V)
+    inputs = forward_kwargs(model, prompt_input_ids, prompt_attention_mask, image_inputs)
+    inputs["position_ids"] = prefill_positions(model, prompt_input_ids, prompt_attention_mask, image_inputs)[0]
+    return model(**inputs, use_cache=False).logits[:, -1]  # (B, V)
 
 
 def verdict_logprobs(model, prompt_input_ids: torch.Tensor, prompt_attention_mask: torch.Tensor,
-                     verdict_ids: Sequence[int]) -> torch.Tensor:
+                     verdict_ids: Sequence[int], image_inputs=None) -> torch.Tensor:
     """log P(verdict_j | prompt) renormalised over the verdict tokens only: (B, P) -> (B, J) float32.
 
         P(v_j | ctx) = exp(l_j) / Σ_k exp(l_k),   l = the judge's next-token logits at the verdict ids
     """
-    logits = next_token_logits(model, prompt_input_ids, prompt_attention_mask)  # (B, V)
+    logits = next_token_logits(model, prompt_input_ids, prompt_attention_mask, image_inputs)  # (B, V)
     index = torch.as_tensor(list(verdict_ids), device=logits.device)
     return torch.log_softmax(logits.float()[:, index], dim=-1)  # (B, J)
 
 
 def encode_prompts(encoder: Encoder, texts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`[bos] text` for each text, left-padded: (B, P) ids and mask on `device`."""
+    """`[bos] text` for each text, left-padded: (B, P) ids and mask on `device`.
+
+    Judge prompts are text built from strings (question, answers); a question about an image would reach the judge
+    without it, so an image processor is refused rather than silently judging blind.
+    """
+    if isinstance(encoder, VisionProcessor):
+        raise ConfigError("model: the pairwise and self judges read text-only prompts; judging answers about images "
+                          "(a vision-language model's data) is not supported")
     padded = left_pad([encoder.prompt(t) for t in texts], encoder.pad_id)
     return padded["prompt_input_ids"].to(device), padded["prompt_attention_mask"].to(device)
 
