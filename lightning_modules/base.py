@@ -66,6 +66,11 @@ class PostTrainModule(L.LightningModule):
             getattr(self, name).eval()
         return self
 
+    def on_fit_start(self) -> None:
+        # A model from `from_pretrained` (a checkpoint, a cached stage) arrives in eval mode, and Lightning keeps
+        # each submodule's mode: without this its dropout would stay off for the whole fit.
+        self.train()
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Every parameter of the module that requires a gradient, outside the frozen copies, each once."""
         frozen = {id(p) for name in self.frozen for p in getattr(self, name).parameters()}

@@ -90,6 +90,23 @@ def test_frozen_copies_stay_in_eval_mode():
     assert module.model.training and not module.reference.training and not module.opponent.training
 
 
+class ModeProbe(L.Callback):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        module.modes = (all(m.training for m in module.model.modules()), module.reference.training)
+
+
+def test_a_policy_loaded_in_eval_mode_trains_in_training_mode(tmp_path):
+    """`from_pretrained` returns a model in eval mode; the fit must not keep its dropout off."""
+    module = make_module()
+    module.model.eval()
+    data = SFTDataModule(module.tokenizer, ArithmeticTask(train_size=8, val_size=4, test_ood_size=4), batch_size=4,
+                         eval_batch_size=4, max_length=32)
+    L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False, default_root_dir=tmp_path,
+              enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+              callbacks=[ModeProbe()]).fit(module, datamodule=data)
+    assert module.modes == (True, False)
+
+
 def test_parameter_groups_must_cover_every_trainable_parameter():
     class Partial(LogZModule):
         def parameter_groups(self):
