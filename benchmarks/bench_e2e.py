@@ -19,7 +19,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datamodules.collate import Encoder, SFTCollator, left_pad, pack  # noqa: E402
 from datamodules.tasks import ArithmeticTask  # noqa: E402
 from lightning_modules.base import frozen_copy  # noqa: E402
 from lightning_modules.otr import sampled_otr_loss  # noqa: E402
@@ -28,6 +27,7 @@ from posttrain.losses.sft import sft_loss  # noqa: E402
 from posttrain.losses.spin import spin_loss  # noqa: E402
 from posttrain.models import tiny_llama  # noqa: E402
 from posttrain.models.forward import label_logprobs, sequence_logprobs  # noqa: E402
+from posttrain.processors import SFTCollator, TextProcessor, left_pad, pack  # noqa: E402
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> float:
@@ -65,7 +65,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     model, tok = tiny_llama()
-    encoder = Encoder(tok, max_length=64)
+    encoder = TextProcessor(tok, max_length=64)
     task = ArithmeticTask(digits=[1, 3], train_size=max(args.batch, args.prompts), val_size=0, test_ood_size=0)
     examples = [{**e, "index": i} for i, e in enumerate(task.examples("train"))]
     batch = SFTCollator(encoder)(examples[: args.batch])

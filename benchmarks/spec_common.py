@@ -9,9 +9,9 @@ import time
 
 import torch
 
-from datamodules.collate import Encoder, left_pad
 from posttrain.generation.sampling import _accepts
 from posttrain.models.builders import from_pretrained
+from posttrain.processors import TextProcessor, left_pad
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,7 +57,7 @@ def held_out(tokenizer, count: int, seed: int = 0):
         cfg = compose(config_name="train", overrides=["experiment=distillspec", f"seed={seed}"])
     task = instantiate(cfg.data.task)
     examples = task.examples("val")[:count]
-    encoder = Encoder(tokenizer, max_length=cfg.data.max_length)
+    encoder = TextProcessor(tokenizer, max_length=cfg.data.max_length)
     return task, examples, encoder, [encoder.prompt(e["prompt"]) for e in examples]
 
 

@@ -52,8 +52,8 @@ class PreferenceDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
         self.train_size, self.eval_size = train_size, eval_size
-        self.encoder = make_processor(tokenizer, max_length=max_length, prompt_template=prompt_template)
-        self.collator = PairCollator(self.encoder)
+        self.processor = make_processor(tokenizer, max_length=max_length, prompt_template=prompt_template)
+        self.collator = PairCollator(self.processor)
         self.splits: dict[str, list[dict]] = {}
 
     def setup(self, stage: str | None = None) -> None:

@@ -49,10 +49,6 @@ class SFTDataModule(L.LightningDataModule):
             held_out = self.task.examples(split)[: self.eval_size]
             self.splits[split] = [{**e, "index": i} for i, e in enumerate(held_out)]
 
-    @property
-    def encoder(self):  # the name `processor` had before processors existed
-        return self.processor
-
     def is_correct(self, example: dict, completion: str) -> bool:
         return self.task.is_correct(example, completion)
 

@@ -16,8 +16,9 @@ from posttrain.utils.config import check
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of `model`, for `PostTrainModule.add_frozen`."""
-    return copy.deepcopy(model)
+    """A deep copy of `model` in eval mode whose parameters require no gradient (what `PostTrainModule.add_frozen`
+    registers; usable alone, e.g. in a benchmark)."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
 class PostTrainModule(L.LightningModule):

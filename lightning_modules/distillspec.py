@@ -20,11 +20,11 @@ import time
 import torch
 from torchmetrics import MeanMetric
 
-from datamodules.collate import left_pad, pack
 from lightning_modules.base import PostTrainModule
 from posttrain.generation import generate, speculative_generate
 from posttrain.losses.distillspec import DIVERGENCES, distillspec_loss
 from posttrain.models.forward import IGNORE_INDEX
+from posttrain.processors import left_pad, pack
 from posttrain.utils.config import check, check_choice, with_defaults
 
 SPEC_MODES = ("greedy", "sample", "lenient")
@@ -105,7 +105,7 @@ class DistillSpecModule(PostTrainModule):
     def generated_batch(self, batch, generator_model, generator: torch.Generator) -> dict:
         """The batch's prompts with responses sampled from `generator_model` (no gradient), packed for training."""
         prompts = [ids[:plen] for ids, plen in zip(batch["input_ids"].tolist(), batch["prompt_lengths"].tolist())]
-        encoder = self.trainer.datamodule.encoder
+        encoder = self.trainer.datamodule.processor
         padded = left_pad(prompts, encoder.pad_id)
         cfg = self.generation_cfg
         out = generate(generator_model, padded["prompt_input_ids"].to(self.device),
@@ -149,7 +149,7 @@ class DistillSpecModule(PostTrainModule):
     def measure_speculative(self) -> dict:
         """Runs speculative decoding with the draft and target-only decoding, alternately, on held-out prompts."""
         datamodule, cfg = self.trainer.datamodule, self.spec_cfg
-        encoder = datamodule.encoder
+        encoder = datamodule.processor
         examples = datamodule.splits[datamodule.eval_splits[0]][: cfg["num_prompts"]]
         prompts = [encoder.prompt(e["prompt"]) for e in examples]
         batches = [left_pad(prompts[i : i + cfg["batch_size"]], encoder.pad_id)

@@ -19,13 +19,13 @@ import hashlib
 import torch
 import torch.distributed as dist
 
-from datamodules.collate import Encoder
 from lightning_modules import online
 from lightning_modules import ppo as ppo_lib
 from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.generation import generate
 from posttrain.losses.ppo import NORMALIZATIONS, PAIRWISE_TRANSFORMS, normalize_scores, pairwise_score
 from posttrain.models.value_head import ValueModel
+from posttrain.processors import TextProcessor
 from posttrain.rewards.judges import PAIRWISE_TEMPLATE, PAIRWISE_VERDICTS, PairwiseJudge, verdict_token_ids
 from posttrain.rollouts import collect_rollout, response_tokens
 from posttrain.utils.config import ConfigError, check, check_choice, check_keys
@@ -105,7 +105,7 @@ class PairwiseRLModule(PostTrainModule):
         self.critic = ppo_lib.build_critic(ppo_lib.critic_source(critic_init, model, reward_model))
         self.anchors: dict[str, str] = {}  # prompt -> anchor response, kept in the checkpoint
         # the encoder the reward-model stage trained the judge with (PairwiseRMModule's), not the policy data's
-        encoder = Encoder(tokenizer, max_length=tokenizer.model_max_length)
+        encoder = TextProcessor(tokenizer, max_length=tokenizer.model_max_length)
         self.judge = PairwiseJudge(self.reward_model, encoder, **self.judge_cfg)
 
     def setup(self, stage: str) -> None:

@@ -6,7 +6,7 @@ pair in both orders, (y1, y2, z) and (y2, y1, 1 − z), so the judge cannot prof
 are judged in both orders (`lightning_modules/pair_eval.py`).
 
 `module.model` is the judge LM: load it (or the saved directory) as the frozen judge of Pairwise PPO, with
-`PairwiseJudge(model, Encoder(tokenizer), template, verdicts)` and the same template and verdicts.
+`PairwiseJudge(model, TextProcessor(tokenizer), template, verdicts)` and the same template and verdicts.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import torch
 
-from datamodules.collate import Encoder
 from lightning_modules import pair_eval
 from lightning_modules.base import PostTrainModule
 from posttrain.losses.pairwise_rm import pairwise_rm_loss
+from posttrain.processors import TextProcessor
 from posttrain.rewards.judges import PAIRWISE_TEMPLATE, PAIRWISE_VERDICTS, PairwiseJudge
 
 
@@ -61,7 +61,7 @@ class PairwiseRMModule(PostTrainModule):
                  optimizer=None, scheduler=None, evaluator=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
-        self.judge = PairwiseJudge(model, Encoder(tokenizer), template, verdicts)
+        self.judge = PairwiseJudge(model, TextProcessor(tokenizer), template, verdicts)
         self.swap_augmentation, self.seed = swap_augmentation, seed
 
     def training_step(self, batch, batch_idx):

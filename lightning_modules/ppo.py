@@ -13,12 +13,12 @@ import copy
 import torch
 from torch import nn
 
-from datamodules.collate import pack
 from lightning_modules import online
 from lightning_modules.online import generation_settings
 from posttrain.losses.ppo import gae, kl_penalized_rewards, ppo_loss, whiten
 from posttrain.models.forward import IGNORE_INDEX
 from posttrain.models.value_head import ValueModel, freeze_unused_lm_head
+from posttrain.processors import pack
 from posttrain.rollouts import Rollout, RolloutSettings, policy_logprobs, response_tokens
 from posttrain.utils import distributed
 from posttrain.utils.config import check, check_choice, with_defaults

@@ -32,12 +32,12 @@ import torch
 from torch import nn
 from torchmetrics.aggregation import CatMetric
 
-from datamodules.collate import left_pad
 from lightning_modules import online
 from lightning_modules.base import PostTrainModule, frozen_copy
 from lightning_modules.grpo import GRPOSettings, grpo_update
 from posttrain.metrics import expected_calibration_error
 from posttrain.models import sharding
+from posttrain.processors import left_pad
 from posttrain.rewards import recycling
 from posttrain.rewards.self_judge import SelfJudge, balanced_accuracy, self_reflection
 from posttrain.rollouts import collect_rollout, response_tokens, rollout, sampling_generator

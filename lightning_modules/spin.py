@@ -11,12 +11,12 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 
-from datamodules.collate import left_pad, pack
 from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.generation import generate
 from posttrain.losses.spin import LOSS_TYPES, spin_loss
 from posttrain.models import sharding
 from posttrain.models.forward import IGNORE_INDEX, sequence_logprobs
+from posttrain.processors import left_pad, pack
 from posttrain.utils.config import check, check_choice, with_defaults
 
 GENERATION_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 16, "batch_size": 256}
@@ -86,7 +86,7 @@ class SPINModule(PostTrainModule):
     def opponent_responses(self, iteration: int) -> list[list[int]]:
         """Samples one response per training prompt, the prompts sharded over processes and gathered back."""
         examples = self.trainer.datamodule.splits["train"]
-        encoder = self.trainer.datamodule.encoder
+        encoder = self.trainer.datamodule.processor
         rank, world = self.global_rank, self.trainer.world_size
         mine = examples[rank::world]
         generator = torch.Generator(device=self.device).manual_seed(
@@ -117,7 +117,7 @@ class SPINModule(PostTrainModule):
             prompts, real = prompts * 2, real * 2
             generated = generated + [self.previous_synthetic[i] for i in indices]
         pairs = len(prompts)
-        encoder = self.trainer.datamodule.encoder
+        encoder = self.trainer.datamodule.processor
         packed = pack(prompts + prompts, real + generated, encoder.pad_id, encoder.max_length)
         packed = {k: v.to(self.device) for k, v in packed.items()}
         policy = sequence_logprobs(self.model, packed)  # (2P,) real rows first, then generated

@@ -21,11 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-from datamodules.collate import SFTCollator  # noqa: E402
 from posttrain.losses.grpo import grpo_loss  # noqa: E402
 from posttrain.losses.nft import nft_loss  # noqa: E402
 from posttrain.losses.rft import rft_loss  # noqa: E402
 from posttrain.pipeline import register_resolvers, train  # noqa: E402
+from posttrain.processors import SFTCollator  # noqa: E402
 from posttrain.rollouts import RolloutSettings, collect_rollout, correctness_rate, group_advantages, policy_logprobs  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,10 +49,10 @@ def main() -> None:
         tokenizer = instantiate(cfg.model)[1]
         datamodule = instantiate(cfg.data, tokenizer=tokenizer)
         datamodule.setup("fit")
-        batch = SFTCollator(datamodule.encoder, with_prompts=True)(datamodule.splits["train"][: args.prompts])
+        batch = SFTCollator(datamodule.processor, with_prompts=True)(datamodule.splits["train"][: args.prompts])
         k = cfg.method.num_samples
         settings = RolloutSettings(num_samples=k, temperature=1.0, max_new_tokens=cfg.method.generation.max_new_tokens)
-        rollout = collect_rollout(model, batch, datamodule.encoder, instantiate(cfg.reward), settings,
+        rollout = collect_rollout(model, batch, datamodule.processor, instantiate(cfg.reward), settings,
                                   generator=torch.Generator().manual_seed(seed))
         rate = correctness_rate(rollout.grouped(rollout.rewards))  # (P,)
         advantages = group_advantages(rollout.grouped(rollout.rewards)).flatten()  # (R,)

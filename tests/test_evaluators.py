@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.collate import Encoder, SFTCollator
 from posttrain.evaluators import GenerationEvaluator
 from posttrain.models.tokenizer import build_char_tokenizer
+from posttrain.processors import SFTCollator, TextProcessor
 from posttrain.rewards import ArithmeticVerifier
 from posttrain.utils.config import ConfigError
 
@@ -46,7 +46,7 @@ def stub():
 
 def batch(tokenizer, answers):
     examples = [{"prompt": f"{i}+{i}=", "response": a, "answer": a, "index": i} for i, a in enumerate(answers)]
-    return SFTCollator(Encoder(tokenizer, max_length=32), with_prompts=True)(examples)
+    return SFTCollator(TextProcessor(tokenizer, max_length=32), with_prompts=True)(examples)
 
 
 def test_accuracy_sampled_accuracy_and_nll_by_hand():

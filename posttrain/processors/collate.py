@@ -15,10 +15,6 @@ class SFTCollator:
     def __init__(self, processor: TextProcessor, with_prompts: bool = False):
         self.processor, self.with_prompts = processor, with_prompts
 
-    @property
-    def encoder(self) -> TextProcessor:  # the name this attribute had before processors existed
-        return self.processor
-
     def __call__(self, examples: Sequence[dict]) -> dict:
         proc = self.processor
         prompts, image_inputs = proc.encode_prompts(examples)
@@ -39,10 +35,6 @@ class PairCollator:
 
     def __init__(self, processor: TextProcessor):
         self.processor = processor
-
-    @property
-    def encoder(self) -> TextProcessor:
-        return self.processor
 
     def __call__(self, examples: Sequence[dict]) -> dict:
         proc = self.processor

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from posttrain.models.multimodal import forward_kwargs, prefill_positions
-from posttrain.processors import TextProcessor as Encoder
-from posttrain.processors import VisionProcessor, left_pad
+from posttrain.processors import TextProcessor, VisionProcessor, left_pad
 from posttrain.utils.config import ConfigError
 
 PAIRWISE_TEMPLATE = "{prompt}|A:{a}|B:{b}|>"
@@ -56,7 +55,7 @@ def verdict_logprobs(model, prompt_input_ids: torch.Tensor, prompt_attention_mas
     return torch.log_softmax(logits.float()[:, index], dim=-1)  # (B, J)
 
 
-def encode_prompts(encoder: Encoder, texts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(encoder: TextProcessor, texts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
     """`[bos] text` for each text, left-padded: (B, P) ids and mask on `device`.
 
     Judge prompts are text built from strings (question, answers); a question about an image would reach the judge
@@ -79,7 +78,7 @@ class PairwiseJudge:
         verdicts: the tokens that mean "A is better" and "B is better".
     """
 
-    def __init__(self, model, encoder: Encoder, template: str = PAIRWISE_TEMPLATE,
+    def __init__(self, model, encoder: TextProcessor, template: str = PAIRWISE_TEMPLATE,
                  verdicts: Sequence[str] = PAIRWISE_VERDICTS):
         for field in ("{prompt}", "{a}", "{b}"):
             if field not in template:

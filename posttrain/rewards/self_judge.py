@@ -20,7 +20,7 @@ from posttrain.rewards.judges import encode_prompts, verdict_logprobs, verdict_t
 class SelfJudge:
     """Args:
         model: the policy (judging never changes it: no_grad, generation in eval mode).
-        encoder: the DataModule's Encoder.
+        encoder: a TextProcessor (the data's processor).
         max_new_tokens: of a revision.
         batch_size: prompts per forward.
     """

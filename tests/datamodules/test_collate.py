@@ -1,12 +1,13 @@
 import torch
 
-from datamodules.collate import IGNORE_INDEX, Encoder, SFTCollator, left_pad, pack
 from posttrain.models import build_char_tokenizer
+from posttrain.models.forward import IGNORE_INDEX
+from posttrain.processors import SFTCollator, TextProcessor, left_pad, pack
 
 
 def test_labels_cover_only_response_and_eos():
     tok = build_char_tokenizer()
-    enc = Encoder(tok, max_length=64)
+    enc = TextProcessor(tok, max_length=64)
     batch = SFTCollator(enc)([{"prompt": "1+2=", "response": "3", "index": 0},
                               {"prompt": "10+20=", "response": "30", "index": 1}])
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]

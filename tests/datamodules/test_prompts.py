@@ -42,7 +42,7 @@ def test_rollout_rows_logprobs_and_rewards():
     model, tok = tiny_llama()
     dm = arithmetic_datamodule(tok)
     batch = next(iter(dm.train_dataloader()))
-    rollout = collect_rollout(model, batch, dm.encoder, ArithmeticVerifier(), RolloutSettings(3, max_new_tokens=5),
+    rollout = collect_rollout(model, batch, dm.processor, ArithmeticVerifier(), RolloutSettings(3, max_new_tokens=5),
                               generator=torch.Generator().manual_seed(0))
     assert rollout.input_ids.shape[0] == 12 and rollout.num_prompts == 4
     assert rollout.mask.shape == rollout.old_logps.shape
@@ -116,9 +116,9 @@ def test_select_and_concat_rollouts_keep_groups_aligned():
     dm = arithmetic_datamodule(tok)
     batches = iter(dm.train_dataloader())
     reward = ArithmeticVerifier()
-    first = collect_rollout(model, next(batches), dm.encoder, reward, RolloutSettings(2, max_new_tokens=3),
+    first = collect_rollout(model, next(batches), dm.processor, reward, RolloutSettings(2, max_new_tokens=3),
                             generator=torch.Generator().manual_seed(0))
-    longer = collect_rollout(model, next(batches), dm.encoder, reward, RolloutSettings(2, max_new_tokens=7),
+    longer = collect_rollout(model, next(batches), dm.processor, reward, RolloutSettings(2, max_new_tokens=7),
                              generator=torch.Generator().manual_seed(1))
     longer.rewards = torch.tensor([1.0, 0, 1, 1, 0, 1, 0, 0])  # prompts 0 and 2 mixed
     picked = select_prompts(longer, torch.tensor([2, 0]))

@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from datamodules.collate import Encoder, left_pad
 from posttrain.generation import generate, sampling_logprobs
 from posttrain.models import tiny_llama
+from posttrain.processors import TextProcessor, left_pad
 
 
 @pytest.fixture(scope="module")
 def setup():
     model, tok = tiny_llama(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, seed=1)
-    enc = Encoder(tok)
+    enc = TextProcessor(tok)
     prompts = left_pad([enc.prompt("12+3="), enc.prompt("1+1="), enc.prompt("999+999=")], tok.pad_token_id)
     return model.eval(), tok, prompts
 

@@ -7,9 +7,9 @@ import torch
 from scipy import stats
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from datamodules.collate import left_pad
 from posttrain.generation import generate, speculative_generate
 from posttrain.models.builders import tiny_llama
+from posttrain.processors import left_pad
 from posttrain.utils.config import ConfigError
 
 PROMPTS = [[1, 5, 6, 7], [1, 8], [1, 9, 10, 11, 12, 13], [1, 20, 21], [1, 30, 31, 32, 33]]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.collate import Encoder, SFTCollator
 from lightning_modules.online import OnlineSettings, TrainingPrompts, online_settings
 from posttrain.models.builders import tiny_llama
+from posttrain.processors import SFTCollator, TextProcessor
 from posttrain.rewards import Verdict
 from posttrain.rollouts import RolloutSettings, mixed_prompts, rollout
 from posttrain.utils.config import ConfigError
@@ -50,7 +50,7 @@ def test_online_settings_are_checked_and_frozen():
 
 def test_training_prompts_draw_from_the_dataloader_as_its_batches_are_collated():
     _, tokenizer = tiny_llama(**TINY)
-    collate = SFTCollator(Encoder(tokenizer, max_length=32), with_prompts=True)
+    collate = SFTCollator(TextProcessor(tokenizer, max_length=32), with_prompts=True)
     loader = DataLoader(examples(10), batch_size=4, collate_fn=collate)
     draw = TrainingPrompts(loader.dataset, loader.collate_fn, torch.device("cpu"))
     batch = draw(3, torch.Generator().manual_seed(0))
@@ -62,7 +62,7 @@ def test_training_prompts_draw_from_the_dataloader_as_its_batches_are_collated()
 
 def test_rollout_refills_the_batch_with_mixed_groups_from_the_given_source():
     model, tokenizer = tiny_llama(**TINY)
-    encoder = Encoder(tokenizer, max_length=32)
+    encoder = TextProcessor(tokenizer, max_length=32)
     collate = SFTCollator(encoder, with_prompts=True)
     batch, pool = collate(examples(4)), examples(40)
     drawn = []

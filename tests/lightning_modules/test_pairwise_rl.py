@@ -39,9 +39,9 @@ def test_killed_pairwise_rl_run_resumes_to_the_same_result(tmp_path):
 
 
 def prompt_batch(tokenizer, prompts):
-    from datamodules.collate import Encoder, left_pad
+    from posttrain.processors import TextProcessor, left_pad
 
-    encoder = Encoder(tokenizer)
+    encoder = TextProcessor(tokenizer)
     return {"examples": [{"prompt": p} for p in prompts], **left_pad([encoder.prompt(p) for p in prompts],
                                                                      encoder.pad_id)}
 

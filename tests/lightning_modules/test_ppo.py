@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.collate import pack
 from datamodules.prompts import PromptDataModule
 from datamodules.tasks import ArithmeticTask
 from lightning_modules import ppo as ppo_lib
@@ -17,6 +16,7 @@ from lightning_modules.pairwise_rl import PairwiseRLModule
 from posttrain.models.builders import tiny_llama
 from posttrain.models.value_head import ValueModel
 from posttrain.pipeline.outputs import load_stage_model, save_stage_model
+from posttrain.processors import pack
 from posttrain.rewards import ArithmeticVerifier
 from posttrain.rollouts import Rollout
 from posttrain.utils.config import ConfigError
@@ -162,14 +162,14 @@ def test_bad_judge_settings_name_the_key_at_construction(judge, key):
 def test_critic_prefix_is_encoded_as_the_judge_reads_it_not_with_the_policy_prompt_template():
     from types import SimpleNamespace
 
-    from datamodules.collate import Encoder
+    from posttrain.processors import TextProcessor
 
     model, tokenizer = tiny_llama(**TINY)
     module = PairwiseRLModule(model, tokenizer, reward_model=copy.deepcopy(model), reward=GOLD)
     module._trainer = SimpleNamespace(datamodule=SimpleNamespace(
-        encoder=Encoder(tokenizer, prompt_template="Q:{prompt}=")))
+        encoder=TextProcessor(tokenizer, prompt_template="Q:{prompt}=")))
     prefixes = module.critic_prefixes(["1+2="], ["3"])
-    assert prefixes == [Encoder(tokenizer).prompt("1+2=|B:3|A:")]
+    assert prefixes == [TextProcessor(tokenizer).prompt("1+2=|B:3|A:")]
 
 
 @pytest.mark.parametrize("method", ["pairwise_rl", "bt_ppo"])

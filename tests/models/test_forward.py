@@ -1,14 +1,14 @@
 import torch
 
-from datamodules.collate import Encoder, SFTCollator
 from posttrain.models import tiny_llama
 from posttrain.models.forward import label_logprobs, label_logprobs_and_entropy, sequence_logprobs
+from posttrain.processors import SFTCollator, TextProcessor
 
 
 def test_fused_lm_head_matches_materialised_logits():
     torch.manual_seed(0)
     model, tok = tiny_llama(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    batch = SFTCollator(Encoder(tok))([{"prompt": "12+3=", "response": "15", "index": 0},
+    batch = SFTCollator(TextProcessor(tok))([{"prompt": "12+3=", "response": "15", "index": 0},
                                        {"prompt": "7*8=", "response": "56", "index": 1}])
     plain = sequence_logprobs(model, batch)
     grads_plain = torch.autograd.grad(plain.sum(), list(model.parameters()))
@@ -22,7 +22,7 @@ def test_fused_lm_head_matches_materialised_logits():
 
 def test_masked_positions_are_zero_and_sums_cover_the_response_only():
     model, tok = tiny_llama(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    batch = SFTCollator(Encoder(tok))([{"prompt": "1+1=", "response": "2", "index": 0}])
+    batch = SFTCollator(TextProcessor(tok))([{"prompt": "1+1=", "response": "2", "index": 0}])
     logps, mask = label_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
     assert mask.sum().item() == 2  # "2" and eos
     assert torch.equal(logps[~mask], torch.zeros_like(logps[~mask]))
@@ -32,7 +32,7 @@ def test_masked_positions_are_zero_and_sums_cover_the_response_only():
 def test_entropy_pass_matches_label_logprobs_and_the_categorical_entropy():
     torch.manual_seed(0)
     model, tok = tiny_llama(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    batch = SFTCollator(Encoder(tok))([{"prompt": "12+3=", "response": "15", "index": 0},
+    batch = SFTCollator(TextProcessor(tok))([{"prompt": "12+3=", "response": "15", "index": 0},
                                        {"prompt": "7*8=", "response": "6", "index": 1}])
     inputs = (model, batch["input_ids"], batch["attention_mask"], batch["labels"])
     logps, mask = label_logprobs(*inputs)

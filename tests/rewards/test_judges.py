@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from datamodules.collate import Encoder
 from posttrain.metrics import expected_calibration_error
 from posttrain.models import tiny_llama
 from posttrain.models.value_head import ValueModel
+from posttrain.processors import TextProcessor
 from posttrain.rewards.judges import PairwiseJudge, encode_prompts, verdict_logprobs, verdict_token_ids
 from posttrain.utils.config import ConfigError
 
@@ -12,7 +12,7 @@ from posttrain.utils.config import ConfigError
 @pytest.fixture(scope="module")
 def judge():
     model, tokenizer = tiny_llama(seed=3)
-    return PairwiseJudge(model, Encoder(tokenizer))
+    return PairwiseJudge(model, TextProcessor(tokenizer))
 
 
 def test_symmetric_preference_is_antisymmetric(judge):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules.collate import Encoder
 from posttrain.models import tiny_llama
+from posttrain.processors import TextProcessor
 from posttrain.rewards.judges import verdict_token_ids
 from posttrain.rewards.recycling import pairwise_prompt, pointwise_prompt
 from posttrain.rewards.self_judge import SelfJudge, balanced_accuracy, self_reflection
@@ -91,7 +91,7 @@ def test_model_judge_probabilities_are_the_verdict_softmax_of_hand_set_logits():
                                pointwise_prompt("12+30=", "41"): {yes: -1.0, no: 1.0},
                                pairwise_prompt("1+1=", "2", "3"): {a: 0.0, b: math.log(3.0)}})
     model.train()
-    judge = SelfJudge(model, Encoder(tokenizer), max_new_tokens=3, batch_size=1)
+    judge = SelfJudge(model, TextProcessor(tokenizer), max_new_tokens=3, batch_size=1)
     p = judge.p_correct(["1+1=", "12+30="], ["2", "41"])
     # P(Y) = e^{l_Y} / (e^{l_Y} + e^{l_N}) = sigmoid(l_Y - l_N)
     torch.testing.assert_close(p, torch.tensor([1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(2.0))]))
@@ -101,6 +101,6 @@ def test_model_judge_probabilities_are_the_verdict_softmax_of_hand_set_logits():
 
 def test_revise_gives_one_stripped_answer_per_prompt():
     model, tokenizer = tiny_llama(hidden_size=32, num_heads=2, num_layers=1, intermediate_size=64, seed=1)
-    revised = SelfJudge(model, Encoder(tokenizer), max_new_tokens=3, batch_size=2).revise(
+    revised = SelfJudge(model, TextProcessor(tokenizer), max_new_tokens=3, batch_size=2).revise(
         ["1+1=", "2+2=", "3+3="], ["3", "5", "7"])
     assert len(revised) == 3 and all(isinstance(r, str) and r == r.strip() for r in revised)
