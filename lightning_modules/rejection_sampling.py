@@ -38,6 +38,9 @@ class RejectionSamplingModule(PostTrainModule):
         self.dataset_metrics: dict[str, float] = {}
 
     def predict_step(self, batch, batch_idx) -> list[dict]:
+        # The dataset is jsonl text: an image example would lose its image there without a word.
+        check("image_inputs" not in batch, "stages.<dataset stage>.data",
+              "rejection sampling writes text-only jsonl; image examples are not supported")
         k = self.num_samples
         generator = torch.Generator(device=self.device).manual_seed(
             self.seed * 1_000_003 + batch_idx * 1009 + self.global_rank)
