@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from posttrain.models import tiny_llama
 from posttrain.models.value_head import ValueModel
 from posttrain.pipeline import plan, train
-from posttrain.pipeline.outputs import load_stage_model, save_stage_model
-from posttrain.pipeline.run import make_trainer
+from posttrain.pipeline.outputs import load_stage_model, read_rows, save_stage_model, write_rows
+from posttrain.pipeline.run import Pipeline, make_trainer
 from posttrain.utils.config import ConfigError
 from tests.helpers import compose_config
 
@@ -144,16 +144,38 @@ def test_main_stage_limits_and_logging_leave_the_cached_stages_keys_alone(tmp_pa
             keys(compose_config(["experiment=grpo"], tmp_path))["warmup"], experiment
 
 
-def test_a_cached_stage_is_reused_and_a_changed_one_retrains(tmp_path):
+def test_the_validation_that_scores_evaluate_on_is_in_the_key(tmp_path):
+    # the cached warm-up is validated on evaluate_on by the top-level trainer (its own sets limit_val_batches: 0)
+    full = keys(compose_config(["experiment=grpo"], tmp_path))
+    one_batch = keys(compose_config(["experiment=grpo", "trainer.limit_val_batches=1"], tmp_path))
+    assert one_batch["warmup"] != full["warmup"]
+
+
+def test_cached_rows_take_the_current_stage_name(tmp_path):
+    write_rows([{"run": "sft (start) (start)"}, {"run": "sft (start) epoch 2"}, {"run": "sft (start)"}], tmp_path,
+               "sft (start)")
+    assert [row["run"] for row in read_rows(tmp_path, "warm")] == ["warm (start)", "warm epoch 2", "warm"]
+    assert read_rows(tmp_path / "absent", "warm") is None
+
+
+def test_a_cached_stage_is_reused_and_a_changed_one_retrains(tmp_path, monkeypatch):
+    built = []
+    fresh_model = Pipeline.fresh_model
+    monkeypatch.setattr(Pipeline, "fresh_model", lambda self: built.append(1) or fresh_model(self))
     base = ["experiment=spin", "debug=tiny", "stages.control=null", "stages.warmup.trainer.max_epochs=1",
             "method.num_iterations=1", "method.epochs_per_iteration=1"]
     first = train(compose_config(base, tmp_path / "first"))
+    assert len(built) == 1  # the warm-up's start; main starts from the warm-up
     cache = f"paths.cache_dir={tmp_path / 'first' / 'cache'}"
     second = train(compose_config([*base, cache], tmp_path / "second"))
+    assert len(built) == 1  # a warm-up hit builds no fresh model
     warm, again = first["stages"]["warmup"], second["stages"]["warmup"]
     assert again.module is None and again.planned.directory == warm.planned.directory  # a hit: nothing trained
     # every stage starts from the seed, and the cached model reads back exactly: the same table either way
     assert again.rows == warm.rows and second["rows"] == first["rows"]
+    renamed = train(compose_config([*base, cache, "stages.warmup.name=warm"], tmp_path / "renamed"))
+    assert renamed["stages"]["warmup"].module is None  # the name is not in the key
+    assert [row["run"] for row in renamed["stages"]["warmup"].rows] == ["warm"] * len(warm.rows)
     changed = train(compose_config([*base, cache, "stages.warmup.method.optimizer.lr=1e-2"], tmp_path / "third"))
     assert changed["stages"]["warmup"].module is not None
     assert changed["stages"]["warmup"].planned.directory != warm.planned.directory

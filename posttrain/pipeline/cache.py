@@ -2,7 +2,8 @@
 
 The key hashes the stage's method, data, evaluation data, output kind, its own model (start: model) or the key of
 the stage it starts from (recursively), the keys of its input stages, the trainer it runs (the top-level `trainer`
-with its overrides; settings that only decide logging and progress display are left out) and the seed. Every
+with its overrides; settings that only decide logging and progress display are left out), the settings of the
+validation that scores `evaluate_on` (`VALIDATION_SETTINGS` of `validator_config`) and the seed. Every
 interpolation is resolved first, so `${method.optimizer}` and `${seed}` hash as their values.
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ from posttrain.pipeline.stages import Stage, resolved
 # Trainer arguments that never change what a stage learns or records.
 DISPLAY_ONLY = ("default_root_dir", "enable_progress_bar", "enable_model_summary", "log_every_n_steps",
                 "enable_checkpointing", "logger", "callbacks")
+# Arguments of the end-of-fit validation trainer that change the `evaluate_on` row.
+VALIDATION_SETTINGS = ("limit_val_batches", "precision")
 
 
 def stage_trainer_config(cfg: DictConfig, stage: Stage) -> DictConfig:
@@ -25,9 +28,17 @@ def stage_trainer_config(cfg: DictConfig, stage: Stage) -> DictConfig:
     return OmegaConf.merge(resolved(cfg.trainer), resolved(stage.node.get("trainer")) or {})
 
 
+def validator_config(cfg: DictConfig, stage: Stage) -> DictConfig:
+    """The trainer of the stage's `evaluate_on` validation: the top-level `trainer` (a stage's own overrides may turn
+    validation off during its fit, as `conf/stage/cached.yaml` does) at the stage's precision."""
+    precision = stage_trainer_config(cfg, stage).get("precision")
+    return OmegaConf.merge(resolved(cfg.trainer), {"precision": precision})
+
+
 def stage_key(cfg: DictConfig, stage: Stage, data: DictConfig, model: DictConfig | None, keys: dict[str, str]) -> str:
     """The hash of everything `stage`'s output depends on; `keys` holds the keys of the stages that ran before it."""
     trainer = resolved(stage_trainer_config(cfg, stage))
+    validator = validator_config(cfg, stage) if stage.node.get("evaluate_on") is not None else None
     content = {
         "method": resolved(stage.node.method),
         "data": resolved(data),
@@ -37,6 +48,7 @@ def stage_key(cfg: DictConfig, stage: Stage, data: DictConfig, model: DictConfig
         "start": keys[stage.start] if stage.start != "model" else None,
         "inputs": {argument: keys[source] for argument, source in sorted(stage.inputs.items())},
         "trainer": {k: v for k, v in trainer.items() if k not in DISPLAY_ONLY},
+        "validation": {k: validator.get(k) for k in VALIDATION_SETTINGS} if validator is not None else None,
         "seed": cfg.seed,
     }
     text = json.dumps(content, sort_keys=True, default=str)

@@ -39,7 +39,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for source in pipeline.stages:
         pipeline.run(by_key[source.key])
     inputs = {argument: pipeline.results[source].output for argument, source in stage.method_inputs().items()}
-    module = instantiate(stage.node.method, model=pipeline.initial_model, tokenizer=pipeline.tokenizer,
+    module = instantiate(stage.node.method, model=pipeline.fresh_model(), tokenizer=pipeline.tokenizer,
                          _convert_="all", **inputs)
     load_value_head(module.model, cfg.model.get("name_or_path"))
     trainer = instantiate(stage_trainer_config(cfg, stage), callbacks=[], logger=False, enable_checkpointing=False,

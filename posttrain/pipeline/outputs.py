@@ -47,16 +47,21 @@ def write_dataset(examples: list[dict], directory: str) -> str:
     return path
 
 
-def write_rows(rows: list[dict], directory: str) -> None:
+def write_rows(rows: list[dict], directory: str, name: str) -> None:
+    """The stage's rows and the name they are labelled with (`name`, which is not part of the cache key)."""
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, ROWS_FILE), "w") as handle:
-        json.dump(rows, handle, indent=1)
+        json.dump({"name": name, "rows": rows}, handle, indent=1)
 
 
-def read_rows(directory: str) -> list[dict] | None:
-    """A cached stage's rows, or None when the stage has not completed there."""
+def read_rows(directory: str, name: str) -> list[dict] | None:
+    """A cached stage's rows relabelled with the stage's current `name`, or None when the stage has not completed
+    there."""
     path = os.path.join(directory, ROWS_FILE)
     if not os.path.isfile(path):
         return None
     with open(path) as handle:
-        return json.load(handle)
+        saved = json.load(handle)
+    old = saved["name"]
+    return [{**row, "run": name + row["run"][len(old):] if row["run"].startswith(old) else row["run"]}
+            for row in saved["rows"]]

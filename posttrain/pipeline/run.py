@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from posttrain.models import sharding
 from posttrain.pipeline import outputs
-from posttrain.pipeline.cache import stage_dir, stage_key, stage_trainer_config
+from posttrain.pipeline.cache import stage_dir, stage_key, stage_trainer_config, validator_config
 from posttrain.pipeline.report import history_rows, report
 from posttrain.pipeline.stages import Stage, parse_stages, resolved
 from posttrain.utils.config import check
@@ -102,11 +102,13 @@ class Pipeline:
         self.by_key = {stage.key: stage for stage in self.stages}
         self.results: dict[str, StageResult] = {}
         self.datamodules: dict[str, L.LightningDataModule] = {}  # resolved data config -> instance
-        self.initial_model, self.tokenizer = instantiate(cfg.model)  # the first fresh start; the run's tokenizer
+        # The run's tokenizer; the model built with it is dropped: a `start: model` stage builds its own when it
+        # trains (`fresh_model`), so a run whose stages all hit the cache or start from others never holds one.
+        self.tokenizer = instantiate(cfg.model)[1]
 
     def run(self, planned: Planned) -> StageResult:
         stage = planned.stage
-        rows = outputs.read_rows(planned.directory) if stage.cache else None
+        rows = outputs.read_rows(planned.directory, stage.name) if stage.cache else None
         if rows is not None:
             result = StageResult(planned, rows, self.load_output(planned))
         else:
@@ -141,13 +143,13 @@ class Pipeline:
         if stage.cache and trainer.is_global_zero:
             if stage.output != "dataset":
                 outputs.save_stage_model(output, self.tokenizer, directory)
-            outputs.write_rows(rows, directory)
+            outputs.write_rows(rows, directory, stage.name)
         return StageResult(planned, rows, output, module, trainer, datamodule)
 
     def evaluate(self, stage: Stage, module, trainer: L.Trainer) -> dict:
         """One validation of the fitted module on `evaluate_on`: a row labelled with the stage's name."""
-        validator = instantiate(self.cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, precision=trainer.precision)
+        validator = instantiate(validator_config(self.cfg, stage), callbacks=[], logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False)
         validator.validate(module, datamodule=self.datamodule(stage.node.evaluate_on), verbose=False)
         return {"run": stage.name, **module.eval_history[-1], "step": trainer.global_step}
 
@@ -164,13 +166,16 @@ class Pipeline:
             source = self.results[stage.start].output
             return copy.deepcopy(source) if self.needed_after(stage, stage.start) else source
         if stage.node.get("model") is None:
-            model, self.initial_model = self.initial_model, None
-            return model if model is not None else instantiate(self.cfg.model)[0]
+            return self.fresh_model()
         model, tokenizer = instantiate(stage.node.model)
         check(len(tokenizer) == len(self.tokenizer), f"{stage.where}.model",
               f"its vocabulary ({len(tokenizer)}) differs from the model's ({len(self.tokenizer)}); the models of "
               f"one run share the tokenizer")
         return model
+
+    def fresh_model(self):
+        """A new model from the top-level model config (the same weights every time: builders seed or load them)."""
+        return instantiate(self.cfg.model)[0]
 
     def needed_after(self, stage: Stage, source: str) -> bool:
         later = self.stages[self.stages.index(stage) + 1:]
