@@ -67,3 +67,39 @@ def test_eval_py_prints_the_table(trained, tmp_path):
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "(evaluated)" in proc.stdout and (tmp_path / "results.json").is_file()
+
+
+DPO = ["experiment=dpo", "debug=tiny", "stages.warmup.trainer.max_epochs=1", "stages.warmup.data.train_size=8",
+       "stages.warmup.data.eval_size=8", "stages.warmup.data.batch_size=4", "trainer.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def dpo_run(tmp_path_factory):
+    """Two DPO steps from a cached SFT warm-up (saved as a directory too), with their checkpoints."""
+    out = tmp_path_factory.mktemp("dpo")
+    result = train(compose_config([*DPO, f"+stages.warmup.save_dir={out}/warmup"], out))
+    return out, result
+
+
+def test_a_cached_stage_is_evaluated_on_every_held_out_batch_of_its_evaluate_on(dpo_run, tmp_path):
+    # the warm-up fits with limit_val_batches: 0 (conf/stage/cached.yaml); its row is one evaluation on evaluate_on
+    out, result = dpo_run
+    overrides = [*DPO, "eval_stage=warmup", f"model.name_or_path={out}/warmup", f"paths.cache_dir={out}/cache"]
+    row = evaluate(compose_config(overrides, tmp_path, config_name="eval"))["rows"][0]
+    warmup = result["stages"]["warmup"]
+    last = warmup.rows[-1]
+    assert row["run"] == f"{warmup.planned.stage.name} (evaluated)" and "val/accuracy" in row
+    assert metrics(row) == pytest.approx(metrics(last), abs=1e-5)
+
+
+def test_a_dpo_checkpoint_is_scored_against_the_reference_of_its_start(dpo_run, tmp_path):
+    # π_ref is rebuilt from the start (the cached warm-up), not from the evaluated weights or a fresh model
+    out, result = dpo_run
+    ckpt = out / "checkpoints" / "main" / "last.ckpt"
+    overrides = [*DPO, f"ckpt_path={ckpt}", f"paths.cache_dir={out}/cache"]
+    evaluated = evaluate(compose_config(overrides, tmp_path, config_name="eval"))
+    row, last = evaluated["rows"][0], result["rows"][-1]
+    assert evaluated["trainer"].global_step == 0 and row["step"] == 2
+    assert last["val/rewards/margins"] != 0  # the policy moved away from its reference
+    for name in ("val/rewards/margins", "val/pair_accuracy"):
+        assert row[name] == pytest.approx(last[name], abs=1e-5), name

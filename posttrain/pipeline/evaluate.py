@@ -3,10 +3,14 @@
 It reads the same config as `train.py`. The evaluated network is built from `model` (a fresh tiny model, or a saved
 directory: `model=hf model.name_or_path=DIR`, or `model.name_or_path=DIR` with the tiny builder; a reward model's
 directory with its value head), then `ckpt_path`, when set, loads a Lightning checkpoint of the evaluated
-stage over it. The stage's own method (`stages.main` unless `eval_stage` names another) evaluates it on its data
-(or `evaluate_on`), so the metrics are those the method logs during training; the earlier stages are not run, except
-those whose outputs the method takes as inputs (a judge, a teacher), which come from the cache as in a training run
-(trained first if they are not there). The row is printed in the results table and written to results.json.
+stage over it. The stage's own method (`stages.main` unless `eval_stage` names another) is built as in training, on
+the stage's start (an earlier stage's output comes from the cache, trained first if it is not there), so the frozen
+copies it makes of the start (DPO's reference) are those of the training run; a saved directory's weights then go
+into the method's model only (without one or a checkpoint, a stage that starts from an earlier stage evaluates that
+start). Of the earlier stages only the start and those whose outputs the method takes as inputs (a judge, a
+teacher) are run or loaded. The method evaluates on the stage's `evaluate_on` (else its data) with every held-out
+batch, so the metrics are those of the training run's row. The row is printed in the results table and written to
+results.json.
 """
 from __future__ import annotations
 
@@ -34,17 +38,22 @@ def evaluate(cfg: DictConfig) -> dict:
     stage = planned.stage
     check(stage.output != "dataset", "eval_stage", f"stage {key!r} writes a dataset; it has no model to evaluate")
     check(ckpt_path is None or os.path.exists(ckpt_path), "ckpt_path", f"{ckpt_path!r} does not exist")
-    needed = dependencies(by_key, stage.method_inputs().values())
-    pipeline = Pipeline(cfg, [p for p in steps if p.stage.key in needed])
-    for source in pipeline.stages:
+    data = stage.node.get("evaluate_on") or planned.data
+    sources = [s for s in stage.depends_on() if s not in stage.data_inputs().values() or data is planned.data]
+    needed = dependencies(by_key, sources)
+    pipeline = Pipeline(cfg, [p for p in steps if p.stage.key in needed or p is planned])
+    for source in pipeline.stages[:-1]:
         pipeline.run(by_key[source.key])
     inputs = {argument: pipeline.results[source].output for argument, source in stage.method_inputs().items()}
-    module = instantiate(stage.node.method, model=pipeline.fresh_model(), tokenizer=pipeline.tokenizer,
+    module = instantiate(stage.node.method, model=pipeline.start_model(stage), tokenizer=pipeline.tokenizer,
                          _convert_="all", **inputs)
+    if stage.start != "model" and cfg.model.get("name_or_path"):
+        evaluated = pipeline.fresh_model()  # the `model` config: the saved directory
+        lm(module.model).load_state_dict(evaluated.state_dict())  # the frozen copies built on the start stay
     load_value_head(module.model, cfg.model.get("name_or_path"))
-    trainer = instantiate(stage_trainer_config(cfg, stage), callbacks=[], logger=False, enable_checkpointing=False,
-                          enable_progress_bar=False)
-    data = stage.node.get("evaluate_on") or planned.data
+    # every held-out batch, as the training run's evaluation (a cached stage fits with limit_val_batches: 0)
+    trainer = instantiate(cfg.trainer, callbacks=[], logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, precision=stage_trainer_config(cfg, stage).precision)
     trainer.validate(module, datamodule=pipeline.datamodule(data), ckpt_path=ckpt_path, verbose=False)
     step = checkpoint_step(ckpt_path)
     rows = [{**module.eval_history[-1], "run": f"{stage.name} (evaluated)", "step": step}]
@@ -61,6 +70,11 @@ def dependencies(by_key: dict, keys) -> set[str]:
             found.add(key)
             todo += by_key[key].stage.depends_on()
     return found
+
+
+def lm(network):
+    """The language model inside the method's network (a reward model's method wraps it in a `ValueModel`)."""
+    return network.backbone if isinstance(network, ValueModel) else network
 
 
 def load_value_head(network, directory: str | None) -> None:
