@@ -55,13 +55,13 @@ def speculative_verify_reference(draft_tokens, draft_probs, target_logits, unifo
     if mode == "greedy":
         extra = am[rows, n]  # (B,)
     else:
-        q_pad = torch.cat([q, torch.zeros_like(q[:, :1])], dim=1)  # (B, γ+1, V): nothing to subtract at the bonus
+        q_pad = torch.cat([q, q.new_zeros((b, 1, q.shape[2]))], dim=1)  # (B, γ+1, V): nothing to subtract at the bonus
         pn = p[rows, n]  # (B, V)
         resid = torch.clamp(pn - q_pad[rows, n], min=0)  # (B, V)
         weights = torch.where((resid.sum(-1) > 0)[:, None], resid, pn)  # (B, V)
         extra = _draw(weights, uniforms[:, g])
     pos = torch.arange(g + 1, device=x.device)  # (γ+1,)
-    padded = torch.cat([tok, torch.full_like(tok[:, :1], -1)], dim=1)  # (B, γ+1)
+    padded = torch.cat([tok, tok.new_full((b, 1), -1)], dim=1)  # (B, γ+1); slicing tok[:, :1] would be empty at γ = 0
     tokens = torch.where(pos < n[:, None], padded, torch.full_like(padded, -1))  # (B, γ+1)
     tokens[rows, n] = extra
     return tokens, n, expected

@@ -206,3 +206,15 @@ def test_cuda_matches_cpu(mode):
         a = speculative_verify(tok.cuda(), q.cuda(), t.cuda(), u.cuda(), 1.0, mode, 0.5)
         b = speculative_verify(tok, q, t, u, 1.0, mode, 0.5)
     assert torch.equal(a[0].cpu(), b[0]) and torch.equal(a[1].cpu(), b[1])
+
+
+@pytest.mark.parametrize("b, g", [(3, 0), (0, 2), (0, 0)])
+def test_empty_draft_or_batch_gives_the_documented_shapes(b, g):
+    """γ = 0 verifies nothing and draws the extra token from p_0 (greedy: its argmax); B = 0 returns no rows."""
+    logits = torch.randn(b, g + 1, 7, generator=torch.Generator().manual_seed(0))
+    draft, probs = torch.zeros(b, g, dtype=torch.long), torch.full((b, g, 7), 1 / 7)
+    uniforms = torch.full((b, g + 1), 0.5, dtype=torch.float64)
+    tokens, n, expected = speculative_verify_reference(draft, probs, logits, uniforms, mode="greedy")
+    assert tokens.shape == (b, g + 1) and n.shape == (b,) and expected.shape == (b, g)
+    if g == 0:
+        assert torch.equal(tokens[:, 0], logits[:, 0].argmax(-1)) and not n.any()
