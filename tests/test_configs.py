@@ -209,3 +209,12 @@ def test_pairwise_ppo_judge_prompt_follows_the_reward_model_stage(tmp_path):
     cfg = compose_config(["experiment=pairwise_rl", "stages.reward_model.method.template='{prompt}#{a}#{b}>'",
                           "stages.reward_model.method.verdicts=[Y,N]"], tmp_path)
     assert cfg.method.judge.template == "{prompt}#{a}#{b}>" and list(cfg.method.judge.verdicts) == ["Y", "N"]
+
+
+@pytest.mark.parametrize("devices, nodes", [(8, 1), (4, 2)])
+def test_fsdp_shards_data_over_every_process_of_every_node(devices, nodes, tmp_path):
+    cfg = compose_config(["experiment=spin", "trainer=fsdp", f"trainer.devices={devices}",
+                          f"trainer.num_nodes={nodes}"], tmp_path)
+    strategy = cfg.trainer.strategy
+    assert strategy.data_parallel_size == devices * nodes
+    assert strategy.tensor_parallel_size == 1
