@@ -3,7 +3,9 @@ models, warm-ups and DistillSpec's teacher included, use the fused head)."""
 import pytest
 
 from posttrain.pipeline import train
+from tests.ddp_probe import run_two_processes
 from tests.helpers import compose_config
+from tests.lightning_modules.test_fsdp import GRPO, assert_same_weights, saved_weights
 from tests.test_configs import STAGES
 
 FUSED = {"grpo": [], "grpo_vlm": [], "spin": [], "otr": [],
@@ -22,3 +24,16 @@ def test_experiment_runs_two_steps_with_the_fused_head(experiment, tmp_path):
     if experiment == "distillspec":
         assert main.module.teacher.config.fused_lm_head
     assert result["module"].eval_history, "the run evaluated"
+
+
+@pytest.mark.slow
+def test_fused_head_under_fsdp_ends_where_the_unfused_head_under_ddp_does(tmp_path):
+    """Two CPU processes: FSDP2 all-gathers the root's parameters (the lm-head's among them) in the model's own
+    forward, which the fused path runs with an identity head, and the head's gradient is reduce-scattered."""
+    overrides = [*GRPO, "trainer.max_epochs=1", "method.prompts_per_minibatch=2", "method.kl_coef=0.01"]
+    runs = {"ddp": ["model.fused_lm_head=false"], "fsdp": ["model.fused_lm_head=true"]}
+    for trainer, extra in runs.items():
+        proc = run_two_processes([*overrides, *extra, f"stages.main.save_dir={tmp_path}/{trainer}/model"],
+                                 tmp_path / trainer, trainer)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_same_weights(saved_weights(tmp_path / "ddp" / "model"), saved_weights(tmp_path / "fsdp" / "model"), 1e-5)

@@ -31,7 +31,7 @@ def output_vocabulary(model, vocab_size: int, targets: torch.Tensor, device):
 
 def fused_head(model) -> bool:
     """Whether `model.fused_lm_head=true` asked for log-probs from hidden states (no (B, T, V) logits)."""
-    return bool(getattr(model.config, "fused_lm_head", False))
+    return bool(getattr(getattr(model, "config", None), "fused_lm_head", False))
 
 
 @contextmanager
