@@ -6,16 +6,19 @@ from posttrain.pipeline import train
 from tests.ddp_probe import run_two_processes
 from tests.helpers import compose_config
 from tests.lightning_modules.test_fsdp import GRPO, assert_same_weights, saved_weights
-from tests.test_configs import STAGES
+from tests.test_configs import BF16, BF16_STAGE_MODELS, STAGES
 
-FUSED = {"grpo": [], "grpo_vlm": [], "spin": [], "otr": [],
-         "distillspec": ["stages.teacher.model.fused_lm_head=true", "method.divergence=jsd"]}
+# run name -> (experiment, extra overrides)
+FUSED = {"grpo": ("grpo", []), "grpo_vlm": ("grpo_vlm", []), "spin": ("spin", []), "otr": ("otr", []),
+         "distillspec": ("distillspec", ["stages.teacher.model.fused_lm_head=true", "method.divergence=jsd"]),
+         "grpo_bf16": ("grpo", BF16), "distillspec_bf16": ("distillspec", [*BF16, *BF16_STAGE_MODELS["distillspec"],
+                                                                          "stages.teacher.model.fused_lm_head=true"])}
 
 
-@pytest.mark.parametrize("experiment", sorted(FUSED))
-def test_experiment_runs_two_steps_with_the_fused_head(experiment, tmp_path):
-    overrides = [f"experiment={experiment}", "debug=tiny", *STAGES[experiment], "model.fused_lm_head=true",
-                 *FUSED[experiment]]
+@pytest.mark.parametrize("run", sorted(FUSED))
+def test_experiment_runs_two_steps_with_the_fused_head(run, tmp_path):
+    experiment, extra = FUSED[run]
+    overrides = [f"experiment={experiment}", "debug=tiny", *STAGES[experiment], "model.fused_lm_head=true", *extra]
     cfg = compose_config(overrides, tmp_path)
     result = train(cfg)
     main = result["stages"]["main"]
