@@ -1,12 +1,15 @@
 """Reference vs extension for every posttrain op on CPU: time, peak memory and distance from the floor.
 
     python benchmarks/bench_kernels.py [--threads 2] [--quick] [--device cuda] [--time-budget 1.5]
+                                       [--no-lm-head-memory]
 
 floor = max(one read pass x.sum(), one vectorised exponential torch.exp(x, out=buf)) over the op's inputs, measured in
 the same run (for the lm-head op: that over the logits plus the logits GEMM itself, which the op cannot avoid).
 Times are the best of several runs. Peak memory is the process's peak resident set above the level before the call
 (Linux VmHWM after a reset through /proc/self/clear_refs; glibc's mmap threshold is pinned so freed buffers return
-to the OS). Writes benchmarks/results/bench_kernels.json.
+to the OS). Writes benchmarks/results/bench_kernels.json. Then prints the fused lm-head's memory rows
+(`bench_lm_head.py`: a GRPO mini-batch's log-probs forward + backward through `policy_logprobs`, fused against
+unfused peak memory) unless --no-lm-head-memory.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import argparse
 import gc
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -235,6 +239,8 @@ def main():
                     help="seconds each timing may keep repeating for a better minimum (GPU timings need less)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "bench_kernels.json"))
+    ap.add_argument("--no-lm-head-memory", action="store_true",
+                    help="skip the fused lm-head memory rows (bench_lm_head.py: a GRPO mini-batch's log-probs)")
     args = ap.parse_args()
     global _DEVICE, _BUDGET_S
     _DEVICE, _BUDGET_S = args.device, args.time_budget
@@ -268,6 +274,22 @@ def main():
     with open(args.out, "w") as f:
         json.dump(dict(device=args.device, threads=args.threads, torch=torch.__version__, rows=rows), f, indent=1)
     print(f"wrote {args.out}")
+    if not args.no_lm_head_memory:
+        lm_head_memory(args)
+
+
+def lm_head_memory(args) -> None:
+    """The fused lm-head's memory rows: peak of a GRPO mini-batch's log-probs forward + backward through
+    `policy_logprobs`, fused against unfused, at N = 4096, H = 1024, V = 128256 (N = 512 with --quick), float32 on
+    the CPU, bfloat16 on a GPU. bench_lm_head.py prints them and writes its own json next to this one's."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    command = [sys.executable, os.path.join(here, "bench_lm_head.py"), "--device", args.device, "--threads",
+               str(args.threads), "--dtype", "bfloat16" if args.device == "cuda" else "float32",
+               "--out", os.path.join(os.path.dirname(os.path.abspath(args.out)), "bench_lm_head.json")]
+    print("\nfused lm-head memory (benchmarks/bench_lm_head.py)", flush=True)
+    done = subprocess.run([*command, *(["--quick"] if args.quick else [])])
+    if done.returncode != 0:
+        sys.exit("bench_lm_head.py failed")
 
 
 if __name__ == "__main__":

@@ -4,21 +4,22 @@
     python benchmarks/bench_lm_head.py --n 512 --quick       # seconds
     python benchmarks/bench_lm_head.py --device cuda --dtype bfloat16
 
-Each variant computes per-token log-probs of N labels from hidden states (N, H) and the lm-head weight (V, H),
-then backpropagates a per-token weighted sum (a policy-gradient loss) to both:
+Every variant runs `posttrain.rollouts.policy_logprobs`, the function the online methods (GRPO, NFT, RFT, SPARK,
+PPO) call for their policy's log-probs, at a sampling temperature of 0.7, on a Llama whose backbone is its
+embeddings and final norm (no decoder layers, embeddings frozen), so what is measured is the lm-head and the
+log-probs of N = 8 rows x T tokens (1/8 of the positions are prompt and carry no label). The backward is that of an
+advantage-weighted sum (the policy-gradient loss) into the head's weight and the norm:
 
-- unfused_log_softmax: logits = hidden @ W.T, log_softmax(logits.float()).gather (the textbook path);
-- unfused_token_logprobs: logits = hidden @ W.T, then posttrain's token_logprobs op (the training path with
-  model.fused_lm_head=false: the model returns logits, no float32 log-softmax is kept);
-- fused_ext: lm_head_logprobs through the compiled op (model.fused_lm_head=true);
-- fused_torch: lm_head_logprobs' chunked torch path (what runs without the extension, or on CUDA while the CUDA
-  kernels are gated).
+- unfused: `model.fused_lm_head=false`: the model returns (B, T, V) logits, then the `token_logprobs` op;
+- fused_ext: `model.fused_lm_head=true` with the compiled `lm_head_logprobs` op;
+- fused_torch: the same through the op's chunked torch path (what runs without the extension, or on CUDA while the
+  CUDA kernels are gated).
 
-Peak is the memory above the level after the inputs exist, the returned gradients included (they are the same for
-every variant: dW is (V, H) in the weight's dtype). On CPU every variant runs in a fresh process and the peak is its
-resident-set high-water mark (Linux VmHWM, reset through /proc/self/clear_refs after the inputs are made; glibc's
-mmap threshold is lowered so large buffers come from and return to the OS). On CUDA it is the caching allocator's
-peak. Writes benchmarks/results/bench_lm_head.json.
+Peak is the memory above the level after the model and its inputs exist, the weight gradient dW (V, H) included
+(the same for every variant). On CPU every variant runs in a fresh process and the peak is its resident-set
+high-water mark (Linux VmHWM, reset through /proc/self/clear_refs after the inputs are made; glibc's mmap threshold
+is lowered so large buffers come from and return to the OS). On CUDA it is the caching allocator's peak.
+Writes benchmarks/results/bench_lm_head.json.
 """
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VARIANTS = ("unfused_log_softmax", "unfused_token_logprobs", "fused_ext", "fused_torch")
-BASELINE = "unfused_token_logprobs"  # the path the fused head replaces in training
+VARIANTS = ("unfused", "fused_ext", "fused_torch")
+BASELINE = "unfused"  # the path the fused head replaces in training
 TARGET = 0.25
+ROWS = 8  # sequences in the mini-batch: N = ROWS x (T - 1) scored positions
+TEMPERATURE = 0.7
 
 
 def _status(key: str) -> int:
@@ -44,36 +47,37 @@ def _status(key: str) -> int:
 
 
 def _inputs(n, h, v, dtype, device):
+    """A Llama reduced to embeddings, final norm and lm-head, and a GRPO mini-batch of N = n scored positions."""
     import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
 
+    config = LlamaConfig(vocab_size=v, hidden_size=h, intermediate_size=h, num_hidden_layers=0,
+                         num_attention_heads=8, num_key_value_heads=8, tie_word_embeddings=False)
+    with torch.device(device):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config).to(dtype)
+    model.get_input_embeddings().weight.requires_grad_(False)  # its (V, H) gradient is no part of the head
     g = torch.Generator(device=device).manual_seed(0)
-    hidden = torch.randn(n, h, generator=g, device=device, dtype=dtype).requires_grad_()
-    weight = (h ** -0.5 * torch.randn(v, h, generator=g, device=device, dtype=dtype)).requires_grad_()
-    labels = torch.randint(0, v, (n,), generator=g, device=device)
-    labels[: n // 8] = -100  # prompt positions carry no label
-    advantages = torch.randn(n, generator=g, device=device)
-    return hidden, weight, labels, advantages
+    steps = -(-n // ROWS)  # T - 1
+    input_ids = torch.randint(0, v, (ROWS, steps + 1), generator=g, device=device)
+    labels = input_ids.clone()
+    labels[:, : (steps + 1) // 8] = -100  # prompt positions carry no label
+    rows = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    advantages = torch.randn(ROWS, steps, generator=g, device=device)
+    return model, rows, advantages
 
 
-def _step(variant, hidden, weight, labels, advantages):
-    """One log-probs forward + backward; returns the gradients (which the measured peak includes)."""
-    import torch
+def _step(variant, model, rows, advantages):
+    """One log-probs forward + backward; returns the head's weight gradient and the log-probs."""
+    from posttrain.ops import _backend
+    from posttrain.rollouts import policy_logprobs
 
-    from posttrain.ops import _backend, lm_head_logprobs, token_logprobs
-
-    hidden.grad = weight.grad = None
-    if variant == "unfused_log_softmax":
-        logits = hidden @ weight.t()  # (N, V)
-        logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0)[:, None])[:, 0]  # (N,)
-        logp = logp * (labels != -100)
-    elif variant == "unfused_token_logprobs":
-        with _backend.force("ext"):
-            logp = token_logprobs(hidden @ weight.t(), labels)  # (N,)
-    else:
-        with _backend.force("ext" if variant == "fused_ext" else "torch"):
-            logp = lm_head_logprobs(hidden, weight, labels)  # (N,)
-    (logp * advantages).sum().backward()
-    return hidden.grad, weight.grad, logp.detach()
+    model.zero_grad(set_to_none=True)
+    model.config.fused_lm_head = variant != "unfused"
+    with _backend.force("torch" if variant == "fused_torch" else "ext"):
+        logp = policy_logprobs(model, rows, TEMPERATURE)  # (B, T-1)
+        (logp * advantages).sum().backward()
+    return model.get_output_embeddings().weight.grad, logp.detach()
 
 
 def _child(args):
@@ -83,17 +87,17 @@ def _child(args):
     import torch
 
     torch.set_num_threads(args.threads)
-    hidden, weight, labels, adv = _inputs(args.n, args.hidden, args.vocab, getattr(torch, args.dtype), "cpu")
+    inputs = _inputs(args.n, args.hidden, args.vocab, getattr(torch, args.dtype), "cpu")
     gc.collect()
     base = _status("VmRSS:")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := VmRSS
     t0 = time.perf_counter()
-    grads = _step(args.child, hidden, weight, labels, adv)
+    grad_weight, logp = _step(args.child, *inputs)
     seconds = time.perf_counter() - t0
     peak = _status("VmHWM:") - base
     print(json.dumps(dict(variant=args.child, peak_mib=peak / 2**20, seconds=seconds,
-                          logp_sum=float(grads[2].double().sum()), grad_weight_mib=grads[1].nbytes / 2**20)))
+                          logp_sum=float(logp.double().sum()), grad_weight_mib=grad_weight.nbytes / 2**20)))
 
 
 def _run_cpu(args, variant):
@@ -109,19 +113,19 @@ def _run_cpu(args, variant):
 def _run_cuda(args, variant):
     import torch
 
-    hidden, weight, labels, adv = _inputs(args.n, args.hidden, args.vocab, getattr(torch, args.dtype), "cuda")
-    _step(variant, hidden, weight, labels, adv)  # warm-up: cuBLAS workspaces and kernels load outside the peak
-    hidden.grad = weight.grad = None
+    inputs = _inputs(args.n, args.hidden, args.vocab, getattr(torch, args.dtype), "cuda")
+    _step(variant, *inputs)  # warm-up: cuBLAS workspaces and kernels load outside the peak
+    inputs[0].zero_grad(set_to_none=True)
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    grads = _step(variant, hidden, weight, labels, adv)
+    grad_weight, logp = _step(variant, *inputs)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() - base
-    return dict(variant=variant, peak_mib=peak / 2**20, seconds=seconds, logp_sum=float(grads[2].double().sum()),
-                grad_weight_mib=grads[1].nbytes / 2**20)
+    return dict(variant=variant, peak_mib=peak / 2**20, seconds=seconds, logp_sum=float(logp.double().sum()),
+                grad_weight_mib=grad_weight.nbytes / 2**20)
 
 
 def main():
@@ -146,9 +150,10 @@ def main():
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda needs a CUDA GPU")
-    print(f"lm-head log-probs fwd+bwd, N={args.n} H={args.hidden} V={args.vocab} {args.dtype} on {args.device} "
+    print(f"GRPO mini-batch log-probs fwd+bwd (policy_logprobs), N={args.n} H={args.hidden} V={args.vocab} "
+          f"{args.dtype} on {args.device} "
           f"(torch {torch.__version__}); logits alone: {args.n * args.vocab * 4 / 2**20:.0f} MiB in float32")
-    head = f"{'variant':<24} {'peak MiB':>10} {'vs ' + BASELINE:>30} {'vs unfused_log_softmax':>23} {'seconds':>8}"
+    head = f"{'variant':<24} {'peak MiB':>10} {'vs ' + BASELINE:>12} {'dW MiB':>8} {'seconds':>8}"
     print(head)
     print("-" * len(head))
     rows = []
@@ -161,10 +166,9 @@ def main():
     for row in rows:
         if "error" in row:
             continue
-        for ref, key in ((BASELINE, "ratio_vs_unfused"), ("unfused_log_softmax", "ratio_vs_log_softmax")):
-            row[key] = row["peak_mib"] / by[ref]["peak_mib"] if ref in by else float("nan")
-        print(f"{row['variant']:<24} {row['peak_mib']:10.1f} {row['ratio_vs_unfused']:30.3f} "
-              f"{row['ratio_vs_log_softmax']:23.3f} {row['seconds']:8.2f}", flush=True)
+        row["ratio_vs_unfused"] = row["peak_mib"] / by[BASELINE]["peak_mib"] if BASELINE in by else float("nan")
+        print(f"{row['variant']:<24} {row['peak_mib']:10.1f} {row['ratio_vs_unfused']:12.3f} "
+              f"{row['grad_weight_mib']:8.1f} {row['seconds']:8.2f}", flush=True)
     sums = [r["logp_sum"] for r in by.values()]
     if sums:  # every variant computes the same log-probs: a memory saving that changed them would not count
         spread = (max(sums) - min(sums)) / max(abs(min(sums)), 1.0)

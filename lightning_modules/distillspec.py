@@ -22,8 +22,10 @@ from torchmetrics import MeanMetric
 
 from lightning_modules.base import PostTrainModule
 from posttrain.generation import generate, speculative_generate
-from posttrain.losses.distillspec import DIVERGENCES, distillspec_loss
-from posttrain.models.forward import IGNORE_INDEX
+from posttrain.losses.distillspec import DIVERGENCES, distillspec_loss, distillspec_reduce, jsd_endpoint
+from posttrain.models.builders import check_fusable_head
+from posttrain.models.forward import IGNORE_INDEX, fused_head, head_weight, hidden_states
+from posttrain.ops.lm_head_rows import lm_head_divergence
 from posttrain.processors import left_pad, pack
 from posttrain.utils.config import check, check_choice, with_defaults
 
@@ -62,6 +64,8 @@ class DistillSpecModule(PostTrainModule):
         check(0 <= student_fraction <= 1, "method.student_fraction", f"must be in [0, 1], got {student_fraction}")
         check(teacher.config.vocab_size == model.config.vocab_size, "teacher",
               "the target and the draft must share the vocabulary")
+        if fused_head(model):  # the target's logits are formed a block at a time too
+            check_fusable_head(teacher, "model.fused_lm_head")
         self.generation_cfg = with_defaults(generation, GENERATION_DEFAULTS, "method.generation")
         check(self.generation_cfg["temperature"] >= 0, "method.generation.temperature", "must be >= 0")
         self.spec_cfg = with_defaults(speculative, SPECULATIVE_DEFAULTS, "method.speculative")
@@ -88,18 +92,33 @@ class DistillSpecModule(PostTrainModule):
         source = "fixed" if u1 < self.fixed_fraction else ("student" if u2 < self.student_fraction else "teacher")
         if source != "fixed":
             batch = self.generated_batch(batch, self.model if source == "student" else self.teacher, generator)
-        labels = batch["labels"][:, 1:]  # (B, T-1)
-        student = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             use_cache=False).logits[:, :-1]  # (B, T-1, V)
-        with torch.no_grad():
-            teacher = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   use_cache=False).logits[:, :-1]  # (B, T-1, V)
-        loss, metrics = distillspec_loss(student, teacher, labels != IGNORE_INDEX, self.divergence, self.beta,
-                                         self.temperature)
+        loss, metrics = self.distill_loss(batch, self.divergence, self.temperature)
         rows = batch["input_ids"].shape[0]
         self.log_metrics("train", {"loss": loss, **metrics, "on_policy": float(source == "student"),
                                    "teacher_data": float(source == "teacher")}, batch_size=rows)
         return loss
+
+    def distill_loss(self, batch: dict, divergence: str, temperature: float) -> tuple[torch.Tensor, dict]:
+        """`distillspec_loss` over the batch's response tokens. With `model.fused_lm_head=true` both models stop at
+        their final hidden states and the divergence runs a block of tokens at a time through both heads
+        (`lm_head_divergence`), so neither model's (B, T, V) logits exist."""
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        mask = batch["labels"][:, 1:] != IGNORE_INDEX  # (B, T-1)
+        if not fused_head(self.model):
+            student = self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits[:, :-1]  # (B, T-1, V)
+            with torch.no_grad():
+                teacher = self.teacher(input_ids=ids, attention_mask=attention,
+                                       use_cache=False).logits[:, :-1]  # (B, T-1, V)
+            return distillspec_loss(student, teacher, mask, divergence, self.beta, temperature)
+        student = hidden_states(self.model, ids, attention)[:, :-1][mask]  # (N, H)
+        with torch.no_grad():
+            teacher = hidden_states(self.teacher, ids, attention)[:, :-1][mask]  # (N, H_t)
+        weight, teacher_weight = head_weight(self.model, student.dtype), head_weight(self.teacher, teacher.dtype)
+
+        def per_token(kind: str) -> torch.Tensor:
+            return lm_head_divergence(student, weight, teacher, teacher_weight, kind, self.beta, temperature)  # (N,)
+
+        return distillspec_reduce(per_token, mask, jsd_endpoint(divergence, self.beta))
 
     @torch.no_grad()
     def generated_batch(self, batch, generator_model, generator: torch.Generator) -> dict:
@@ -125,10 +144,7 @@ class DistillSpecModule(PostTrainModule):
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         super().validation_step(batch, batch_idx, dataloader_idx)
         split = self.eval_splits()[dataloader_idx]
-        student = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        teacher = self.teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        mask = batch["labels"][:, 1:] != IGNORE_INDEX  # (B, T-1)
-        _, metrics = distillspec_loss(student, teacher, mask, "tvd", temperature=self.spec_cfg["temperature"])
+        _, metrics = self.distill_loss(batch, "tvd", self.spec_cfg["temperature"])
         self.eval_acceptance[split].update(metrics["expected_acceptance"], weight=metrics["tokens"])
 
     def on_validation_epoch_end(self) -> None:

@@ -6,9 +6,17 @@ from __future__ import annotations
 import torch
 
 from lightning_modules.base import PostTrainModule
-from posttrain.losses.otr import NORMALIZATIONS, otr_expected_loss, otr_loss, rollout_entropy
-from posttrain.models.forward import IGNORE_INDEX
-from posttrain.ops import sample_k_tokens
+from posttrain.losses.otr import (
+    NORMALIZATIONS,
+    otr_expected_loss,
+    otr_expected_reduce,
+    otr_expected_terms,
+    otr_loss,
+    rollout_entropy,
+)
+from posttrain.models.forward import IGNORE_INDEX, fused_head, head_weight, hidden_states
+from posttrain.ops import lm_head_logprobs, sample_k_tokens
+from posttrain.ops.lm_head_rows import block_logits, lm_head_entropy, lm_head_rows, lm_head_sample_k
 from posttrain.utils.config import check, check_choice
 
 ESTIMATORS = ("sampled", "expectation")
@@ -38,21 +46,57 @@ class OTRModule(PostTrainModule):
         self.normalization, self.estimator = normalization, estimator
 
     def training_step(self, batch, batch_idx):
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            use_cache=False).logits[:, :-1]  # (B, T-1, V)
         labels = batch["labels"][:, 1:]  # (B, T-1)
         mask = labels != IGNORE_INDEX  # (B, T-1) response positions are the only rollout states
+        losses = self.fused_losses if fused_head(self.model) else self.materialised_losses
+        loss, metrics, label_logps, entropy = losses(batch, labels, mask)
+        metrics = {"loss": loss, **metrics, "label_logp": label_logps.detach().mean()}
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            metrics["entropy"] = entropy()
+        self.log_metrics("train", metrics, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def materialised_losses(self, batch, labels, mask):
+        """The training step's loss, metrics, label log-probs (N,) of the N response positions and their rollout
+        entropy (a callable: an extra pass over the logits, made on logged steps only), from the (B, T, V) logits."""
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            use_cache=False).logits[:, :-1]  # (B, T-1, V)
         if self.estimator == "expectation":
             loss, metrics = otr_expected_loss(logits, labels, mask, self.beta, self.temperature, self.normalization)
             label_logps = torch.log_softmax(logits.detach(), -1).gather(-1, labels.clamp(min=0)[..., None])[..., 0]
             label_logps = label_logps[mask]  # (N,)
         else:
             loss, metrics, label_logps = self.sampled_loss(logits, labels, mask)
-        metrics = {"loss": loss, **metrics, "label_logp": label_logps.detach().mean()}
-        if self.global_step % self.trainer.log_every_n_steps == 0:  # an extra pass over the logits, logged steps only
-            metrics["entropy"] = rollout_entropy(logits[mask], mask[mask], self.temperature)
-        self.log_metrics("train", metrics, batch_size=batch["input_ids"].shape[0])
-        return loss
+
+        def entropy():
+            return rollout_entropy(logits[mask], mask[mask], self.temperature)
+
+        return loss, metrics, label_logps, entropy
+
+    def fused_losses(self, batch, labels, mask):
+        """`materialised_losses` from the final hidden states of the N response positions, a block of positions at a
+        time through the lm-head (`model.fused_lm_head=true`): the (B, T, V) logits never exist."""
+        hidden = hidden_states(self.model, batch["input_ids"], batch["attention_mask"])[:, :-1][mask]  # (N, H)
+        weight = head_weight(self.model, hidden.dtype)  # (V, H)
+        if self.estimator == "expectation":
+            def terms(h, w, y):
+                return otr_expected_terms(block_logits(h, w), y, torch.ones_like(y, dtype=torch.bool),
+                                          self.temperature)
+
+            parts = lm_head_rows(terms, hidden, weight, labels[mask])  # 3 x (N,)
+            dense = [p.new_zeros(mask.shape).index_put((mask,), p) for p in parts]  # 3 x (B, T-1)
+            loss, metrics = otr_expected_reduce(*dense, mask, self.beta, self.normalization)
+            label_logps = lm_head_logprobs(hidden.detach(), weight.detach(), labels[mask])  # (N,)
+        else:
+            uniforms = draw_uniforms(hidden.shape[0], self.k, self.step_generator(), hidden.device)  # (N, K)
+            samples, sample_logps, label_logps = lm_head_sample_k(hidden, weight, labels[mask], uniforms,
+                                                                  self.temperature)
+            loss, metrics = otr_from_candidates(samples, sample_logps, labels, mask, self.beta, self.normalization)
+
+        def entropy():
+            return lm_head_entropy(hidden.detach(), weight.detach(), self.temperature).mean()
+
+        return loss, metrics, label_logps, entropy
 
     def sampled_loss(self, logits, labels, mask):
         return sampled_otr_loss(logits, labels, mask, self.k, self.temperature, self.beta, self.normalization,
@@ -73,11 +117,22 @@ def sampled_otr_loss(logits, labels, mask, k: int, temperature: float, beta: flo
         loss, metrics of `otr_loss`, label log-probs (N,) of the N response positions.
     """
     rows = logits[mask]  # (N, V)
-    uniforms = torch.rand((rows.shape[0], k), generator=generator, dtype=torch.float64, device=rows.device)  # (N, K)
+    uniforms = draw_uniforms(rows.shape[0], k, generator, rows.device)  # (N, K)
     samples, sample_logps, label_logps, _ = sample_k_tokens(rows, labels[mask], k, temperature,
                                                             uniforms=uniforms)  # (N, K), (N, K), (N,)
+    loss, metrics = otr_from_candidates(samples, sample_logps, labels, mask, beta, normalization)
+    return loss, metrics, label_logps
+
+
+def draw_uniforms(n: int, k: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """The (N, K) float64 uniforms that pick the candidates (the same whether the logits are materialised or not)."""
+    return torch.rand((n, k), generator=generator, dtype=torch.float64, device=device)
+
+
+def otr_from_candidates(samples, sample_logps, labels, mask, beta: float, normalization: str):
+    """`otr_loss` of the N response positions' candidates (N, K), scattered back to (B, T, K)."""
     batch, steps = mask.shape
+    k = samples.shape[1]
     dense_logps = sample_logps.new_zeros(batch, steps, k).index_put((mask,), sample_logps)  # (B, T, K)
     dense_samples = samples.new_zeros(batch, steps, k).index_put((mask,), samples)  # (B, T, K)
-    loss, metrics = otr_loss(dense_logps, dense_samples, labels, mask, beta, normalization)
-    return loss, metrics, label_logps
+    return otr_loss(dense_logps, dense_samples, labels, mask, beta, normalization)

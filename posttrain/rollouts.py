@@ -17,9 +17,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from posttrain.generation import generate
-from posttrain.models.forward import IGNORE_INDEX, output_vocabulary
-from posttrain.models.multimodal import forward_kwargs
-from posttrain.ops import token_logprobs
+from posttrain.models.forward import IGNORE_INDEX, label_logprobs
 from posttrain.processors import ImageInputs, pack
 from posttrain.utils.config import ConfigError, check
 
@@ -197,16 +195,11 @@ def policy_logprobs(model, rows: dict, temperature: float = 1.0) -> torch.Tensor
 
     Dividing the logits by the rollout temperature, and scoring over the sampler's output vocabulary (a VLM's image
     placeholders are never sampled), makes π_θ = π_old at the first update of a step (ratio 1). The rows'
-    `image_inputs`, when present, go to the model with the positions it computes for them.
+    `image_inputs`, when present, go to the model with the positions it computes for them. With
+    `model.fused_lm_head=true` no (R, T, V) logits exist (`label_logprobs`).
     """
-    inputs = forward_kwargs(model, rows["input_ids"], rows["attention_mask"], rows.get("image_inputs"))
-    logits = model(**inputs, use_cache=False).logits[:, :-1]  # (R, T-1, V)
-    if temperature != 1.0:
-        logits = logits / temperature
-    kept, targets = output_vocabulary(model, logits.shape[-1], rows["labels"][:, 1:], logits.device)  # (R, T-1)
-    logits = logits if kept is None else logits[..., kept]  # (R, T-1, V')
-    batch, steps, vocab = logits.shape
-    return token_logprobs(logits.reshape(batch * steps, vocab), targets.reshape(-1)).view(batch, steps)  # (R, T-1)
+    return label_logprobs(model, rows["input_ids"], rows["attention_mask"], rows["labels"],
+                          image_inputs=rows.get("image_inputs"), temperature=temperature)[0]  # (R, T-1)
 
 
 def correctness_rate(rewards: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """DistillSpec's distillation loss: a token-averaged divergence between the target and the draft."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from posttrain.ops import token_divergence
@@ -36,18 +38,26 @@ def distillspec_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
         loss (scalar) and metrics: the divergence, and the mean per-token TVD and 1 - TVD (the expected token-level
         acceptance rate of lossless speculative sampling, Leviathan et al. Cor. 3.6) over the same tokens.
     """
-    divergence = jsd_endpoint(divergence, beta)
+    mask = mask.bool()
+    student, teacher = student_logits[mask], teacher_logits[mask]  # (N, V)
+    return distillspec_reduce(lambda kind: token_divergence(student, teacher, kind, beta, temperature), mask,
+                              jsd_endpoint(divergence, beta))
+
+
+def distillspec_reduce(per_token_divergence: Callable[[str], torch.Tensor], mask: torch.Tensor,
+                       divergence: str) -> tuple[torch.Tensor, dict]:
+    """`distillspec_loss` from per-token divergences: `per_token_divergence(kind)` gives D_t (N,) at the N masked
+    positions in row-major order (from logits, or from hidden states through the chunked lm-head when
+    `model.fused_lm_head=true`). `divergence` is already resolved by `jsd_endpoint`."""
     mask = mask.bool()
     rows = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[mask]  # (N,) row of each token
-    student, teacher = student_logits[mask], teacher_logits[mask]  # (N, V)
-    per_token = token_divergence(student, teacher, divergence, beta, temperature)  # (N,)
+    per_token = per_token_divergence(divergence)  # (N,)
     counts = mask.sum(-1).clamp(min=1).to(per_token.dtype)  # (B,)
     per_row = torch.zeros_like(counts).index_add(0, rows, per_token) / counts  # (B,) 1/|y| Σ_t D_t
     has_tokens = mask.any(-1)
     loss = per_row[has_tokens].mean() if bool(has_tokens.any()) else per_token.sum() * 0.0
     with torch.no_grad():
-        tvd = per_token.detach() if divergence == "tvd" else token_divergence(student, teacher, "tvd", beta,
-                                                                              temperature)
+        tvd = per_token.detach() if divergence == "tvd" else per_token_divergence("tvd")
         mean_tvd = tvd.mean() if tvd.numel() else torch.zeros((), device=mask.device)
     return loss, {"divergence": loss.detach(), "tvd": mean_tvd, "expected_acceptance": 1.0 - mean_tvd,
                   "tokens": mask.sum().detach().float()}

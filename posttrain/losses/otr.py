@@ -81,18 +81,34 @@ def otr_expected_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Te
         labels, mask, beta, normalization: as in `otr_loss`.
         temperature: τ of the rollout distribution π'.
     """
-    weights = _position_weights(mask, normalization).to(logits.dtype)  # (B, T)
-    logp = torch.log_softmax(logits, -1)  # (B, T, V)
+    hit, miss, p_label = otr_expected_terms(logits, labels, mask, temperature)  # (B, T) each
+    return otr_expected_reduce(hit, miss, p_label, mask, beta, normalization)
+
+
+def otr_expected_terms(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                       temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per position of `otr_expected_loss`: π'(y_t) log π_θ(y_t), Σ_{v≠y_t} π'(v) log π_θ(v) and π'(y_t) (no
+    gradient), each (...). logits (..., V); labels and mask (...). Position-wise, so it runs on any block of rows."""
+    logp = torch.log_softmax(logits, -1)  # (..., V)
     with torch.no_grad():
-        rollout = torch.softmax(logits / temperature, -1)  # (B, T, V)
-    safe = torch.where(mask.bool(), labels, torch.zeros_like(labels)).long()  # (B, T)
-    onehot = torch.zeros_like(rollout).scatter_(-1, safe.unsqueeze(-1), 1.0)  # (B, T, V)
-    hit_term = -((rollout * onehot * logp).sum(-1) * weights).sum()
-    miss_term = -(float(beta) * (rollout * (1 - onehot) * logp).sum(-1) * weights).sum()
+        rollout = torch.softmax(logits / temperature, -1)  # (..., V)
+    safe = torch.where(mask.bool(), labels, torch.zeros_like(labels)).long()  # (...)
+    onehot = torch.zeros_like(rollout).scatter_(-1, safe.unsqueeze(-1), 1.0)  # (..., V)
+    hit = (rollout * onehot * logp).sum(-1)  # (...)
+    miss = (rollout * (1 - onehot) * logp).sum(-1)  # (...)
+    return hit, miss, (rollout * onehot).sum(-1)
+
+
+def otr_expected_reduce(hit: torch.Tensor, miss: torch.Tensor, p_label: torch.Tensor, mask: torch.Tensor,
+                        beta: float = -0.1, normalization: str = "sequence") -> tuple[torch.Tensor, dict]:
+    """`otr_expected_loss` from its per-position terms (B, T) (`otr_expected_terms`)."""
+    weights = _position_weights(mask, normalization).to(hit.dtype)  # (B, T)
+    hit_term = -(hit * weights).sum()
+    miss_term = -(float(beta) * miss * weights).sum()
     loss = hit_term + miss_term
     m = mask.bool()
     count = m.sum().clamp(min=1)
-    p_label = (rollout * onehot).sum(-1)  # (B, T)
+    p_label = p_label.detach()
     metrics = {
         "loss/hit": hit_term.detach(),
         "loss/miss": miss_term.detach(),

@@ -80,12 +80,19 @@ def from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code
         name_or_path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code
     )
     if fused_lm_head:
-        head = model.get_output_embeddings()
-        check(getattr(head, "bias", None) is None and not getattr(model.config, "final_logit_softcapping", None),
-              "model.fused_lm_head", "needs logits = hidden @ lm_head.weight.T (no bias, no logit soft-capping)")
+        check_fusable_head(model)
         model.config.fused_lm_head = True
     ensure_pad_token(model, tokenizer)
     return model, tokenizer
+
+
+def check_fusable_head(model: PreTrainedModel, key: str = "model.fused_lm_head") -> None:
+    """ConfigError naming `key` unless the model's logits are hidden @ lm_head.weight.T (tied weights are fine)."""
+    head = model.get_output_embeddings()
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    softcap = getattr(model.config, "final_logit_softcapping", None) or getattr(text, "final_logit_softcapping", None)
+    check(isinstance(head, torch.nn.Linear) and head.bias is None and not softcap, key,
+          "needs logits = hidden @ lm_head.weight.T (a linear head without bias, no logit soft-capping)")
 
 
 def ensure_pad_token(model: PreTrainedModel, tokenizer) -> None:

@@ -1,10 +1,13 @@
 """Forward passes that turn a packed batch into per-token and per-sequence log-probs of its labels."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
-from posttrain.models.multimodal import forward_kwargs, last_hidden_states, placeholder_token_ids
+from posttrain.models.multimodal import forward_kwargs, placeholder_token_ids
 from posttrain.ops import lm_head_logprobs, token_logprobs
+from posttrain.ops.lm_head_rows import lm_head_entropy
 
 IGNORE_INDEX = -100  # label of positions outside the loss (prompt, padding), as in Hugging Face
 
@@ -26,12 +29,69 @@ def output_vocabulary(model, vocab_size: int, targets: torch.Tensor, device):
     return keep.nonzero().squeeze(-1), new_targets
 
 
-def label_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                   image_inputs=None):
-    """log p_θ(label_t | tokens_<t) for every position that has a label.
+def fused_head(model) -> bool:
+    """Whether `model.fused_lm_head=true` asked for log-probs from hidden states (no (B, T, V) logits)."""
+    return bool(getattr(getattr(model, "config", None), "fused_lm_head", False))
 
-    With `model.config.fused_lm_head` (set by `model.fused_lm_head=true`), the lm-head and the log-softmax run as
-    one chunked op on the decoder's hidden states, so the (B, T, V) logits never exist in memory.
+
+@contextmanager
+def _identity_head(model):
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(torch.nn.Identity())
+    try:
+        yield head
+    finally:
+        model.set_output_embeddings(head)
+
+
+def hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_inputs=None,
+                  position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The final hidden states the lm-head reads: (B, T, H).
+
+    The model's own forward runs with its lm-head swapped for the identity, so everything the forward does before
+    the head happens as in a logits forward: a VLM merges its image features and computes its (M-RoPE) positions,
+    and wrappers' hooks on the model (FSDP2's all-gather of the root's parameters) run. `position_ids` replaces the
+    positions `forward_kwargs` gives (the judges score prompts at the sampler's positions).
+    """
+    inputs = forward_kwargs(model, input_ids, attention_mask, image_inputs)
+    if position_ids is not None:
+        inputs["position_ids"] = position_ids
+    with _identity_head(model):
+        return model(**inputs, use_cache=False).logits  # (B, T, H): the identity head's output
+
+
+def head_weight(model, dtype: torch.dtype, rows: list[int] | torch.Tensor | None = None) -> torch.Tensor:
+    """The lm-head weight (V, H), or its `rows`, in `dtype` (the hidden states'), differentiable."""
+    weight = model.get_output_embeddings().weight  # (V, H)
+    if rows is not None:
+        weight = weight[torch.as_tensor(rows, device=weight.device)]  # (V', H)
+    return weight.to(dtype)
+
+
+def token_logprobs_from_hidden(model, hidden: torch.Tensor, targets: torch.Tensor,
+                               temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(hidden @ W.T / T)[target] over the model's output vocabulary, without the (..., V) logits.
+
+    Dividing the logits by T is dividing the hidden states by T.
+    Args:
+        hidden: (..., H) final hidden states; targets: (...) next-token ids, -100 where no log-prob is wanted.
+    Returns:
+        (...) float32, 0 where the target is -100.
+    """
+    weight = head_weight(model, hidden.dtype)  # (V, H)
+    kept, targets = output_vocabulary(model, weight.shape[0], targets, weight.device)
+    weight = weight if kept is None else weight[kept]  # (V', H)
+    hidden = hidden if temperature == 1.0 else hidden / temperature
+    return lm_head_logprobs(hidden, weight, targets)
+
+
+def label_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                   image_inputs=None, temperature: float = 1.0):
+    """log p_θ(label_t | tokens_<t) under softmax(logits / temperature) for every position that has a label.
+
+    Log-probs are over the model's output vocabulary (`output_vocabulary`). With `model.config.fused_lm_head` (set
+    by `model.fused_lm_head=true`), the lm-head and the log-softmax run as one chunked op on the final hidden states
+    (`hidden_states`), so the (B, T, V) logits never exist in memory.
 
     Args:
         input_ids, attention_mask, labels: (B, T); labels are -100 where no loss applies.
@@ -41,14 +101,13 @@ def label_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """
     targets = labels[:, 1:]  # (B, T-1)
     mask = targets != IGNORE_INDEX  # (B, T-1)
-    if getattr(model.config, "fused_lm_head", False):
-        hidden = last_hidden_states(model, input_ids, attention_mask, image_inputs)[:, :-1]  # (B, T-1, H)
-        weight = model.get_output_embeddings().weight  # (V, H)
-        kept, targets = output_vocabulary(model, weight.shape[0], targets, weight.device)
-        weight = weight if kept is None else weight[kept]  # (V', H)
-        return lm_head_logprobs(hidden, weight.to(hidden.dtype), targets), mask
+    if fused_head(model):
+        hidden = hidden_states(model, input_ids, attention_mask, image_inputs)[:, :-1]  # (B, T-1, H)
+        return token_logprobs_from_hidden(model, hidden, targets, temperature), mask
     logits = model(**forward_kwargs(model, input_ids, attention_mask, image_inputs), use_cache=False).logits
     logits = logits[:, :-1]  # (B, T-1, V)
+    if temperature != 1.0:
+        logits = logits / temperature
     kept, targets = output_vocabulary(model, logits.shape[-1], targets, logits.device)
     logits = logits if kept is None else logits[..., kept]  # (B, T-1, V')
     return token_logprobs(logits, targets), mask
@@ -58,14 +117,23 @@ def label_logprobs_and_entropy(model, input_ids: torch.Tensor, attention_mask: t
                                image_inputs=None):
     """`label_logprobs` plus the entropy H(π_θ(·|tokens_<t)) in nats at every labelled position, from one forward.
 
-    It materialises the (B, T, V) log-softmax (and ignores `fused_lm_head`), so it is meant for evaluation with
-    small vocabularies; it is opt-in (`method.evaluator.entropy`).
+    Without the fused head it materialises the (B, T, V) log-softmax; with it, the entropy is computed a block of
+    labelled positions at a time (`lm_head_entropy`). Opt-in for evaluation (`method.evaluator.entropy`).
 
     Returns:
         logps (B, T-1) float32, entropy (B, T-1) float32, both 0 where masked; mask (B, T-1) bool.
     """
     targets = labels[:, 1:]  # (B, T-1)
     mask = targets != IGNORE_INDEX  # (B, T-1)
+    if fused_head(model):
+        hidden = hidden_states(model, input_ids, attention_mask, image_inputs)[:, :-1]  # (B, T-1, H)
+        logps = token_logprobs_from_hidden(model, hidden, targets)  # (B, T-1)
+        weight = head_weight(model, hidden.dtype)  # (V, H)
+        kept, _ = output_vocabulary(model, weight.shape[0], targets, weight.device)
+        weight = weight if kept is None else weight[kept]  # (V', H)
+        entropy = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)  # (B, T-1)
+        entropy[mask] = lm_head_entropy(hidden[mask], weight)  # (N,)
+        return logps, entropy, mask
     logits = model(**forward_kwargs(model, input_ids, attention_mask, image_inputs), use_cache=False).logits
     logits = logits[:, :-1]  # (B, T-1, V)
     kept, targets = output_vocabulary(model, logits.shape[-1], targets, logits.device)

@@ -20,7 +20,7 @@ from transformers import (
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from posttrain.models.builders import DTYPES, check_dtype, ensure_pad_token
+from posttrain.models.builders import DTYPES, check_dtype, check_fusable_head, ensure_pad_token
 from posttrain.models.multimodal import rope_model
 from posttrain.models.tokenizer import build_vision_char_tokenizer
 from posttrain.processors.vision import HFImageTokens, QwenImageTokens, VisionProcessor
@@ -106,6 +106,8 @@ def vlm_from_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=DTYPES[dtype],
                                                         trust_remote_code=trust_remote_code)
     ensure_pad_token(model, tokenizer)
+    if fused_lm_head:
+        check_fusable_head(model)
     model.config.fused_lm_head = fused_lm_head
     return model, VisionProcessor(tokenizer, image_processor, image_tokens_of(model, name_or_path, image_processor,
                                                                               tokenizer))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from posttrain.models.forward import fused_head, head_weight, hidden_states
 from posttrain.models.multimodal import forward_kwargs, prefill_positions
 from posttrain.processors import TextProcessor, VisionProcessor, left_pad
 from posttrain.utils.config import ConfigError
@@ -49,7 +50,14 @@ def verdict_logprobs(model, prompt_input_ids: torch.Tensor, prompt_attention_mas
     """log P(verdict_j | prompt) renormalised over the verdict tokens only: (B, P) -> (B, J) float32.
 
         P(v_j | ctx) = exp(l_j) / Σ_k exp(l_k),   l = the judge's next-token logits at the verdict ids
+
+    With `model.fused_lm_head=true` the logits are formed for the verdict ids only, from the final hidden states.
     """
+    if fused_head(model):  # only the J verdict columns of the head are formed
+        positions = prefill_positions(model, prompt_input_ids, prompt_attention_mask, image_inputs)[0]
+        hidden = hidden_states(model, prompt_input_ids, prompt_attention_mask, image_inputs, positions)[:, -1]  # (B, H)
+        logits = hidden @ head_weight(model, hidden.dtype, list(verdict_ids)).t()  # (B, J)
+        return torch.log_softmax(logits.float(), dim=-1)  # (B, J)
     logits = next_token_logits(model, prompt_input_ids, prompt_attention_mask, image_inputs)  # (B, V)
     index = torch.as_tensor(list(verdict_ids), device=logits.device)
     return torch.log_softmax(logits.float()[:, index], dim=-1)  # (B, J)
