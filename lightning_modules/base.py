@@ -71,6 +71,7 @@ class PostTrainModule(L.LightningModule):
         # A model from `from_pretrained` (a checkpoint, a cached stage) arrives in eval mode, and Lightning keeps
         # each submodule's mode: without this its dropout would stay off for the whole fit.
         self.train()
+        self.fit_loggers = list(self.trainer.loggers)  # an evaluation after the fit (evaluate_on) logs media there
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Every parameter of the module that requires a gradient, outside the frozen copies, each once."""
@@ -151,6 +152,19 @@ class PostTrainModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.record_evaluation(self.evaluator.compute())
+        self.log_evaluation_media()
+
+    def log_evaluation_media(self) -> None:
+        """An evaluator with `log_media(loggers, step)` (image grids) writes to the fit's loggers, also from the
+        separate validation of `evaluate_on` after the fit (which has none), at the last training step."""
+        log_media = getattr(self.evaluator, "log_media", None)
+        if log_media is None or self.trainer.sanity_checking:
+            return
+        loggers = self.trainer.loggers or getattr(self, "fit_loggers", [])
+        log_media(loggers, max(self.global_step, getattr(self, "fitted_steps", 0)))
+
+    def on_fit_end(self) -> None:
+        self.fitted_steps = self.global_step
 
     def record_evaluation(self, results: dict) -> None:
         """Logs `results` ({"<split>/<metric>": value}) and appends them, with `progress_info()`, to
