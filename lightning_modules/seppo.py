@@ -92,11 +92,13 @@ class SePPOModule(PostTrainModule):
         self.load_reference(index)
         anchor = model.to_latents(batch["pixels"])  # (B, C, h, w) x^w
         rows = anchor.shape[0]
-        generator = torch.Generator(device=anchor.device).manual_seed(self.seed * 1_000_003 + self.updates + 1)
+        generator = self.update_generator(anchor.device)  # every draw of the update: a resumed run repeats them
         reference_sample = model.sample(cond, generator=generator, steps=self.sample_steps,
                                         unet=self.reference)  # (B, 3, H, W) x^r, no gradient
-        timesteps = torch.randint(0, model.num_timesteps, (rows,), device=anchor.device).repeat(2)  # (2B,) shared t
-        noise = torch.randn((2 * rows, *anchor.shape[1:]), device=anchor.device)  # (2B, C, h, w) ε^w then ε^r
+        timesteps = torch.randint(0, model.num_timesteps, (rows,), generator=generator,
+                                  device=anchor.device).repeat(2)  # (2B,) t shared by x^w and x^r
+        noise = torch.randn((2 * rows, *anchor.shape[1:]), generator=generator,
+                            device=anchor.device)  # (2B, C, h, w) ε^w then ε^r
         x_t = model.add_noise(torch.cat([anchor, model.to_latents(reference_sample)]), noise, timesteps)
         inputs = {k: v.repeat(2, *[1] * (v.dim() - 1)) for k, v in model.unet_inputs(cond).items()}
         errors = denoising_error(model.predict_noise(x_t, timesteps, inputs), noise)  # (2B,)
@@ -114,12 +116,14 @@ class SePPOModule(PostTrainModule):
         self.log_metrics("train", {"loss": loss, **metrics}, batch_size=rows)
         return loss
 
+    def update_generator(self, device) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + 7919 * (self.updates + 1))
+
     @torch.no_grad()
     def agreement(self, cond: dict, reference_sample: torch.Tensor, reference_better: torch.Tensor) -> float:
         """Fraction of rows where the AAF's verdict equals the hidden reward's r(x^r) > r(x^θ), x^θ sampled by the
         current model from the same noise as x^r; accumulated for the evaluation rows."""
-        generator = torch.Generator(device=reference_sample.device).manual_seed(
-            self.seed * 1_000_003 + self.updates + 1)
+        generator = self.update_generator(reference_sample.device)  # x^r's starting noise
         current = self.model.sample(cond, generator=generator, steps=self.sample_steps)  # (B, 3, H, W)
         truth = self.reward.score(reference_sample) > self.reward.score(current)  # (B,)
         agree = (truth == reference_better).float()

@@ -203,7 +203,7 @@ def diffusion_tiny(
 def load_tiny(directory: str, dtype: str):
     check(os.path.isfile(os.path.join(directory, "unet", "config.json")), "model.name_or_path",
           f"{directory!r} is not a saved pixel diffusion model (no unet/config.json)")
-    unet = UNet2DModel.from_pretrained(directory, subfolder="unet", torch_dtype=DTYPES[dtype])
+    unet = UNet2DModel.from_pretrained(directory, subfolder="unet", dtype=DTYPES[dtype])
     scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler")
     settings, processor = read_json(directory, MODEL_FILE), read_json(directory, PROCESSOR_FILE)
     model = DiffusionModel(unet.train(), scheduler.config, sample_steps=settings.get("sample_steps", 20))
@@ -218,7 +218,7 @@ def stable_diffusion(name_or_path: str, dtype: str = "float32", sample_steps: in
     if not name_or_path or not os.path.isfile(os.path.join(name_or_path, "model_index.json")):
         raise ConfigError(f"model.name_or_path: {name_or_path!r} is not a diffusers pipeline directory "
                           f"(no model_index.json)")
-    pipeline = StableDiffusionPipeline.from_pretrained(name_or_path, torch_dtype=DTYPES[dtype], safety_checker=None,
+    pipeline = StableDiffusionPipeline.from_pretrained(name_or_path, dtype=DTYPES[dtype], safety_checker=None,
                                                        requires_safety_checker=False)
     model = DiffusionModel(pipeline.unet.train(), pipeline.scheduler.config, text_encoder=pipeline.text_encoder,
                            vae=pipeline.vae, tokenizer=pipeline.tokenizer, sample_steps=sample_steps)
