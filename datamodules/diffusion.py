@@ -155,7 +155,8 @@ class DiffusionDataModule(L.LightningDataModule):
               "or model=sd), whose builder gives the image processor")
         self.task, self.processor = task, tokenizer
         self.eval_splits = tuple(task.eval_splits)
-        self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.seed = num_workers, seed
         self.train_size, self.eval_size = train_size, eval_size
         self.collator = DiffusionCollator(tokenizer, resize)
         self.splits: dict[str, list[dict]] = {}

@@ -50,7 +50,8 @@ class SePPOModule(PostTrainModule):
         check(diagnostics_every == 0 or reward is not None, "method.reward", "the AAF diagnostics need a reward")
         self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator", "reward"])
         self.beta, self.reference_rule, self.flip, self.pool_every = beta, reference, flip, pool_every
-        self.sample_steps, self.diagnostics_every, self.reward, self.seed = sample_steps, diagnostics_every, reward, seed
+        self.sample_steps, self.diagnostics_every = sample_steps, diagnostics_every
+        self.reward, self.seed = reward, seed
         self.add_frozen("reference", frozen_copy(model.unet), rebuildable=True)  # loaded from the pool per update
         self.pool: list[dict[str, torch.Tensor]] = []  # θ_0, θ_1, ... (UNet weights on the CPU)
         self.updates = 0

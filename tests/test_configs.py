@@ -61,7 +61,8 @@ PAIR_METRICS = {f"{split}/{name}" for split in ("val", "test_ood")
                 for name in ("pair_accuracy", "pair_accuracy_one_order", "ece", "brier", "position_consistency")}
 DIFFUSION_METRICS = {f"{split}/{name}" for split in ("val", "test") for name in ("reward", "reward_winners", "mmd")}
 EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreement"},
-             "diffusion_dpo": DIFFUSION_METRICS, "pairwise_rm": PAIR_METRICS, "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
+             "diffusion_dpo": DIFFUSION_METRICS, "pairwise_rm": PAIR_METRICS,
+             "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
              "dpo": PAIR_METRICS | {"val/accuracy", "test_ood/accuracy", "val/rewards/margins", "val/logps/accuracies"}}
 
 

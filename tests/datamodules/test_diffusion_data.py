@@ -88,7 +88,9 @@ def test_jsonl_pairs_load(tmp_path):
 
 def test_missing_image_names_file_and_line(tmp_path):
     write_images(tmp_path, {"a.png": 8})
-    path = write_jsonl(tmp_path / "w.jsonl", [{"prompt": "cat", "image": "a.png"}, {"prompt": "cat", "image": "no.png"}])
+    rows = [{"prompt": "cat", "image": "a.png"},
+            {"prompt": "cat", "image": "no.png"}]
+    path = write_jsonl(tmp_path / "w.jsonl", rows)
     with pytest.raises(DataError, match=r"w\.jsonl:2: image 'no\.png' does not exist"):
         DiffusionJsonlTask(path)
 
@@ -96,7 +98,9 @@ def test_missing_image_names_file_and_line(tmp_path):
 def test_undecodable_image_names_file_and_line(tmp_path):
     write_images(tmp_path, {"a.png": 8})
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    path = write_jsonl(tmp_path / "w.jsonl", [{"prompt": "cat", "image": "bad.png"}, {"prompt": "dog", "image": "a.png"}])
+    rows = [{"prompt": "cat", "image": "bad.png"},
+            {"prompt": "dog", "image": "a.png"}]
+    path = write_jsonl(tmp_path / "w.jsonl", rows)
     with pytest.raises(DataError, match=r"w\.jsonl:1: cannot decode image"):
         batches(DiffusionJsonlTask(path, val_fraction=0))
 
@@ -115,7 +119,9 @@ def test_pair_of_identical_images_names_file_and_line(tmp_path):
 
 def test_wrong_size_is_an_error_unless_resizing(tmp_path):
     write_images(tmp_path, {"a.png": 8, "big.png": 12})
-    path = write_jsonl(tmp_path / "w.jsonl", [{"prompt": "cat", "image": "a.png"}, {"prompt": "dog", "image": "big.png"}])
+    rows = [{"prompt": "cat", "image": "a.png"},
+            {"prompt": "dog", "image": "big.png"}]
+    path = write_jsonl(tmp_path / "w.jsonl", rows)
     with pytest.raises(DataError, match=r"w\.jsonl:2: image is 12x12, the model's images are 8x8"):
         batches(DiffusionJsonlTask(path, val_fraction=0))
     assert batches(DiffusionJsonlTask(path, val_fraction=0), resize=True)["pixels"].shape == (2, 3, 8, 8)
@@ -123,6 +129,8 @@ def test_wrong_size_is_an_error_unless_resizing(tmp_path):
 
 def test_prompt_outside_the_models_classes_names_file_and_line(tmp_path):
     write_images(tmp_path, {"a.png": 8})
-    path = write_jsonl(tmp_path / "w.jsonl", [{"prompt": "cat", "image": "a.png"}, {"prompt": "owl", "image": "a.png"}])
+    rows = [{"prompt": "cat", "image": "a.png"},
+            {"prompt": "owl", "image": "a.png"}]
+    path = write_jsonl(tmp_path / "w.jsonl", rows)
     with pytest.raises(DataError, match=r"w\.jsonl:2: prompt 'owl' is not one of the model's classes"):
         batches(DiffusionJsonlTask(path, val_fraction=0))

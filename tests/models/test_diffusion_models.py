@@ -65,8 +65,8 @@ def tiny_sd_directory(path) -> str:
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
                                 cross_attention_dim=16, norm_num_groups=4, attention_head_dim=4)
     pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                       scheduler=DDIMScheduler(num_train_timesteps=50, clip_sample=False), safety_checker=None,
-                                       feature_extractor=None, requires_safety_checker=False)
+                                       scheduler=DDIMScheduler(num_train_timesteps=50, clip_sample=False),
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipeline.save_pretrained(path)
     return str(path)
 
