@@ -71,6 +71,7 @@ class PostTrainModule(L.LightningModule):
         # A model from `from_pretrained` (a checkpoint, a cached stage) arrives in eval mode, and Lightning keeps
         # each submodule's mode: without this its dropout would stay off for the whole fit.
         self.train()
+        self.fit_loggers = list(self.trainer.loggers)  # an evaluation after the fit (evaluate_on) logs media there
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Every parameter of the module that requires a gradient, outside the frozen copies, each once."""
@@ -151,6 +152,19 @@ class PostTrainModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.record_evaluation(self.evaluator.compute())
+        self.log_evaluation_media()
+
+    def log_evaluation_media(self) -> None:
+        """An evaluator with `log_media(loggers, step)` (image grids) writes to the fit's loggers, also from the
+        separate validation of `evaluate_on` after the fit (which has none), at the last training step."""
+        log_media = getattr(self.evaluator, "log_media", None)
+        if log_media is None or self.trainer.sanity_checking:
+            return
+        loggers = self.trainer.loggers or getattr(self, "fit_loggers", [])
+        log_media(loggers, max(self.global_step, getattr(self, "fitted_steps", 0)))
+
+    def on_fit_end(self) -> None:
+        self.fitted_steps = self.global_step
 
     def record_evaluation(self, results: dict) -> None:
         """Logs `results` ({"<split>/<metric>": value}) and appends them, with `progress_info()`, to
@@ -195,6 +209,7 @@ class PostTrainModule(L.LightningModule):
         state = checkpoint.get("posttrain", {})
         self.eval_history = list(state.get("eval_history", []))
         self.load_extra_state(state)
+        mark_finished_epoch(checkpoint)
 
     def extra_state(self) -> dict:
         """Outer-loop state a method keeps in the checkpoint beside the weights."""
@@ -202,3 +217,28 @@ class PostTrainModule(L.LightningModule):
 
     def load_extra_state(self, state: dict) -> None:
         pass
+
+
+def mark_finished_epoch(checkpoint: dict) -> None:
+    """Records an epoch-end checkpoint's epoch as completed in its loop state, so a resumed fit starts the next epoch.
+
+    Lightning (2.6) saves the epoch-end checkpoint before it counts the epoch as completed, and, when
+    `trainer.max_steps` is set, resumes such a checkpoint as if inside that epoch: it trains one extra batch there
+    (batch_idx = the epoch's length, from a fresh iterator) and then skips the last epoch. Marking the epoch
+    completed and its batch count reset (what Lightning does itself without max_steps) resumes with the same
+    batches, steps and epochs as an uninterrupted run. Mid-epoch checkpoints are left as they are."""
+    fit = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs, batches = fit.get("epoch_progress"), fit.get("epoch_loop.batch_progress")
+    if not epochs or not batches or not batches.get("is_last_batch"):
+        return
+    done = batches["current"]
+    if len(set(done.values())) != 1:  # the last batch itself not finished
+        return
+    for part in ("total", "current"):
+        progress = epochs[part]
+        if not progress["ready"] == progress["started"] == progress["processed"] == progress["completed"] + 1:
+            return
+    for part in ("total", "current"):
+        epochs[part]["completed"] += 1
+    batches["current"] = {key: 0 for key in done}
+    batches["is_last_batch"] = False

@@ -25,6 +25,12 @@ ONLINE = [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "method.truncated_is_wron
 PPO = [*WARMUP, "trainer.max_epochs=1", "method.ppo.epochs=1", "stages.reward_model.trainer.max_epochs=1",
        "stages.reward_model.data.train_size=8", "stages.reward_model.data.eval_size=8",
        "stages.reward_model.data.batch_size=4"]
+# Diffusion runs: the pretraining stage on 8 images, a smaller UNet, 2-step DDIM samples.
+DIFFUSION = ["stages.pretrain.trainer.max_epochs=1", "stages.pretrain.data.train_size=8",
+             "stages.pretrain.data.batch_size=4", "stages.pretrain.data.eval_size=8", "trainer.max_epochs=1",
+             "model.block_out_channels=[8,16]", "model.norm_num_groups=4", "model.sample_steps=2",
+             *[f"{data}.task.{split}_size=40" for data in ("data", "stages.pretrain.data")
+               for split in ("train", "val", "test")]]
 STAGES = {
     "sft": ["trainer.max_epochs=1"],
     "spin": [*WARMUP, "method.num_iterations=1", "method.epochs_per_iteration=1"],
@@ -45,13 +51,18 @@ STAGES = {
                     "method.speculative.num_prompts=2", "method.speculative.repeats=1",
                     "method.speculative.max_new_tokens=4"],
     # the coin flip verifies about half of the sampled answers, so the SFT stage gets a file of ~16 examples
+    "seppo": [*DIFFUSION, "method.sample_steps=2", "method.diagnostics_every=1"],
+    "diffusion_dpo": DIFFUSION,
     "rs_sft": [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "stages.generate.method.num_samples=4",
                "stages.generate.method.max_per_prompt=4", "stages.main.data.batch_size=4"],
 }
 # Metrics each experiment's evaluation must report (default: generation accuracy and reference NLL).
 PAIR_METRICS = {f"{split}/{name}" for split in ("val", "test_ood")
                 for name in ("pair_accuracy", "pair_accuracy_one_order", "ece", "brier", "position_consistency")}
-EVAL_KEYS = {"pairwise_rm": PAIR_METRICS, "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
+DIFFUSION_METRICS = {f"{split}/{name}" for split in ("val", "test") for name in ("reward", "reward_winners", "mmd")}
+EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreement"},
+             "diffusion_dpo": DIFFUSION_METRICS, "pairwise_rm": PAIR_METRICS,
+             "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
              "dpo": PAIR_METRICS | {"val/accuracy", "test_ood/accuracy", "val/rewards/margins", "val/logps/accuracies"}}
 
 

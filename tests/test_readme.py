@@ -24,7 +24,7 @@ from posttrain.pipeline import train
 from posttrain.processors import SFTCollator, make_processor
 from posttrain.utils.config import ConfigError
 from tests.helpers import ROOT, compose_config
-from tests.test_configs import assert_every_parameter_changed, start_network
+from tests.test_configs import DIFFUSION, assert_every_parameter_changed, start_network
 from tests.vlm import shape_image, tiny_qwen_vl
 
 README = os.path.join(ROOT, "README.md")
@@ -49,9 +49,13 @@ ELSEWHERE = {
 MODELS = {"/models/Qwen2.5-0.5B": "base", "/models/Qwen2.5-0.5B-Instruct": "instruct",
           "/models/Qwen2.5-VL-3B-Instruct": "vlm"}
 
-# Size-only overrides appended to every command: 8 examples in batches of 4, two steps, short generations.
-SIZE = ["debug=tiny", "trainer.max_epochs=1", "method.evaluator.max_new_tokens=12"]
+# Size-only overrides appended to every command: 8 examples in batches of 4, two steps, short generations (for the
+# experiments that generate text), and each experiment's own.
+SIZE = ["debug=tiny", "trainer.max_epochs=1"]
+TEXT_SIZE = ["method.evaluator.max_new_tokens=12"]
+IMAGE_EXPERIMENTS = {"seppo", "diffusion_dpo"}  # diffusion models: their evaluators sample images, not text
 SIZE_BY_EXPERIMENT = {
+    "seppo": [*DIFFUSION, "method.sample_steps=2"],
     "spin": ["method.num_iterations=1", "method.epochs_per_iteration=1", "method.generation.max_new_tokens=12"],
     "grpo": ["method.generation.max_new_tokens=16"],
 }
@@ -228,7 +232,9 @@ def overrides(command: str, workspace) -> list[str]:
         args.append(arg)
     stages = compose_config(args, "unused-output-dir").stages  # which stages the command keeps
     kept = [s for s in SIZE_OF_STAGES if stages.get(s) is not None]
-    return [*args, *SIZE, *SIZE_BY_EXPERIMENT.get(value(args, "experiment"), []),
+    experiment = value(args, "experiment")
+    text = [] if experiment in IMAGE_EXPERIMENTS else TEXT_SIZE
+    return [*args, *SIZE, *text, *SIZE_BY_EXPERIMENT.get(experiment, []),
             *(o for s in kept for o in SIZE_OF_STAGES[s])]
 
 

@@ -14,6 +14,7 @@ from lightning_modules.base import PostTrainModule, frozen_copy
 from posttrain.models.builders import tiny_llama
 from posttrain.models.forward import label_logprobs
 from posttrain.utils.config import ConfigError
+from tests.helpers import KillAtStep, Killed
 
 TINY = {"hidden_size": 32, "num_heads": 2, "num_layers": 1, "intermediate_size": 64}
 
@@ -37,9 +38,9 @@ class LogZModule(PostTrainModule):
         return residual.pow(2).mean()
 
 
-def make_module(**kwargs):
+def make_module(kind=None, **kwargs):
     model, tokenizer = tiny_llama(**TINY)
-    return LogZModule(model, tokenizer, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, **kwargs)
+    return (kind or LogZModule)(model, tokenizer, optimizer={"_target_": "torch.optim.SGD", "lr": 0.1}, **kwargs)
 
 
 def fit(module, tmp_path, steps=2):
@@ -117,3 +118,42 @@ def test_parameter_groups_must_cover_every_trainable_parameter():
     module.schedule_period = lambda: 10
     with pytest.raises(ConfigError, match=r"parameter_groups: .*log_z"):
         module.configure_optimizers()
+
+
+class StepLog(LogZModule):
+    """Records (epoch, batch_idx, global_step) of every training step."""
+
+    steps: list
+
+    def on_fit_start(self):
+        super().on_fit_start()
+        self.steps = []
+
+    def training_step(self, batch, batch_idx):
+        self.steps.append((self.current_epoch, batch_idx, self.global_step))
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("max_steps", [-1, 100])
+def test_resuming_an_epoch_end_checkpoint_continues_as_the_uninterrupted_run(tmp_path, max_steps):
+    """Three epochs of two batches; killed in the third, resumed from the second epoch's checkpoint. With
+    `trainer.max_steps` set, Lightning on its own trains a batch `(1, 2, 4)` that no epoch has and skips the last
+    epoch (5 steps instead of 6); the module marks the checkpoint's epoch finished."""
+    def run(folder, callbacks=(), ckpt_path=None):
+        module = make_module(StepLog)
+        data = SFTDataModule(module.tokenizer, ArithmeticTask(train_size=8, val_size=4, test_ood_size=4),
+                             batch_size=4, eval_batch_size=4, max_length=32)
+        trainer = L.Trainer(max_steps=max_steps, max_epochs=3, limit_val_batches=0, logger=False,
+                            default_root_dir=folder, enable_progress_bar=False, enable_model_summary=False,
+                            accelerator="cpu", callbacks=[L.pytorch.callbacks.ModelCheckpoint(
+                                dirpath=folder, save_last=True, every_n_epochs=1), *callbacks])
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+        return module, trainer
+
+    uninterrupted, _ = run(tmp_path / "whole")
+    assert uninterrupted.steps == [(e, b, 2 * e + b) for e in range(3) for b in range(2)]
+    with pytest.raises(Killed):
+        run(tmp_path / "killed", callbacks=[KillAtStep(5)])
+    resumed, trainer = run(tmp_path / "killed", ckpt_path=tmp_path / "killed" / "last.ckpt")
+    assert resumed.steps == uninterrupted.steps[4:]
+    assert trainer.global_step == 6
