@@ -32,12 +32,14 @@ from posttrain.critic import CriticPrompt, judged_choice, knockout, majority_vot
 from posttrain.generation import generate
 from posttrain.processors import left_pad, make_processor
 from posttrain.rewards.parsing import normalize_answer, parse_boxed
+from posttrain.rewards.think_boxed import follows_format
 from posttrain.utils.config import check
 
 
 class CriticEvaluator(nn.Module):
     """Args:
-        reward: `reward(example, completion) -> Verdict` with `formatted` (`posttrain.rewards.think_boxed`).
+        reward: `reward(example, completion) -> Verdict` deciding correctness (`reward=think_boxed`); the format
+            metrics check the outputs themselves (`posttrain.rewards.think_boxed.follows_format`).
         style, judge_template, format_suffix: the judging prompt, as the data's (`posttrain.critic.CriticPrompt`).
         prompt_template, max_length: how the data wraps and bounds a prompt (`data.prompt_template`, a judging
             prompt's length limit).
@@ -92,13 +94,13 @@ class CriticEvaluator(nn.Module):
         if "responses" in examples[0]:
             choices = [judged_choice(c) for c in greedy]
             self.add(split, "critic_accuracy", [v.correct for v in verdicts])
-            self.add(split, "critic_format", [v.formatted for v in verdicts])
+            self.add(split, "critic_format", [follows_format(c) for c in greedy])
             self.add(split, "says_1", [c == "1" for c in choices])
             self.add(split, "says_2", [c == "2" for c in choices])
             self.add(split, "critic_invalid", [c is None for c in choices])
             return
         self.add(split, "policy_accuracy", [v.correct for v in verdicts])
-        self.add(split, "policy_format", [v.formatted for v in verdicts])
+        self.add(split, "policy_format", [follows_format(c) for c in greedy])
         chosen = [i for i, e in enumerate(examples) if e.get("index", i) < self.questions]
         if chosen:
             self.self_critique(model, batch, chosen, split, seed)
