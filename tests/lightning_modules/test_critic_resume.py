@@ -11,7 +11,7 @@ BASE = ["experiment=llava_critic_r1", "debug=tiny", "stages.warmup=null", "stage
         "stages.policy_grpo=null", "reward._target_=tests.helpers.CoinFlipVerifier", "~reward.alpha",
         "method.truncated_is_wrong=false", "trainer.max_epochs=2", "model.hidden_size=64", "model.num_heads=2",
         "model.num_layers=1", "model.intermediate_size=128", "method.generation.max_new_tokens=8",
-        "critic_evaluator.self_critique_questions=2", "critic_evaluator.self_critique_n=[1,2,4]",
+        "method.evaluator.self_critique_questions=2", "method.evaluator.self_critique_n=[1,2,4]",
         "data.eval_size=4", "method.optimizer.lr=1e-3"]
 
 
