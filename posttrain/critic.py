@@ -72,7 +72,7 @@ def judged_choice(completion: str) -> str | None:
 
 
 def knockout(candidates: Sequence[Sequence[str]], judge: Callable[[list[tuple[int, str, str]]], list[str | None]]
-             ) -> tuple[list[int], int]:
+             ) -> tuple[list[int], int, list[list[int]]]:
     """Picks one candidate per question by a single-elimination tournament of pairwise judgements.
 
     Each round pairs the survivors in order (0 v 1, 2 v 3, ...; an odd last one passes unjudged) and asks
@@ -80,10 +80,14 @@ def knockout(candidates: Sequence[Sequence[str]], judge: Callable[[list[tuple[in
     "1", "2", "tie" or None per pair; the second response goes through only on "2" (a tie or an unreadable verdict
     keeps the first, so position bias shows as a preference for earlier samples). N candidates cost N − 1 judgements.
 
-    Returns (the winner's index for each question, judge calls made).
+    Because pairs are formed in order, after round r the first survivor of a question is the winner of its first
+    2^r candidates' own knockout: one tournament of 16 also decides those of 1, 2, 4 and 8 (the same judgements).
+
+    Returns (the winner's index for each question, judge calls made, `leaders`: leaders[r][q] = the winner among
+    question q's first 2^r candidates, r = 0, 1, ... until every question is decided).
     """
     alive = [list(range(len(c))) for c in candidates]
-    calls = 0
+    calls, leaders = 0, [[0 for _ in candidates]]
     while any(len(a) > 1 for a in alive):
         pairs = [(q, a[i], a[i + 1]) for q, a in enumerate(alive) for i in range(0, len(a) - 1, 2)]
         verdicts = judge([(q, candidates[q][i], candidates[q][j]) for q, i, j in pairs])
@@ -92,7 +96,8 @@ def knockout(candidates: Sequence[Sequence[str]], judge: Callable[[list[tuple[in
         for (q, i, j), verdict in zip(pairs, verdicts):
             winners[q].append(j if verdict == "2" else i)
         alive = [winners[q] + ([a[-1]] if len(a) % 2 else []) if len(a) > 1 else a for q, a in enumerate(alive)]
-    return [a[0] for a in alive], calls
+        leaders.append([a[0] for a in alive])
+    return [a[0] for a in alive], calls, leaders
 
 
 def majority_vote(answers: Sequence[str | None]) -> int:

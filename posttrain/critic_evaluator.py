@@ -12,7 +12,8 @@ directly with no candidates, and, on the first `self_critique_questions` questio
 first N of `max(self_critique_n)` sampled answers:
 
     selfcritique@N    pick by a pairwise knockout (N − 1 judge calls, `posttrain.critic.knockout`), the model
-                      judging its own samples with the training prompt
+                      judging its own samples with the training prompt; one knockout of all max(N) samples
+                      decides every power-of-two N on the way (the first N samples' own bracket)
     basecritique@N    the same knockout judged by the start model (the arm's base; `judge_with_start`)
     majority@N        the most frequent boxed answer
     pass@N            any of the N is right (the ceiling of every selection rule)
@@ -134,8 +135,13 @@ class CriticEvaluator(nn.Module):
         for n in self.self_critique_n:
             self.add(split, f"pass@{n}", [any(r[:n]) for r in right])
             self.add(split, f"majority@{n}", [r[majority_vote(a[:n])] for r, a in zip(right, answers)])
-            for name, judge in judges.items():
-                winners, _ = knockout([s[:n] for s in samples], self.judge_fn(judge, examples))
+        for name, judge in judges.items():
+            _, _, leaders = knockout(samples, self.judge_fn(judge, examples))  # N_max − 1 calls per question
+            for n in self.self_critique_n:
+                if n & (n - 1) == 0:  # a power of two: the first n samples' own knockout, decided on the way
+                    winners = leaders[n.bit_length() - 1]
+                else:
+                    winners = knockout([s[:n] for s in samples], self.judge_fn(judge, examples))[0]
                 self.add(split, f"{name}@{n}", [r[w] for r, w in zip(right, winners)])
 
     def judge_fn(self, judge, examples: Sequence[dict]):

@@ -12,7 +12,7 @@ from tests.vlm import shape_image, tiny_qwen_vl
 COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220)}
 SIZE = ["debug=tiny", "trainer.max_epochs=1", "method.evaluator.max_new_tokens=12",
         "method.generation.max_new_tokens=12", "reward._target_=tests.helpers.CoinFlipVerifier", "~reward.alpha",
-        "method.truncated_is_wrong=false", "stages.critic_sft.data='${merge:${data},{batch_size: 4}}'"]
+        "method.truncated_is_wrong=false"]
 
 
 def critic_rows(count: int, offset: int = 0) -> list[dict]:

@@ -22,8 +22,13 @@ def judge_by_score(scores):
 def test_a_consistent_judge_picks_the_best_candidate_with_n_minus_1_calls():
     scores = {f"c{i}": s for i, s in enumerate([3, 7, 1, 9, 4, 2, 8, 5])}
     judge, calls = judge_by_score(scores)
-    winners, n_calls = knockout([list(scores)], judge)
+    winners, n_calls, leaders = knockout([list(scores)], judge)
     assert winners == [3] and n_calls == 7
+    # the leader after round r is the winner of the first 2^r candidates: c0; c1 (7 > 3); c3 (9); c3
+    assert leaders == [[0], [1], [3], [3]]
+    for n, leader in ((2, 1), (4, 3)):
+        judge_alone, _ = judge_by_score(scores)
+        assert knockout([list(scores)[:n]], judge_alone)[0] == [leader]  # the same as the prefix's own knockout
     # rounds: 4 pairs, then 2, then 1; each round's pairs in order (0 v 1, 2 v 3, ...)
     assert [len(c) for c in calls] == [4, 2, 1]
     assert [(a, b) for _, a, b in calls[0]] == [("c0", "c1"), ("c2", "c3"), ("c4", "c5"), ("c6", "c7")]
@@ -34,7 +39,7 @@ def test_a_consistent_judge_picks_the_best_candidate_with_n_minus_1_calls():
 def test_odd_counts_give_a_bye_and_questions_are_judged_together():
     scores = {"a": 1, "b": 2, "c": 3, "x": 5, "y": 4}
     judge, calls = judge_by_score(scores)
-    winners, n_calls = knockout([["a", "b", "c"], ["x", "y"], ["x"]], judge)
+    winners, n_calls, _ = knockout([["a", "b", "c"], ["x", "y"], ["x"]], judge)
     # q0: a v b -> b, c passes; b v c -> c.  q1: x v y -> x.  q2: one candidate, never judged
     assert winners == [2, 0, 0] and n_calls == 2 + 1
     assert [(q, a, b) for q, a, b in calls[0]] == [(0, "a", "b"), (1, "x", "y")]
@@ -43,9 +48,9 @@ def test_odd_counts_give_a_bye_and_questions_are_judged_together():
 
 def test_ties_and_unreadable_verdicts_keep_the_first_response():
     for verdict in ("tie", None, "1"):
-        winners, _ = knockout([["p", "q", "r", "s"]], lambda pairs, v=verdict: [v] * len(pairs))
+        winners, _, _ = knockout([["p", "q", "r", "s"]], lambda pairs, v=verdict: [v] * len(pairs))
         assert winners == [0]
-    winners, _ = knockout([["p", "q", "r", "s"]], lambda pairs: ["2"] * len(pairs))  # always the second: the last
+    winners, _, _ = knockout([["p", "q", "r", "s"]], lambda pairs: ["2"] * len(pairs))  # always the second: the last
     assert winners == [3]
 
 
