@@ -48,7 +48,8 @@ class GRPOSettings:
               f"must be > 0 or null, got {self.clip_eps_high}")
         check(self.dual_clip is None or self.dual_clip > 1, "method.dual_clip",
               f"must be > 1 or null, got {self.dual_clip}")
-        check(self.kl_clamp is None or self.kl_clamp > 0, "method.kl_clamp", f"must be > 0 or null, got {self.kl_clamp}")
+        check(self.kl_clamp is None or self.kl_clamp > 0, "method.kl_clamp",
+              f"must be > 0 or null, got {self.kl_clamp}")
         check(self.kl_coef >= 0, "method.kl_coef", f"must be >= 0, got {self.kl_coef}")
         check_choice(self.aggregation, AGGREGATIONS, "method.aggregation")
 

@@ -213,7 +213,8 @@ class CriticJsonlTask:
                 raise DataError(f"{where}: image {row['image']!r} does not exist (looked for {image})")
             preferred = row["preferred"].strip().lower()
             if preferred not in LABELS:
-                raise DataError(f"{where}: {self.fields['preferred']!r} must be 1, 2 or {TIE!r}, got {row['preferred']!r}")
+                raise DataError(f"{where}: {self.fields['preferred']!r} must be 1, 2 or {TIE!r}, "
+                                f"got {row['preferred']!r}")
             for key in ("question", "response_1", "response_2"):
                 if not row[key].strip():
                     raise DataError(f"{where}: {self.fields[key]!r} is empty")

@@ -53,7 +53,8 @@ def test_ties_rationales_and_random_labels():
 def test_qa_and_warmup_tasks():
     qa = ShapesQATask(**SHAPES)
     e = qa.examples("train")[0]
-    assert e["response"] == f"<think>{e['question'].rstrip('?').split()[-1]} {e['answer']}</think>\\boxed{{{e['answer']}}}"
+    shape = e["question"].rstrip("?").split()[-1]
+    assert e["response"] == f"<think>{shape} {e['answer']}</think>\\boxed{{{e['answer']}}}"
     assert qa.is_correct(e, e["response"]) and not qa.is_correct(e, "red")
     warm = WarmupTask(qa, ShapesCriticTask(random_labels=True, **SHAPES), judge_items=30).examples("train")
     assert len(warm) == 230 and sum("responses" in x for x in warm) == 30
