@@ -141,6 +141,9 @@ class PostTrainModule(L.LightningModule):
         memory.check_fits(self, self.trainer.strategy.root_device, {id(p) for p in self.model.parameters()}, shards)
         datamodule = self.trainer.datamodule
         self.evaluator.setup(self.eval_splits(), self.tokenizer, getattr(datamodule, "is_correct", None))
+        keep_start = getattr(self.evaluator, "set_start_model", None)  # an evaluator that also judges with the start
+        if keep_start is not None:
+            keep_start(self.model)
 
     def eval_splits(self) -> tuple[str, ...]:
         """The held-out splits, in the order of the validation dataloaders."""

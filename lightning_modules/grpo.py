@@ -28,6 +28,9 @@ class GRPOSettings:
     kl_coef: β of the KL penalty to the frozen initial model; 0 disables it.
     aggregation: "token-sum" (sum over tokens / C, Dr. GRPO and the NFT paper) or "seq-mean" (GRPO's).
     filter_groups: skip prompts with all-equal rewards.
+    clip_eps_high: ε_high of an asymmetric clip [1 − ε, 1 + ε_high] ("clip-higher"); None = ε.
+    dual_clip: c > 1 bounds a negative-advantage token's term at c·A (dual clip); None = off.
+    kl_clamp: clamps the per-token KL estimate to [−m, m]; None = off.
     """
 
     clip_eps: float = 0.2
@@ -35,9 +38,18 @@ class GRPOSettings:
     kl_coef: float = 0.0
     aggregation: str = "token-sum"
     filter_groups: bool = True
+    clip_eps_high: float | None = None
+    dual_clip: float | None = None
+    kl_clamp: float | None = None
 
     def __post_init__(self):
         check(self.clip_eps > 0, "method.clip_eps", f"must be > 0, got {self.clip_eps}")
+        check(self.clip_eps_high is None or self.clip_eps_high > 0, "method.clip_eps_high",
+              f"must be > 0 or null, got {self.clip_eps_high}")
+        check(self.dual_clip is None or self.dual_clip > 1, "method.dual_clip",
+              f"must be > 1 or null, got {self.dual_clip}")
+        check(self.kl_clamp is None or self.kl_clamp > 0, "method.kl_clamp",
+              f"must be > 0 or null, got {self.kl_clamp}")
         check(self.kl_coef >= 0, "method.kl_coef", f"must be >= 0, got {self.kl_coef}")
         check_choice(self.aggregation, AGGREGATIONS, "method.aggregation")
 
@@ -47,8 +59,8 @@ class GRPOModule(PostTrainModule):
         reward: `reward(example, completion) -> Verdict` scoring the rollouts (`conf/reward/`, e.g. the arithmetic
             verifier).
         num_samples: K, answers sampled per prompt (the group of the group statistics), >= 2.
-        clip_eps, scale_rewards, kl_coef, aggregation, filter_groups: `GRPOSettings`; kl_coef > 0 also keeps a
-            frozen copy of the start model as π_ref.
+        clip_eps, scale_rewards, kl_coef, aggregation, filter_groups, clip_eps_high, dual_clip, kl_clamp:
+            `GRPOSettings`; kl_coef > 0 also keeps a frozen copy of the start model as π_ref.
         prompts_per_minibatch, normalizer, grad_clip, generation, truncated_is_wrong, max_generation_batches, seed:
             as for NFT (`lightning_modules.online.online_settings`).
     """
@@ -60,11 +72,13 @@ class GRPOModule(PostTrainModule):
                  scale_rewards: bool = True, kl_coef: float = 0.0, aggregation: str = "token-sum",
                  filter_groups: bool = True, prompts_per_minibatch: int = 16, normalizer: float | None = None,
                  grad_clip: float | None = 1.0, generation: dict | None = None, truncated_is_wrong: bool = True,
-                 max_generation_batches: int = 1, seed: int = 0, optimizer=None, scheduler=None, evaluator=None):
+                 max_generation_batches: int = 1, seed: int = 0, optimizer=None, scheduler=None, evaluator=None,
+                 clip_eps_high: float | None = None, dual_clip: float | None = None, kl_clamp: float | None = None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         self.save_hyperparameters(ignore=["model", "tokenizer", "reward", "evaluator"])
         self.reward = reward
-        self.loss_settings = GRPOSettings(clip_eps, scale_rewards, kl_coef, aggregation, filter_groups)
+        self.loss_settings = GRPOSettings(clip_eps, scale_rewards, kl_coef, aggregation, filter_groups,
+                                          clip_eps_high, dual_clip, kl_clamp)
         self.settings = online.online_settings(num_samples, prompts_per_minibatch, normalizer, grad_clip, generation,
                                                truncated_is_wrong, max_generation_batches, seed)
         self.reference = self.add_frozen("reference", frozen_copy(model), rebuildable=True) if kl_coef > 0 else None
@@ -107,6 +121,7 @@ def grpo_update(module, samples: Rollout, loss_settings: GRPOSettings, settings:
                 ref_logp = policy_logprobs(reference, rows, settings.rollout.temperature)  # (B, T-1)
         return grpo_loss(logp, rows["old_logps"], advantages[index], rows["mask"], clip_eps=loss_settings.clip_eps,
                          ref_logp=ref_logp, kl_coef=loss_settings.kl_coef, aggregation=loss_settings.aggregation,
-                         normalizer=settings.loss_normalizer)
+                         normalizer=settings.loss_normalizer, clip_eps_high=loss_settings.clip_eps_high,
+                         dual_clip=loss_settings.dual_clip, kl_clamp=loss_settings.kl_clamp)
 
     online.train_on_prompts(module, samples, kept, loss_of, settings, split=split)

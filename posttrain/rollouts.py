@@ -239,9 +239,11 @@ def group_statistics(rollout: Rollout) -> dict:
 
 
 def mixed_prompts(rollout: Rollout) -> torch.Tensor:
-    """Indices of prompts whose samples are neither all right nor all wrong (0 < r̂ < 1): (P',) long."""
-    rate = correctness_rate(rollout.grouped(rollout.rewards))  # (P,)
-    return torch.nonzero((rate > 0) & (rate < 1)).flatten()
+    """Indices of prompts whose samples' rewards are not all equal: (P',) long. For 0/1 rewards these are the
+    groups neither all right nor all wrong (0 < r̂ < 1); a graded reward (e.g. 0.9 · correct + 0.1 · format) can
+    have a group all at 0.1, which carries no advantage either."""
+    grouped = rollout.grouped(rollout.rewards)  # (P, K)
+    return torch.nonzero(grouped.amax(-1) > grouped.amin(-1)).flatten()
 
 
 def minibatch_rows(prompts: torch.Tensor, num_samples: int, prompts_per_minibatch: int) -> list[torch.Tensor]:

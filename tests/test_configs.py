@@ -47,6 +47,9 @@ STAGES = {
               "+stages.warmup.trainer.limit_train_batches=2",
               "trainer.limit_train_batches=1", "method.reward_batch_size=4",
               "+stages.control.trainer.limit_train_batches=2"],
+    # warm-up on its own QA + coin-flip critic data; the evaluator's self-critique on 2 questions with N up to 4
+    "llava_critic_r1": [*ONLINE, "~reward.alpha", "stages.warmup.data.train_size=8", "stages.warmup.data.batch_size=4",
+                        "method.evaluator.self_critique_questions=2", "method.evaluator.self_critique_n=[1,2,4]"],
     "distillspec": [*WARMUP, "trainer.max_epochs=1", "stages.teacher.trainer.max_epochs=1",
                     "method.speculative.num_prompts=2", "method.speculative.repeats=1",
                     "method.speculative.max_new_tokens=4"],
@@ -63,7 +66,10 @@ DIFFUSION_METRICS = {f"{split}/{name}" for split in ("val", "test") for name in 
 EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreement"},
              "diffusion_dpo": DIFFUSION_METRICS, "pairwise_rm": PAIR_METRICS,
              "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
-             "dpo": PAIR_METRICS | {"val/accuracy", "test_ood/accuracy", "val/rewards/margins", "val/logps/accuracies"}}
+             "dpo": PAIR_METRICS | {"val/accuracy", "test_ood/accuracy", "val/rewards/margins", "val/logps/accuracies"},
+             "llava_critic_r1": {"val/critic_accuracy", "val/critic_format", "val/position_bias", "qa/policy_accuracy",
+                                 "qa/policy_format", "qa/selfcritique@4", "qa/basecritique@4", "qa/majority@4",
+                                 "qa/pass@4"}}
 
 
 # Parameters a method leaves untrained on purpose (names as in `module.named_parameters()`); every other parameter it

@@ -43,6 +43,10 @@ ELSEWHERE = {
     "python train.py experiment=grpo trainer=ddp trainer.accelerator=cpu trainer.devices=2":
         "tests/lightning_modules/test_ddp_online.py (two processes)",
     **{command: "needs 8 GPUs; test_multi_gpu_commands_compose" for command in MULTI_GPU},
+    "python train.py experiment=llava_critic_r1 model=hf_vlm model.name_or_path=/models/Qwen2.5-VL-3B-Instruct "
+    "data=critic_jsonl data.task.train_path=critic/train.jsonl 'data.task.eval_paths={val: critic/val.jsonl}' "
+    "stages.warmup=null stages.policy_grpo=null method.optimizer.lr=1e-6 method.generation.max_new_tokens=512":
+        "tests/test_critic_hf_vlm.py runs it on a tiny saved Qwen2.5-VL with a coin-flip reward",
 }
 
 # The README's model directories -> the checkpoint built here that stands in for each.

@@ -18,6 +18,9 @@ def grpo_loss(
     kl_coef: float = 0.0,
     aggregation: str = "token-sum",
     normalizer: float = 1000.0,
+    clip_eps_high: float | None = None,
+    dual_clip: float | None = None,
+    kl_clamp: float | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """The clipped surrogate with group-normalised advantages and an optional KL to a reference:
 
@@ -30,29 +33,45 @@ def grpo_loss(
     constant C = `normalizer` (Dr. GRPO / the NFT paper's reduction, no per-sequence length normalisation).
     The log-ratio is clamped at 10 before exp.
 
+    Options (defaults: the plain objective above), as in DAPO / EasyR1 and the LLaVA-Critic-R1 runs:
+
+        clip_eps_high = ε_high: asymmetric clip, clip(R, 1 − ε, 1 + ε_high) ("clip-higher").
+        dual_clip = c > 1: for A < 0 the per-token term is max(min(R A, clip(R) A), c A), so a token whose
+            ratio has grown far past 1 contributes at most c·|A| (and no gradient) instead of an unbounded R·|A|.
+        kl_clamp = m: D_it is clamped to [−m, m] before it enters the loss.
+
     Args:
         logp, logp_old: (B, T) log π_θ (with gradient) and log π_old (recorded at sampling) of the response tokens.
         advantages: (B,) one advantage per response.
         mask: (B, T) 1 on response tokens.
         ref_logp: (B, T) log π_ref, required when kl_coef > 0.
+        clip_eps_high, dual_clip, kl_clamp: the options above; None = off (ε_high = ε).
     Returns:
         (loss, metrics): the policy-gradient and KL parts, mean ratio, `clip_fraction` (tokens where the clipped
         branch is the minimum, i.e. the token carries no gradient).
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if dual_clip is not None and dual_clip <= 1:
+        raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+    high = clip_eps if clip_eps_high is None else clip_eps_high
     mask = mask.to(logp.dtype)
     adv = advantages.to(logp.dtype)[:, None]  # (B, 1)
     ratio = torch.exp((logp - logp_old).clamp(max=MAX_LOG_RATIO))  # (B, T)
     unclipped = ratio * adv  # (B, T)
-    clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv  # (B, T)
-    per_token = -torch.minimum(unclipped, clipped)  # (B, T)
+    clipped = ratio.clamp(1 - clip_eps, 1 + high) * adv  # (B, T)
+    surrogate = torch.minimum(unclipped, clipped)  # (B, T)
+    if dual_clip is not None:
+        surrogate = torch.where(adv < 0, torch.maximum(surrogate, dual_clip * adv), surrogate)  # (B, T)
+    per_token = -surrogate  # (B, T)
     kl = torch.zeros_like(per_token)
     if kl_coef > 0:
         if ref_logp is None:
             raise ValueError("ref_logp is required when kl_coef > 0")
         log_ref_ratio = ref_logp - logp  # (B, T)
-        kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
+        kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1  # (B, T)
+        if kl_clamp is not None:
+            kl = kl.clamp(-kl_clamp, kl_clamp)
 
     def reduce(values):
         if aggregation == "token-sum":
@@ -69,4 +88,7 @@ def grpo_loss(
             "ratio_mean": (ratio * mask).sum() / tokens,
             "clip_fraction": ((clipped < unclipped).to(logp.dtype) * mask).sum() / tokens,
         }
+        if dual_clip is not None:  # tokens where the dual bound c·A is the surrogate
+            dual = (surrogate > torch.minimum(unclipped, clipped)).to(logp.dtype)  # (B, T)
+            metrics["dual_clip_fraction"] = (dual * mask).sum() / tokens
     return pg_part + kl_part, metrics
