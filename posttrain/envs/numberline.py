@@ -79,10 +79,10 @@ class NumberLineEnv(gym.Env):
         return {"image": self.render(), "text": self.text()}
 
     def text(self) -> str:
-        return f"target {self.target}, current {self.current}"
+        return f"tgt {self.target}, cur {self.current}"
 
     def goal(self) -> str:
-        return "move the current number to the target, then say [DONE]"
+        return "reach the target, then [DONE]"
 
     def admissible(self) -> list[str]:
         return list(ACTIONS)
