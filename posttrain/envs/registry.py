@@ -15,10 +15,14 @@ ENVS = {"numberline": NumberLineEnv, "blackjack": BlackjackEnv}
 GYM_IDS = {"numberline": "posttrain/NumberLine-v0", "blackjack": "posttrain/Blackjack-v0"}
 
 
-def make_env(config: Mapping, where: str = "env", **overrides) -> gym.Env:
-    """The environment `config["id"]` with the config's other keys (and `overrides`) as its arguments; an unknown id
-    or argument is an error naming its key under `where`."""
+def make_env(config: Mapping, where: str = "env", split: str | None = None, **overrides) -> gym.Env:
+    """The environment `config["id"]` with the config's other keys (and `overrides`) as its arguments; for the split
+    "test_ood" the config's `ood` block is applied over them (e.g. NumberLine's [10, 50]). An unknown id or argument
+    is an error naming its key under `where`."""
     options = {**dict(config), **overrides}
+    ood = options.pop("ood", None) or {}
+    if split == "test_ood":
+        options.update(dict(ood))
     env_id = options.pop("id", None)
     if env_id not in ENVS:
         raise ConfigError(f"{where}.id: unknown environment {env_id!r}; registered: {sorted(ENVS)}")
