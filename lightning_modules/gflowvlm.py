@@ -43,7 +43,8 @@ class GFlowVLMModule(PostTrainModule):
         self.automatic_optimization = False
         self.env_config = dict(env)
         make_env(self.env_config)  # an unknown env id or argument stops here, naming the key
-        self.loss_name, self.lam, self.num_samples, self.grad_clip, self.chunk = loss, lam, num_samples, grad_clip, chunk
+        self.loss_name, self.lam, self.num_samples = loss, lam, num_samples
+        self.grad_clip, self.chunk = grad_clip, chunk
         self.augmentation = AUGMENTATION.get(env["id"], "none") if off_policy == "auto" else off_policy
         gen = online.generation_settings(generation)
         self.settings = EpisodeSettings(temperature=gen["temperature"], max_new_tokens=gen["max_new_tokens"],

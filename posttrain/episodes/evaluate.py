@@ -5,8 +5,9 @@ Per split: `success` (greedy episodes that end in success: NumberLine's target r
 win rate), `invalid` (the fraction of answers that were unparsable or not admissible), `steps` (mean episode length)
 and, on the first `diversity_tasks` tasks of each batch, `success_sampled` and `div@N`: N episodes sampled per task,
 S_i the number of distinct successful thought+action sequences of task i, Div = Σ_i S_i / #{i: S_i ≥ 1} (1 at least;
-0 when no task has a success). With `tv_samples` > 0 (NumberLine only; ignored elsewhere), `val/tv_terminal`: the total-variation distance
-between the policy's sampled terminal action sequences on a short-horizon task and R(x)/ΣR (`terminal_distance`).
+0 when no task has a success). With `tv_samples` > 0 (NumberLine only; ignored elsewhere), `val/tv_terminal`: the
+total-variation distance between the policy's sampled terminal action sequences on a short-horizon task and
+R(x)/ΣR (`terminal_distance`).
 """
 from __future__ import annotations
 
