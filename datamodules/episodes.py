@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.sampler import EpochShuffleSampler
 from posttrain.envs import make_env
 from posttrain.episodes.rollout import EpisodeSettings, expert_trajectory, sft_examples
 from posttrain.processors import SFTCollator, make_processor
@@ -59,9 +60,9 @@ class EpisodeDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         collate = SFTCollator(self.processor) if self.expert_steps else collate_tasks
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_items, batch_size=self.batch_size, shuffle=True, collate_fn=collate,
-                          generator=generator)
+        # the order of an epoch depends only on (seed, epoch), so a resumed run visits the tasks in the same order
+        return DataLoader(self.train_items, batch_size=self.batch_size, collate_fn=collate,
+                          sampler=EpochShuffleSampler(len(self.train_items), seed=self.seed))
 
     def val_dataloader(self) -> list[DataLoader]:
         offsets = {"val": VAL_SEEDS, "test_ood": OOD_SEEDS}
