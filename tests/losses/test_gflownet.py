@@ -91,3 +91,45 @@ def test_gradients_reach_every_input_that_matters():
     loss.backward()
     assert log_pf.grad[1, 1] == 0 and log_pterm.grad[1, 2] == 0  # past the end of trajectory 1
     assert log_pf.grad[0].abs().min() > 0 and log_pterm.grad[0].abs().min() > 0
+
+
+# ---- cross-check against torchgfn ------------------------------------------------------------------------------------
+# The literals below come from torchgfn 2.4.1 (run outside the project: it pins numpy < 2) on a 1-d HyperGrid of
+# height 4, a chain where state x moves to x + 1 or exits: P_F("+1" | x) = sigmoid(MOVE_LOGIT[x]) against an exit
+# logit of 0 (x = 3 may only exit), rewards R(x) = REWARD[x], 6 trajectories sampled after torch.manual_seed(6)
+# with these move counts. LogPartitionVarianceGFlowNet(constant_pb=True).loss gave VAR_TB; ModifiedDBGFlowNet
+# .loss on the trajectories' transitions gave DB; SubTBGFlowNet with logF(x) = log R(x) − log P_F(exit | x) (the
+# terminable-state flow) gave per-sub-trajectory residuals by get_scores, and SUBTB is the mean over trajectories
+# of the sum of the squared residuals of the sub-trajectories that end at a state (torchgfn also scores the ones
+# that end at its sink state, with log R as the target; the spec's sum has no such terms).
+MOVE_LOGIT = [0.3, -0.2, 0.8]
+REWARD = [20.0, 50.0, 100.0, 7.0]
+TORCHGFN_LENGTHS = [1, 0, 3, 2, 1, 0]
+TORCHGFN_VAR_TB, TORCHGFN_DB, TORCHGFN_SUBTB = 1.4401350021362305, 3.7697246074676514, 8.311034202575684
+
+
+def chain_layout():
+    """The torchgfn chain's trajectories in the losses' layout: log P_F of each move, log P⊤ of each state
+    (exit forced at x = 3: 0), log R of each state."""
+    lengths = torch.tensor(TORCHGFN_LENGTHS)
+    width = int(lengths.max())
+    log_move = torch.nn.functional.logsigmoid(torch.tensor(MOVE_LOGIT))  # (3,)
+    log_exit = torch.cat([torch.nn.functional.logsigmoid(-torch.tensor(MOVE_LOGIT)), torch.zeros(1)])  # (4,)
+    log_pf = torch.zeros(len(lengths), width)  # (B, M)
+    log_pterm = torch.zeros(len(lengths), width + 1)  # (B, M+1)
+    log_reward = torch.zeros(len(lengths), width + 1)  # (B, M+1)
+    for b, m in enumerate(TORCHGFN_LENGTHS):
+        log_pf[b, :m] = log_move[:m]
+        log_pterm[b, :m + 1] = log_exit[:m + 1]
+        log_reward[b, :m + 1] = torch.log(torch.tensor(REWARD[:m + 1]))
+    return log_pf, log_pterm, log_reward, lengths
+
+
+def test_losses_match_torchgfn_on_a_chain():
+    args = chain_layout()
+    var_tb, _ = var_tb_loss(*args, groups=torch.zeros(len(TORCHGFN_LENGTHS), dtype=torch.long))  # one task
+    assert var_tb.item() == pytest.approx(TORCHGFN_VAR_TB, rel=1e-5)
+    db, _ = db_loss(*args)
+    assert db.item() == pytest.approx(TORCHGFN_DB, rel=1e-5)
+    subtb, _ = subtb_loss(*args)
+    assert subtb.item() == pytest.approx(TORCHGFN_SUBTB, rel=1e-5)
