@@ -45,9 +45,9 @@ STAGES = {
                     "method.speculative.num_prompts=2", "method.speculative.repeats=1",
                     "method.speculative.max_new_tokens=4"],
     # the coin flip verifies about half of the sampled answers, so the SFT stage gets a file of ~16 examples
-    # episodes of two steps and short answers; cheap evaluations (2 tasks, Div@2, a TV of 2 samples); the PPO arm
-    # makes one update per rollout step
-    "gflowvlm": [*WARMUP, "data.expert_tasks=48", "data.eval_size=2", "env.max_steps=2", "method.num_samples=2",
+    # 24 expert tasks of two-step episodes make 28 SFT rows (two batches of 16); short answers; cheap evaluations
+    # (2 tasks, Div@2, a TV of 2 samples); the PPO arm makes one update per rollout step
+    "gflowvlm": [*WARMUP, "data.expert_tasks=24", "data.eval_size=2", "env.max_steps=2", "method.num_samples=2",
                  "method.generation.max_new_tokens=8", "method.ppo.epochs=1", "method.evaluator.num_samples=2",
                  "method.evaluator.diversity_tasks=1", "method.evaluator.tv_samples=2"],
     "rs_sft": [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "stages.generate.method.num_samples=4",
