@@ -56,6 +56,11 @@ STAGES = {
     # the coin flip verifies about half of the sampled answers, so the SFT stage gets a file of ~16 examples
     "seppo": [*DIFFUSION, "method.sample_steps=2", "method.diagnostics_every=1"],
     "diffusion_dpo": DIFFUSION,
+    # 24 expert tasks of two-step episodes make 28 SFT rows (two batches of 16); short answers; cheap evaluations
+    # (2 tasks, Div@2, a TV of 2 samples); the PPO arm makes one update per rollout step
+    "gflowvlm": [*WARMUP, "data.expert_tasks=24", "data.eval_size=2", "env.max_steps=2", "method.num_samples=2",
+                 "method.generation.max_new_tokens=8", "method.ppo.epochs=1", "method.evaluator.num_samples=2",
+                 "method.evaluator.diversity_tasks=1", "method.evaluator.tv_samples=2"],
     "rs_sft": [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "stages.generate.method.num_samples=4",
                "stages.generate.method.max_per_prompt=4", "stages.main.data.batch_size=4"],
 }
@@ -64,7 +69,9 @@ PAIR_METRICS = {f"{split}/{name}" for split in ("val", "test_ood")
                 for name in ("pair_accuracy", "pair_accuracy_one_order", "ece", "brier", "position_consistency")}
 DIFFUSION_METRICS = {f"{split}/{name}" for split in ("val", "test") for name in ("reward", "reward_winners", "mmd")}
 EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreement"},
-             "diffusion_dpo": DIFFUSION_METRICS, "pairwise_rm": PAIR_METRICS,
+             "diffusion_dpo": DIFFUSION_METRICS,
+             "gflowvlm": {"val/success", "test_ood/success", "val/invalid", "val/div@2", "val/tv_terminal"},
+             "pairwise_rm": PAIR_METRICS,
              "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
              "dpo": PAIR_METRICS | {"val/accuracy", "test_ood/accuracy", "val/rewards/margins", "val/logps/accuracies"},
              "llava_critic_r1": {"val/critic_accuracy", "val/critic_format", "val/position_bias", "qa/policy_accuracy",

@@ -62,6 +62,9 @@ SIZE_BY_EXPERIMENT = {
     "seppo": [*DIFFUSION, "method.sample_steps=2"],
     "spin": ["method.num_iterations=1", "method.epochs_per_iteration=1", "method.generation.max_new_tokens=12"],
     "grpo": ["method.generation.max_new_tokens=16"],
+    "gflowvlm": ["method.generation.max_new_tokens=12", "env.max_steps=2", "method.num_samples=2",
+                 "method.ppo.epochs=1", "method.evaluator.num_samples=2", "method.evaluator.diversity_tasks=1",
+                 "data.eval_size=2"],
 }
 SIZE_OF_STAGES = {"warmup": ["stages.warmup.trainer.max_epochs=1"]}  # for the stages a command keeps
 
