@@ -28,11 +28,13 @@ class DiffusionDPOModule(PostTrainModule):
         pairs = chosen.shape[0]
         timesteps = torch.randint(0, model.num_timesteps, (pairs,), device=chosen.device).repeat(2)  # (2B,) shared
         noise = torch.randn((2 * pairs, *chosen.shape[1:]), device=chosen.device)  # (2B, C, h, w) ε^w then ε^l
-        x_t = model.add_noise(torch.cat([chosen, rejected]), noise, timesteps)  # (2B, C, h, w)
+        x0 = torch.cat([chosen, rejected])  # (2B, C, h, w)
+        x_t = model.add_noise(x0, noise, timesteps)  # (2B, C, h, w)
+        target = model.target(x0, noise, timesteps)  # (2B, C, h, w) ε, v or x_0
         inputs = {k: v.repeat(2, *[1] * (v.dim() - 1)) for k, v in model.unet_inputs(condition(batch)).items()}
-        errors = denoising_error(model.predict_noise(x_t, timesteps, inputs), noise)  # (2B,)
+        errors = denoising_error(model.predict(x_t, timesteps, inputs), target)  # (2B,)
         with torch.no_grad():
-            ref_errors = denoising_error(model.predict_noise(x_t, timesteps, inputs, unet=self.reference), noise)
+            ref_errors = denoising_error(model.predict(x_t, timesteps, inputs, unet=self.reference), target)
         loss, metrics = diffusion_dpo_loss(errors[:pairs], ref_errors[:pairs], errors[pairs:], ref_errors[pairs:],
                                            beta=self.beta, num_timesteps=model.num_timesteps)
         self.log_metrics("train", {"loss": loss, **metrics}, batch_size=pairs)

@@ -26,7 +26,8 @@ class DiffusionSFTModule(PostTrainModule):
         x0 = self.model.to_latents(batch["pixels"])  # (B, C, h, w)
         inputs = self.model.unet_inputs(condition(batch))
         x_t, noise, timesteps = noised(self.model, x0)
-        loss, metrics = denoising_loss(self.model.predict_noise(x_t, timesteps, inputs), noise)
+        target = self.model.target(x0, noise, timesteps)  # (B, C, H, W) ε, v or x_0
+        loss, metrics = denoising_loss(self.model.predict(x_t, timesteps, inputs), target)
         self.log_metrics("train", {"loss": loss, **metrics}, batch_size=x0.shape[0])
         return loss
 

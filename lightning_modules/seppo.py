@@ -100,11 +100,13 @@ class SePPOModule(PostTrainModule):
                                   device=anchor.device).repeat(2)  # (2B,) t shared by x^w and x^r
         noise = torch.randn((2 * rows, *anchor.shape[1:]), generator=generator,
                             device=anchor.device)  # (2B, C, h, w) ε^w then ε^r
-        x_t = model.add_noise(torch.cat([anchor, model.to_latents(reference_sample)]), noise, timesteps)
+        x0 = torch.cat([anchor, model.to_latents(reference_sample)])  # (2B, C, h, w) x^w then x^r
+        x_t = model.add_noise(x0, noise, timesteps)
+        target = model.target(x0, noise, timesteps)  # (2B, C, h, w) ε, v or x_0
         inputs = {k: v.repeat(2, *[1] * (v.dim() - 1)) for k, v in model.unet_inputs(cond).items()}
-        errors = denoising_error(model.predict_noise(x_t, timesteps, inputs), noise)  # (2B,)
+        errors = denoising_error(model.predict(x_t, timesteps, inputs), target)  # (2B,)
         with torch.no_grad():
-            ref_errors = denoising_error(model.predict_noise(x_t, timesteps, inputs, unet=self.reference), noise)
+            ref_errors = denoising_error(model.predict(x_t, timesteps, inputs, unet=self.reference), target)
         sign = aaf_sign(errors[:rows], ref_errors[:rows], self.flip)  # (B,)
         loss, metrics = seppo_loss(errors[:rows], ref_errors[:rows], errors[rows:], ref_errors[rows:], sign,
                                    beta=self.beta, num_timesteps=model.num_timesteps)

@@ -112,8 +112,24 @@ class DiffusionModel(nn.Module):
         """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (DDPMScheduler.add_noise)."""
         return self.noise_scheduler.add_noise(x0, noise, timesteps)
 
-    def predict_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor, inputs: dict, unet: nn.Module | None = None):
-        """ε(x_t, t, c) in float32 from this UNet or `unet`; `inputs` from `unet_inputs`."""
+    @property
+    def prediction_type(self) -> str:
+        return str(self.noise_scheduler.config.prediction_type)
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the UNet is trained to predict at x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε: ε ("epsilon"),
+        v = √ᾱ_t ε − √(1−ᾱ_t) x_0 ("v_prediction", Salimans & Ho 2022) or x_0 ("sample"), as the scheduler says."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(x0, noise, timesteps)
+        if self.prediction_type == "sample":
+            return x0
+        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+
+    def predict(self, x_t: torch.Tensor, timesteps: torch.Tensor, inputs: dict, unet: nn.Module | None = None):
+        """The UNet's output at (x_t, t, c) in float32 (ε, v or x_0: `prediction_type`) from this UNet or `unet`;
+        `inputs` from `unet_inputs`."""
         unet = unet if unet is not None else self.unet
         return unet(x_t.to(unet.dtype), timesteps, **inputs).sample.float()  # (B, C, h, w)
 
@@ -130,7 +146,7 @@ class DiffusionModel(nn.Module):
         sampler = DDIMScheduler.from_config(self.sampler.config)
         sampler.set_timesteps(steps or self.sample_steps, device=device)
         for t in sampler.timesteps:
-            noise = self.predict_noise(latents, t, inputs, unet=unet)
+            noise = self.predict(latents, t, inputs, unet=unet)
             latents = sampler.step(noise, t, latents, eta=eta, generator=generator).prev_sample
         return self.to_pixels(latents)
 
@@ -166,6 +182,7 @@ def diffusion_tiny(
     norm_num_groups: int = 8,
     num_train_timesteps: int = 100,
     beta_schedule: str = "squaredcos_cap_v2",
+    prediction_type: str = "v_prediction",
     sample_steps: int = 20,
     seed: int = 0,
     name_or_path: str | None = None,
@@ -194,7 +211,7 @@ def diffusion_tiny(
         torch.manual_seed(seed)
         unet = UNet2DModel(**unet_config)
     scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                              prediction_type="epsilon", clip_sample=True)
+                              prediction_type=prediction_type, clip_sample=True)
     unet = unet if dtype == "float32" else unet.to(DTYPES[dtype])
     model = DiffusionModel(unet, scheduler.config, sample_steps=sample_steps)
     return model, DiffusionProcessor(image_size, classes=list(classes))

@@ -3,6 +3,10 @@ arXiv 2410.05255) with its anchor-based adaptive flipper.
 
 All take per-sample denoising errors e = ‖ε − ε(x_t, t, c)‖², averaged over the latent's elements (a mean, not a
 sum, so β needs no retuning when the resolution changes), computed by the caller at one (t, ε) draw per sample.
+The papers write them for ε-prediction; a v-prediction model (the tiny default, and SD 2.x) uses
+e = ‖v − v_θ(x_t, t, c)‖² with v = √ᾱ_t ε − √(1−ᾱ_t) x_0. Since v − v_θ = (ε − ε_θ)/√ᾱ_t for the ε_θ the same
+output implies, that is the ε error with the timestep weighting ω(t) = 1/ᾱ_t: the same objectives, reweighted
+(`DiffusionModel.target`).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ TINY = dict(image_size=16, block_out_channels=(8, 16), norm_num_groups=4, num_tr
 def train_step(model, x0, condition) -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     x_t, noise, t = noised(model, model.to_latents(x0))
-    loss, _ = denoising_loss(model.predict_noise(x_t, t, model.unet_inputs(condition)), noise)
+    loss, _ = denoising_loss(model.predict(x_t, t, model.unet_inputs(condition)), noise)
     loss.backward()
     optimizer.step()
 
@@ -95,3 +95,21 @@ def test_stable_diffusion_directory_trains_its_unet_only_and_saves_a_pipeline(tm
 def test_stable_diffusion_needs_a_pipeline_directory(tmp_path):
     with pytest.raises(ConfigError, match="model.name_or_path"):
         stable_diffusion(str(tmp_path))
+
+
+def test_the_v_target_is_the_epsilon_error_reweighted_by_one_over_alpha_bar():
+    from posttrain.diffusion.models import diffusion_tiny
+    model, _ = diffusion_tiny(image_size=8, block_out_channels=(8, 16), prediction_type="v_prediction")
+    generator = torch.Generator().manual_seed(0)
+    x0, noise, guess = (torch.randn(4, 3, 8, 8, generator=generator) for _ in range(3))
+    timesteps = torch.tensor([0, 30, 60, 99])
+    alpha_bar = model.noise_scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    v = model.target(x0, noise, timesteps)
+    assert torch.allclose(v, alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0, atol=1e-6)
+    # the same network output read as v implies ε_θ = √(1−ᾱ) x_t + √ᾱ v_θ; its ε error is √ᾱ times the v error
+    x_t = model.add_noise(x0, noise, timesteps)
+    implied_eps = (1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * guess
+    rows = slice(0, 3)  # at t = 99 ᾱ ≈ 2e-7: float32 cannot resolve the division there
+    assert torch.allclose((v - guess)[rows], ((noise - implied_eps) / alpha_bar.sqrt())[rows], atol=1e-4)
+    epsilon, _ = diffusion_tiny(image_size=8, block_out_channels=(8, 16), prediction_type="epsilon")
+    assert torch.equal(epsilon.target(x0, noise, timesteps), noise)
