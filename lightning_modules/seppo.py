@@ -76,6 +76,11 @@ class SePPOModule(PostTrainModule):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.updates)
         return int(torch.randint(len(self.pool), (1,), generator=generator))
 
+    def is_current(self, index: int) -> bool:
+        """Whether pool entry `index` is the current weights (the latest entry, appended after the last update):
+        a reference that is the model itself, whose AAF verdicts are ties and say nothing."""
+        return index == len(self.pool) - 1 and self.updates == (len(self.pool) - 1) * self.pool_every
+
     def load_reference(self, index: int) -> None:
         if index != self.loaded:
             self.reference.load_state_dict(self.pool[index])
@@ -114,7 +119,7 @@ class SePPOModule(PostTrainModule):
         reference_better = ~(ref_errors[:rows] - errors[:rows].detach() > 0)  # (B,)
         metrics.update({"reference_index": float(index), "pool_size": float(len(self.pool)),
                         "aaf_reference_better": reference_better.float().mean()})
-        if self.diagnostics_every and self.updates % self.diagnostics_every == 0:
+        if self.diagnostics_every and self.updates % self.diagnostics_every == 0 and not self.is_current(index):
             metrics["sign_agreement"] = self.agreement(cond, reference_sample, reference_better)
         self.log_metrics("train", {"loss": loss, **metrics}, batch_size=rows)
         return loss

@@ -63,3 +63,13 @@ def test_bad_settings_name_their_key():
                         ({"diagnostics_every": 3}, "method.reward")]:
         with pytest.raises(Exception, match=key.replace(".", r"\.")):
             SePPOModule(model, processor, **kwargs)
+
+
+def test_the_latest_pool_entry_is_the_current_model_only_right_after_it_joined():
+    model, processor = diffusion_tiny(image_size=8, block_out_channels=(8,), norm_num_groups=4)
+    module = SePPOModule(model, processor, reference="latest", pool_every=15)
+    module.pool = [{}, {}, {}]  # θ_0, θ_15, θ_30
+    module.updates = 30
+    assert module.is_current(2) and not module.is_current(1) and not module.is_current(0)
+    module.updates = 31
+    assert not module.is_current(2)
