@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.image_jsonl import _record_lines, load_image
 from datamodules.jsonl import DataError, read_jsonl
-from datamodules.sampler import EpochShuffleSampler
+from datamodules.sampler import train_loader
 from posttrain.utils.config import check, check_choice
 
 KINDS = ("images", "pairs")
@@ -170,10 +170,7 @@ class DiffusionDataModule(L.LightningDataModule):
             self.splits[split] = IndexedExamples(rows)
 
     def train_dataloader(self) -> DataLoader:
-        train = self.splits["train"]
-        return DataLoader(train, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(train), self.seed),
-                          collate_fn=self.collator, num_workers=self.num_workers,
-                          drop_last=len(train) >= self.batch_size)
+        return train_loader(self.splits["train"], self.batch_size, self.seed, self.collator, self.num_workers)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [DataLoader(self.splits[split], batch_size=self.eval_batch_size, collate_fn=self.collator,

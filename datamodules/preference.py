@@ -6,7 +6,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from datamodules.jsonl import read_jsonl
-from datamodules.sampler import EpochShuffleSampler
+from datamodules.sampler import train_loader
 from posttrain.processors import PairCollator, make_processor
 from posttrain.utils.config import check
 
@@ -65,10 +65,7 @@ class PreferenceDataModule(L.LightningDataModule):
             self.splits[split] = [{**r, "index": i} for i, r in enumerate(rows)]
 
     def train_dataloader(self) -> DataLoader:
-        train = self.splits["train"]
-        return DataLoader(train, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(train), self.seed),
-                          collate_fn=self.collator, num_workers=self.num_workers,
-                          drop_last=len(train) >= self.batch_size)
+        return train_loader(self.splits["train"], self.batch_size, self.seed, self.collator, self.num_workers)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [DataLoader(self.splits[split], batch_size=self.eval_batch_size, collate_fn=self.collator,

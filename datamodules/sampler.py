@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -20,3 +20,10 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_examples
+
+
+def train_loader(dataset, batch_size: int, seed: int, collate_fn, num_workers: int = 0) -> DataLoader:
+    """The training DataLoader every DataModule uses: (seed, epoch)-shuffled, dropping a last partial batch only
+    when there is at least one full one."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochShuffleSampler(len(dataset), seed),
+                      collate_fn=collate_fn, num_workers=num_workers, drop_last=len(dataset) >= batch_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
-from datamodules.sampler import EpochShuffleSampler
+from datamodules.sampler import train_loader
 from posttrain.processors import SFTCollator, make_processor
 from posttrain.utils.config import check
 
@@ -53,15 +53,8 @@ class SFTDataModule(L.LightningDataModule):
         return self.task.is_correct(example, completion)
 
     def train_dataloader(self) -> DataLoader:
-        train = self.splits["train"]
-        return DataLoader(
-            train,
-            batch_size=self.batch_size,
-            sampler=EpochShuffleSampler(len(train), seed=self.seed),
-            collate_fn=SFTCollator(self.processor, with_prompts=self.train_with_prompts),
-            num_workers=self.num_workers,
-            drop_last=len(train) >= self.batch_size,
-        )
+        collator = SFTCollator(self.processor, with_prompts=self.train_with_prompts)
+        return train_loader(self.splits["train"], self.batch_size, self.seed, collator, self.num_workers)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self.eval_dataloader(split) for split in self.eval_splits]
