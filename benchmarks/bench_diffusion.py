@@ -12,25 +12,16 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.bench_e2e import timed  # noqa: E402
 from lightning_modules.diffusion_sft import DiffusionSFTModule  # noqa: E402
 from lightning_modules.seppo import SePPOModule  # noqa: E402
 from posttrain.diffusion import diffusion_tiny  # noqa: E402
 from posttrain.rewards.images import BrightCentredReward  # noqa: E402
-
-
-def timed(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def stepper(module, batch):
