@@ -59,7 +59,7 @@ def main() -> None:
     for steps, diagnostics in ((10, 0), (10, 1)):
         module = SePPOModule(model, processor, sample_steps=steps, diagnostics_every=diagnostics,
                              reward=BrightCentredReward())
-        module.add_to_pool()
+        module.on_train_batch_start(batch, 0)  # θ_0 joins the pool
         seconds = timed(stepper(module, batch), args.repeats)
         label = f"SePPO update ({steps}-step reference sample{', + diagnostics' if diagnostics else ''})"
         rows.append((label, seconds, args.batch / seconds, seconds / sft))

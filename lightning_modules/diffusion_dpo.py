@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_modules.base import PostTrainModule, frozen_copy
+from lightning_modules.base import PostTrainModule
 from lightning_modules.diffusion_sft import condition
 from posttrain.losses.diffusion import denoising_error, diffusion_dpo_loss
 from posttrain.utils.config import check
@@ -12,14 +12,15 @@ from posttrain.utils.config import check
 class DiffusionDPOModule(PostTrainModule):
     """Args:
         beta: β of L_DiffDPO (> 0); the loss scales the error differences by β T (ω = 1), T the model's steps.
-    The reference ε_ref is a frozen copy of the start UNet (rebuilt from the start model on resume)."""
+    The reference ε_ref is the start UNet: a frozen copy (rebuilt from the start model on resume), or with
+    `model.lora` the same UNet with its adapter disabled (no second UNet in memory)."""
 
     def __init__(self, model, tokenizer, beta: float = 1.0, optimizer=None, scheduler=None, evaluator=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         check(beta > 0, "method.beta", f"must be > 0, got {beta}")
         self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
         self.beta = beta
-        self.add_frozen("reference", frozen_copy(model.unet), rebuildable=True)
+        self.add_frozen("reference", model.frozen_reference(start=True), rebuildable=True)
 
     def training_step(self, batch, batch_idx):
         model = self.model

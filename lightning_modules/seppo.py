@@ -3,9 +3,12 @@
 Per update k: draw a reference θ_ref from the checkpoint pool {θ_0, ..., θ_{k−1}} (`reference`: uniform, latest
 or initial), sample x^r from it for the batch's prompts by DDIM with no gradient, decide per row with the
 anchor-based adaptive flipper whether x^r is a loser (sign +1) or a likely winner (−1; `flip`: sign, indicator,
-none) from how the current and the reference UNet denoise the winning image x^w, and step on L_SePPO. Every
-`pool_every` updates the current UNet joins the pool. The pool (CPU copies of the UNet's weights) and the update
-count are in the Lightning checkpoint, so a killed run resumes with the same pool and reference draws.
+none) from how the current and the reference UNet denoise the winning image x^w, and step on L_SePPO. An update
+is an optimizer step (Lightning's `global_step`: with gradient accumulation its micro-batches share one reference);
+every `pool_every` updates the current UNet joins the pool. The pool (CPU copies of the weights that train: the
+UNet's, or with `model.lora` its adapter's) is in the Lightning checkpoint, so a killed run resumes with the same
+pool and reference draws. With LoRA the reference is the same UNet through a second, frozen adapter
+(`DiffusionModel.frozen_reference`), not a copy of the UNet.
 
 The arms of the paper's comparison are settings of this module: SPIN-Diffusion-like (reference: latest, flip:
 none), DITTO-like (reference: initial, flip: none), SePPO without AAF (uniform, none), with the indicator.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_modules.base import PostTrainModule, frozen_copy
+from lightning_modules.base import PostTrainModule
 from lightning_modules.diffusion_sft import condition
 from posttrain.losses.diffusion import FLIPS, aaf_sign, denoising_error, seppo_loss
 from posttrain.utils.config import check, check_choice
@@ -52,53 +55,46 @@ class SePPOModule(PostTrainModule):
         self.beta, self.reference_rule, self.flip, self.pool_every = beta, reference, flip, pool_every
         self.sample_steps, self.diagnostics_every = sample_steps, diagnostics_every
         self.reward, self.seed = reward, seed
-        self.add_frozen("reference", frozen_copy(model.unet), rebuildable=True)  # loaded from the pool per update
-        self.pool: list[dict[str, torch.Tensor]] = []  # θ_0, θ_1, ... (UNet weights on the CPU)
-        self.updates = 0
+        self.add_frozen("reference", model.frozen_reference(), rebuildable=True)  # loaded from the pool per update
+        self.pool: list[dict[str, torch.Tensor]] = []  # θ_0, θ_k, θ_2k, ... (trained weights on the CPU)
         self.loaded = -1  # the pool entry now in `self.reference`
         self.diagnostics = {"rows": 0.0, "flips": 0.0, "agreements": 0.0, "reference_better": 0.0}
 
     # ---- the checkpoint pool ----------------------------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        if not self.pool:
-            self.add_to_pool()  # θ_0: the start
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # θ_k joins before the first batch of update k (k = 0, pool_every, 2 pool_every, ...): the weights are then
+        # exactly those after k optimizer steps, also in a run resumed from a checkpoint saved right after step k
+        while len(self.pool) <= self.global_step // self.pool_every:
+            self.pool.append(self.model.trained_weights())
 
-    def add_to_pool(self) -> None:
-        self.pool.append({k: v.detach().to("cpu", copy=True) for k, v in self.model.unet.state_dict().items()})
-
-    def draw_reference(self) -> int:
-        """The pool index of this update's reference, from a generator seeded by (seed, update)."""
+    def draw_reference(self, update: int) -> int:
+        """The pool index of update `update`'s reference, from a generator seeded by (seed, update)."""
         if self.reference_rule == "initial":
             return 0
         if self.reference_rule == "latest":
             return len(self.pool) - 1
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.updates)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + update)
         return int(torch.randint(len(self.pool), (1,), generator=generator))
 
-    def is_current(self, index: int) -> bool:
-        """Whether pool entry `index` is the current weights (the latest entry, appended after the last update):
-        a reference that is the model itself, whose AAF verdicts are ties and say nothing."""
-        return index == len(self.pool) - 1 and self.updates == (len(self.pool) - 1) * self.pool_every
+    def is_current(self, index: int, update: int) -> bool:
+        """Whether pool entry `index` is the current weights at update `update` (the latest entry, appended just
+        before it): a reference that is the model itself, whose AAF verdicts are ties and say nothing."""
+        return index == len(self.pool) - 1 and update == (len(self.pool) - 1) * self.pool_every
 
     def load_reference(self, index: int) -> None:
         if index != self.loaded:
-            self.reference.load_state_dict(self.pool[index])
+            self.model.load_reference(self.reference, self.pool[index])
             self.loaded = index
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.updates += 1
-        if self.updates % self.pool_every == 0:
-            self.add_to_pool()
 
     # ---- training ---------------------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        model, cond = self.model, condition(batch)
-        index = self.draw_reference()
+        model, cond, update = self.model, condition(batch), self.global_step
+        index = self.draw_reference(update)
         self.load_reference(index)
         anchor = model.to_latents(batch["pixels"])  # (B, C, h, w) x^w
         rows = anchor.shape[0]
-        generator = self.update_generator(anchor.device)  # every draw of the update: a resumed run repeats them
+        seed = self.batch_seed(update, batch_idx)
+        generator = self.seeded(seed, anchor.device)  # every draw of the batch: a resumed run repeats them
         reference_sample = model.sample(cond, generator=generator, steps=self.sample_steps,
                                         unet=self.reference)  # (B, 3, H, W) x^r, no gradient
         timesteps = torch.randint(0, model.num_timesteps, (rows,), generator=generator,
@@ -119,19 +115,25 @@ class SePPOModule(PostTrainModule):
         reference_better = ~(ref_errors[:rows] - errors[:rows].detach() > 0)  # (B,)
         metrics.update({"reference_index": float(index), "pool_size": float(len(self.pool)),
                         "aaf_reference_better": reference_better.float().mean()})
-        if self.diagnostics_every and self.updates % self.diagnostics_every == 0 and not self.is_current(index):
-            metrics["sign_agreement"] = self.agreement(cond, reference_sample, reference_better)
+        if self.diagnostics_every and update % self.diagnostics_every == 0 and not self.is_current(index, update):
+            metrics["sign_agreement"] = self.agreement(cond, reference_sample, reference_better, seed)
         self.log_metrics("train", {"loss": loss, **metrics}, batch_size=rows)
         return loss
 
-    def update_generator(self, device) -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + 7919 * (self.updates + 1))
+    def batch_seed(self, update: int, batch_idx: int) -> int:
+        """The seed of a training batch's draws: one per (update, batch), micro-batches of an update apart."""
+        return ((self.seed * 1_000_003 + update) * 65_537 + batch_idx) % 2**62
+
+    @staticmethod
+    def seeded(seed: int, device) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(seed)
 
     @torch.no_grad()
-    def agreement(self, cond: dict, reference_sample: torch.Tensor, reference_better: torch.Tensor) -> float:
+    def agreement(self, cond: dict, reference_sample: torch.Tensor, reference_better: torch.Tensor,
+                  seed: int) -> float:
         """Fraction of rows where the AAF's verdict equals the hidden reward's r(x^r) > r(x^θ), x^θ sampled by the
-        current model from the same noise as x^r; accumulated for the evaluation rows."""
-        generator = self.update_generator(reference_sample.device)  # x^r's starting noise
+        current model from the same noise as x^r (`seed`: the batch's); accumulated for the evaluation rows."""
+        generator = self.seeded(seed, reference_sample.device)  # x^r's starting noise
         current = self.model.sample(cond, generator=generator, steps=self.sample_steps)  # (B, 3, H, W)
         truth = self.reward.score(reference_sample) > self.reward.score(current)  # (B,)
         agree = (truth == reference_better).float()
@@ -154,10 +156,9 @@ class SePPOModule(PostTrainModule):
                 "aaf/reference_wins": stats["reference_better"] / stats["rows"]}
 
     def extra_state(self) -> dict:
-        return {"pool": self.pool, "updates": self.updates, "diagnostics": dict(self.diagnostics)}
+        return {"pool": self.pool, "diagnostics": dict(self.diagnostics)}
 
     def load_extra_state(self, state: dict) -> None:
         self.pool = list(state.get("pool", []))
-        self.updates = int(state.get("updates", 0))
         self.diagnostics.update(state.get("diagnostics", {}))
         self.loaded = -1

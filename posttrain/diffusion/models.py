@@ -7,18 +7,24 @@ noises with `DDPMScheduler.add_noise`, sampling steps a `DDIMScheduler` built fr
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
+from collections.abc import Mapping
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DModel
+from diffusers.utils import convert_state_dict_to_diffusers
+from safetensors.torch import save_file
 from torch import nn
 
+from posttrain.diffusion import lora as adapters
 from posttrain.models.builders import DTYPES, check_dtype
 from posttrain.utils.config import ConfigError, check
 
 PROCESSOR_FILE = "posttrain_processor.json"
 MODEL_FILE = "posttrain_diffusion.json"
+LORA_FOLDER = "lora"  # the trained adapter alone, beside the merged model
 
 
 class DiffusionProcessor:
@@ -61,12 +67,17 @@ class DiffusionModel(nn.Module):
     first (its posterior mean, times the VAE's scaling factor) and decode samples back. Only the UNet trains: the
     VAE and text encoder are frozen. `unet=` on the prediction and sampling calls runs another UNet of the same
     architecture (a frozen reference) with this model's encoders and schedule.
+
+    With `lora` (`model.lora`, see `posttrain.diffusion.lora`) the UNet gets a peft LoRA adapter and only the
+    adapter trains; `trained_weights`, `frozen_reference` and `save_pretrained` follow.
     """
 
     def __init__(self, unet: nn.Module, scheduler_config: dict, text_encoder: nn.Module | None = None,
-                 vae: nn.Module | None = None, tokenizer=None, sample_steps: int = 20):
+                 vae: nn.Module | None = None, tokenizer=None, sample_steps: int = 20,
+                 lora_spec: Mapping | None = None):
         super().__init__()
         check(sample_steps > 0, "model.sample_steps", f"must be > 0, got {sample_steps}")
+        self.lora = adapters.add_lora(unet, lora_spec) if lora_spec is not None else None
         self.unet, self.text_encoder, self.vae = unet, text_encoder, vae
         for frozen in (text_encoder, vae):
             if frozen is not None:
@@ -150,21 +161,62 @@ class DiffusionModel(nn.Module):
             latents = sampler.step(noise, t, latents, eta=eta, generator=generator).prev_sample
         return self.to_pixels(latents)
 
+    # ---- what trains, references ---------------------------------------------------------------------------------
+    def trained_weights(self) -> dict[str, torch.Tensor]:
+        """CPU copies of the weights that train: the UNet's, or with LoRA its adapter's alone (a pool entry)."""
+        if self.lora is not None:
+            return adapters.adapter_weights(self.unet)
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.unet.state_dict().items()}
+
+    def frozen_reference(self, start: bool = False) -> nn.Module:
+        """A frozen UNet for a reference model, now the current one; `load_reference` puts `trained_weights`
+        output into it. Without LoRA a copy of the UNet. With LoRA the same UNet seen through a second, frozen
+        adapter, or with its adapters disabled when `start` (the start model, which then never changes)."""
+        if self.lora is None:
+            return copy.deepcopy(self.unet).eval().requires_grad_(False)
+        view = adapters.AdapterView(self.unet, adapter=None if start else adapters.REFERENCE)
+        if not start:
+            view.load_weights(self.trained_weights())
+        return view
+
+    @staticmethod
+    def load_reference(reference: nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
+        if isinstance(reference, adapters.AdapterView):
+            reference.load_weights(weights)
+        else:
+            reference.load_state_dict(weights)
+
     # ---- saving -------------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str) -> None:
         """A Stable Diffusion model as a `StableDiffusionPipeline` directory; a pixel model as `unet/` and
-        `scheduler/` (each `from_pretrained(directory, subfolder=...)`-loadable) plus its sampling settings."""
+        `scheduler/` (each `from_pretrained(directory, subfolder=...)`-loadable) plus its sampling settings.
+
+        With LoRA the saved UNet is the merged one (W + ΔW), so the directory loads as a plain model, and `lora/`
+        holds the adapter alone, for the start model it was trained on: diffusers' LoRA file for a pipeline
+        (`pipeline.load_lora_weights(directory + "/lora")`), peft's adapter directory for a pixel UNet."""
         os.makedirs(directory, exist_ok=True)
+        unet = adapters.merged_unet(self.unet) if self.lora is not None else self.unet
         if self.vae is not None:
             pipeline = StableDiffusionPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                               unet=self.unet, scheduler=self.sampler, safety_checker=None,
+                                               unet=unet, scheduler=self.sampler, safety_checker=None,
                                                feature_extractor=None, requires_safety_checker=False)
             pipeline.save_pretrained(directory)
         else:
-            self.unet.save_pretrained(os.path.join(directory, "unet"))
+            unet.save_pretrained(os.path.join(directory, "unet"))
             self.noise_scheduler.save_pretrained(os.path.join(directory, "scheduler"))
+        if self.lora is not None:
+            self.save_adapter(os.path.join(directory, LORA_FOLDER))
         with open(os.path.join(directory, MODEL_FILE), "w") as handle:
             json.dump({"sample_steps": self.sample_steps}, handle)
+
+    def save_adapter(self, directory: str) -> None:
+        weights = adapters.adapter_weights(self.unet)
+        if self.vae is not None:
+            StableDiffusionPipeline.save_lora_weights(directory, unet_lora_layers=convert_state_dict_to_diffusers(
+                weights), unet_lora_adapter_metadata=self.lora.to_dict())
+        else:
+            self.lora.save_pretrained(directory)  # adapter_config.json
+            save_file(weights, os.path.join(directory, "adapter_model.safetensors"))
 
 
 def attention_levels(image_size: int, levels: int, attention_resolution: int) -> list[bool]:
@@ -187,12 +239,14 @@ def diffusion_tiny(
     seed: int = 0,
     name_or_path: str | None = None,
     dtype: str = "float32",
+    lora: Mapping | None = None,
 ):
     """A class-conditional `UNet2DModel` on RGB images of `image_size`², seeded random init, with a DDPM schedule of
-    `num_train_timesteps` steps; `name_or_path` loads a saved one (a stage's output) instead, in `dtype`."""
+    `num_train_timesteps` steps; `name_or_path` loads a saved one (a stage's output) instead, in `dtype`. `lora`
+    ({r, alpha, dropout, target_modules}) trains a LoRA adapter of the UNet instead of the whole UNet."""
     check_dtype(dtype)
     if name_or_path:
-        return load_tiny(name_or_path, dtype)
+        return load_tiny(name_or_path, dtype, lora)
     channels = list(block_out_channels)
     check(image_size % 2 ** (len(channels) - 1) == 0, "model.image_size",
           f"must be divisible by 2^(levels-1) = {2 ** (len(channels) - 1)}")
@@ -213,23 +267,27 @@ def diffusion_tiny(
     scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                               prediction_type=prediction_type, clip_sample=True)
     unet = unet if dtype == "float32" else unet.to(DTYPES[dtype])
-    model = DiffusionModel(unet, scheduler.config, sample_steps=sample_steps)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the adapter's random init
+        model = DiffusionModel(unet, scheduler.config, sample_steps=sample_steps, lora_spec=lora)
     return model, DiffusionProcessor(image_size, classes=list(classes))
 
 
-def load_tiny(directory: str, dtype: str):
+def load_tiny(directory: str, dtype: str, lora_spec: Mapping | None = None):
     check(os.path.isfile(os.path.join(directory, "unet", "config.json")), "model.name_or_path",
           f"{directory!r} is not a saved pixel diffusion model (no unet/config.json)")
     unet = UNet2DModel.from_pretrained(directory, subfolder="unet", dtype=DTYPES[dtype])
     scheduler = DDPMScheduler.from_pretrained(directory, subfolder="scheduler")
     settings, processor = read_json(directory, MODEL_FILE), read_json(directory, PROCESSOR_FILE)
-    model = DiffusionModel(unet.train(), scheduler.config, sample_steps=settings.get("sample_steps", 20))
+    model = DiffusionModel(unet.train(), scheduler.config, sample_steps=settings.get("sample_steps", 20),
+                           lora_spec=lora_spec)
     return model, DiffusionProcessor(processor["image_size"], classes=processor["classes"])
 
 
-def stable_diffusion(name_or_path: str, dtype: str = "float32", sample_steps: int = 20):
+def stable_diffusion(name_or_path: str, dtype: str = "float32", sample_steps: int = 20, lora: Mapping | None = None):
     """A Stable Diffusion directory (e.g. SD-1.5) through `StableDiffusionPipeline.from_pretrained`: its UNet trains
-    (in `dtype`; on GPUs `trainer=gpu` adds bf16 autocast), its VAE and CLIP text encoder stay frozen. Training
+    (in `dtype`; on GPUs `trainer=gpu` adds bf16 autocast), fully or, with `lora` ({r, alpha, dropout,
+    target_modules}), through a peft LoRA adapter alone; its VAE and CLIP text encoder stay frozen. Training
     noises with a `DDPMScheduler` and sampling steps a `DDIMScheduler`, both from the pipeline's scheduler config."""
     check_dtype(dtype)
     if not name_or_path or not os.path.isfile(os.path.join(name_or_path, "model_index.json")):
@@ -238,7 +296,7 @@ def stable_diffusion(name_or_path: str, dtype: str = "float32", sample_steps: in
     pipeline = StableDiffusionPipeline.from_pretrained(name_or_path, dtype=DTYPES[dtype], safety_checker=None,
                                                        requires_safety_checker=False)
     model = DiffusionModel(pipeline.unet.train(), pipeline.scheduler.config, text_encoder=pipeline.text_encoder,
-                           vae=pipeline.vae, tokenizer=pipeline.tokenizer, sample_steps=sample_steps)
+                           vae=pipeline.vae, tokenizer=pipeline.tokenizer, sample_steps=sample_steps, lora_spec=lora)
     scale = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
     size = pipeline.unet.config.sample_size * scale
     max_length = min(int(pipeline.tokenizer.model_max_length), pipeline.text_encoder.config.max_position_embeddings)
