@@ -1,14 +1,15 @@
 """Image data for diffusion models: prompts with images (winners only, or all images of a pretraining set) or
-preference pairs, from the built-in procedural task or from jsonl files.
+preference pairs, from the built-in procedural task or from jsonl or parquet files.
 
-jsonl lines are `{"prompt", "image"}` (winners) or `{"prompt", "chosen", "rejected"}` (pairs, as Pick-a-Pic
-exports), image paths relative to the file's folder (or absolute). Loading a file checks every line (its keys,
-that each image exists, that a pair's two images differ); an image is decoded each time its example is read, and
-its size is checked when it becomes a tensor. Every problem stops with `DataError("<jsonl path>:<line>: ...")`.
+Records are `{"prompt", "image"}` (winners) or `{"prompt", "chosen", "rejected"}` (pairs, as Pick-a-Pic exports):
+jsonl lines with image paths relative to the file's folder (or absolute), or parquet rows whose images are encoded
+bytes, `{"bytes", "path"}` structs (Hugging Face datasets) or paths (`datamodules/diffusion_parquet.py`). Loading a
+file checks every record (its keys, that each image exists, that a pair's two images differ); an image is decoded
+each time its example is read, and its size is checked when it becomes a tensor. Every problem stops with
+`DataError("<jsonl path>:<line>: ...")` or `DataError("<parquet path>:row <i>: ...")`.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 
@@ -18,7 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from datamodules.image_jsonl import _record_lines, load_image
+from datamodules.diffusion_parquet import decode_image, digest, read_parquet
+from datamodules.image_jsonl import _record_lines
 from datamodules.jsonl import DataError, read_jsonl
 from datamodules.sampler import train_loader
 from posttrain.utils.config import check, check_choice
@@ -40,13 +42,13 @@ class LazyImages:
         if isinstance(index, slice):
             return LazyImages(self.rows[index], self.fields)
         row = self.rows[index]
-        return {**row, **{f: load_image(row[f], row["source"]) for f in self.fields}}
+        return {**row, **{f: decode_image(row[f], row["source"]) for f in self.fields}}
 
 
 class DiffusionJsonlTask:
     """Args:
-        train_path: training file; eval_paths: split -> file (without any, the first `val_fraction` of train is
-            held out as `val`).
+        train_path: training file, jsonl or (by its `.parquet` suffix) parquet; eval_paths: split -> file (without
+            any, the first `val_fraction` of train is held out as `val`).
         kind: images ({"prompt", "image"}) or pairs ({"prompt", "chosen", "rejected"}).
         prompt_key / image_key / chosen_key / rejected_key: the files' field names.
     """
@@ -73,6 +75,11 @@ class DiffusionJsonlTask:
         return LazyImages(self._splits[split], IMAGE_FIELDS[self.kind])
 
     def read(self, path: str) -> list[dict]:
+        if path.endswith(".parquet"):
+            rows = read_parquet(path, self.fields, IMAGE_FIELDS[self.kind])
+            for row in rows:
+                self.check_pair(row)
+            return rows
         rows = read_jsonl(path, self.fields)
         folder = os.path.dirname(os.path.abspath(path))
         for row, lineno in zip(rows, _record_lines(path)):
@@ -82,23 +89,22 @@ class DiffusionJsonlTask:
                 if not os.path.isfile(image):
                     raise DataError(f"{where}: image {row[field]!r} does not exist (looked for {image})")
                 row[field] = image
-            if self.kind == "pairs" and same_file(row["chosen"], row["rejected"]):
-                raise DataError(f"{where}: chosen and rejected are the same image ({row['chosen']}); a pair needs "
-                                f"two different images")
+            self.check_pair(row)
         return rows
 
+    def check_pair(self, row: dict) -> None:
+        if self.kind == "pairs" and same_image(row["chosen"], row["rejected"]):
+            shown = row["chosen"] if isinstance(row["chosen"], str) else "the same bytes"
+            raise DataError(f"{row['source']}: chosen and rejected are the same image ({shown}); a pair needs two "
+                            f"different images")
 
-def same_file(a: str, b: str) -> bool:
-    """The same path, or two files with the same bytes."""
-    if os.path.realpath(a) == os.path.realpath(b):
+
+def same_image(a: bytes | str, b: bytes | str) -> bool:
+    """The same path, or two images (files or encoded bytes) with the same bytes."""
+    if isinstance(a, str) and isinstance(b, str) and os.path.realpath(a) == os.path.realpath(b):
         return True
-    if os.path.getsize(a) != os.path.getsize(b):
-        return False
-    digests = []
-    for path in (a, b):
-        with open(path, "rb") as handle:
-            digests.append(hashlib.sha256(handle.read()).digest())
-    return digests[0] == digests[1]
+    size = lambda image: os.path.getsize(image) if isinstance(image, str) else len(image)  # noqa: E731
+    return size(a) == size(b) and digest(a) == digest(b)
 
 
 def to_pixels(image: Image.Image, size: int, resize: bool, where: str) -> torch.Tensor:

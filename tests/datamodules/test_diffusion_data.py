@@ -1,7 +1,11 @@
-"""Diffusion data: the procedural blobs' winners and pairs; jsonl images and pairs with errors naming file:line."""
+"""Diffusion data: the procedural blobs' winners and pairs; jsonl and parquet images and pairs with errors naming
+file:line (file:row for parquet)."""
+import io
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -134,3 +138,87 @@ def test_prompt_outside_the_models_classes_names_file_and_line(tmp_path):
     path = write_jsonl(tmp_path / "w.jsonl", rows)
     with pytest.raises(DataError, match=r"w\.jsonl:2: prompt 'owl' is not one of the model's classes"):
         batches(DiffusionJsonlTask(path, val_fraction=0))
+
+
+# ---- parquet: images as bytes, {bytes, path} structs (Hugging Face datasets' Image feature) or paths ----------
+def png(size: int, value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((size, size, 3), value, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_parquet(path, columns: dict, types: dict | None = None) -> str:
+    types = types or {}
+    table = pa.table({k: pa.array(v, type=types.get(k)) for k, v in columns.items()})
+    pq.write_table(table, path)
+    return str(path)
+
+
+STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def test_parquet_winners_from_bytes_structs_and_paths(tmp_path):
+    write_images(tmp_path, {"c.png": 8})
+    images = [{"bytes": png(8, 10), "path": "a.png"}, {"bytes": None, "path": "c.png"}, {"bytes": png(8, 200),
+                                                                                         "path": None}]
+    path = write_parquet(tmp_path / "w.parquet", {"caption": ["cat", "dog", "cat"], "jpg": images},
+                         {"jpg": STRUCT})
+    task = DiffusionJsonlTask(path, prompt_key="caption", image_key="jpg", val_fraction=0)
+    examples = task.examples("train")
+    assert [e["source"] for e in examples] == [f"{path}:row {i}" for i in range(3)]
+    assert np.asarray(examples[0]["image"])[0, 0].tolist() == [10, 10, 10]
+    assert np.asarray(examples[2]["image"])[0, 0].tolist() == [200, 200, 200]
+    assert examples[1]["image"].size == (8, 8)  # decoded from the path, relative to the file's folder
+    raw = write_parquet(tmp_path / "raw.parquet", {"prompt": ["cat", "dog"], "image": [png(8, 1), png(8, 2)]})
+    batch = batches(DiffusionJsonlTask(raw, val_fraction=0))
+    assert batch["pixels"].shape == (2, 3, 8, 8) and sorted(batch["class_labels"].tolist()) == [0, 1]
+
+
+def test_parquet_pairs_load(tmp_path):
+    path = write_parquet(tmp_path / "p.parquet", {"prompt": ["cat", "dog"], "chosen": [png(8, 1), png(8, 2)],
+                                                  "rejected": [png(8, 3), png(8, 4)]})
+    batch = batches(DiffusionJsonlTask(path, kind="pairs", val_fraction=0))
+    assert batch["chosen_pixels"].shape == batch["rejected_pixels"].shape == (2, 3, 8, 8)
+    assert not torch.equal(batch["chosen_pixels"], batch["rejected_pixels"])
+
+
+def test_parquet_missing_images_name_file_and_row(tmp_path):
+    path = write_parquet(tmp_path / "w.parquet", {"prompt": ["cat", "dog"], "image": [png(8, 1), None]})
+    with pytest.raises(DataError, match=r"w\.parquet:row 1: image 'image' is missing \(null\)"):
+        DiffusionJsonlTask(path)
+    path = write_parquet(tmp_path / "s.parquet", {"prompt": ["cat", "dog"], "image": [
+        {"bytes": png(8, 1), "path": None}, {"bytes": None, "path": "gone.png"}]}, {"image": STRUCT})
+    with pytest.raises(DataError, match=r"s\.parquet:row 1: image 'gone\.png' does not exist"):
+        DiffusionJsonlTask(path)
+    path = write_parquet(tmp_path / "c.parquet", {"prompt": ["cat"], "picture": [png(8, 1)]})
+    with pytest.raises(DataError, match=r"c\.parquet: missing column 'image'"):
+        DiffusionJsonlTask(path)
+
+
+def test_parquet_undecodable_image_names_file_and_row(tmp_path):
+    path = write_parquet(tmp_path / "w.parquet", {"prompt": ["cat", "dog"], "image": [png(8, 1), b"not a png"]})
+    with pytest.raises(DataError, match=r"w\.parquet:row 1: cannot decode image"):
+        DiffusionJsonlTask(path, val_fraction=0).examples("train")[1]
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet either")
+    with pytest.raises(DataError, match=r"bad\.parquet: cannot read parquet"):
+        DiffusionJsonlTask(str(bad))
+
+
+def test_parquet_pair_of_identical_images_names_file_and_row(tmp_path):
+    write_images(tmp_path, {"a.png": 8})
+    same = (tmp_path / "a.png").read_bytes()
+    path = write_parquet(tmp_path / "p.parquet", {"prompt": ["cat", "cat"], "chosen": [png(8, 1), same],
+                                                  "rejected": [png(8, 2), same]})
+    with pytest.raises(DataError, match=r"p\.parquet:row 1: chosen and rejected are the same image"):
+        DiffusionJsonlTask(path, kind="pairs")
+    mixed = write_parquet(tmp_path / "m.parquet", {"prompt": ["cat"], "chosen": [same], "rejected": ["a.png"]})
+    with pytest.raises(DataError, match=r"m\.parquet:row 0: chosen and rejected are the same image"):
+        DiffusionJsonlTask(mixed, kind="pairs")
+
+
+def test_parquet_wrong_size_is_an_error_unless_resizing(tmp_path):
+    path = write_parquet(tmp_path / "w.parquet", {"prompt": ["cat", "dog"], "image": [png(8, 1), png(12, 2)]})
+    with pytest.raises(DataError, match=r"w\.parquet:row 1: image is 12x12, the model's images are 8x8"):
+        batches(DiffusionJsonlTask(path, val_fraction=0))
+    assert batches(DiffusionJsonlTask(path, val_fraction=0), resize=True)["pixels"].shape == (2, 3, 8, 8)
