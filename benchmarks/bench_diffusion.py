@@ -59,7 +59,8 @@ def main() -> None:
     for steps, diagnostics in ((10, 0), (10, 1)):
         module = SePPOModule(model, processor, sample_steps=steps, diagnostics_every=diagnostics,
                              reward=BrightCentredReward())
-        module.on_train_batch_start(batch, 0)  # θ_0 joins the pool
+        # a pool of two entries: a reference that is not the current model, so the diagnostics (when on) run
+        module.pool = [model.trained_weights(), model.trained_weights()]
         seconds = timed(stepper(module, batch), args.repeats)
         label = f"SePPO update ({steps}-step reference sample{', + diagnostics' if diagnostics else ''})"
         rows.append((label, seconds, args.batch / seconds, seconds / sft))

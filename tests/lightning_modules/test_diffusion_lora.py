@@ -69,8 +69,8 @@ def test_diffusion_dpo_with_lora_has_the_start_as_its_reference(tmp_path):
     assert not torch.allclose(module.model.predict(x, t, inputs), start)  # the policy moved away from it
 
 
-@pytest.mark.parametrize("lora", [LORA])
-def test_killed_seppo_run_with_lora_resumes_with_its_pool_of_adapters(tmp_path, lora):
+def test_killed_seppo_run_with_lora_resumes_with_its_pool_of_adapters(tmp_path):
+    lora = LORA
     reference = train(compose_config([*BASE, lora], tmp_path / "uninterrupted"))
     module = reference["module"]
     assert len(module.pool) == 3 and all(".lora_" in k for entry in module.pool for k in entry)

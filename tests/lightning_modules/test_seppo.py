@@ -100,6 +100,8 @@ def test_updates_are_optimizer_steps_under_gradient_accumulation(tmp_path):
         assert first[1] == second[1]  # one reference per update
     pool = result["module"].pool
     assert all(any(not torch.equal(a[k], b[k]) for k in a) for a, b in zip(pool, pool[1:]))  # three different θ
+    seeds = {result["module"].batch_seed(update, batch) for update in range(3) for batch in range(6)}
+    assert len(seeds) == 6  # the two micro-batches of an update draw their own noise (batch_idx counts mod 2)
 
 
 def perturbed(weights: dict, seed: int) -> dict:
