@@ -42,7 +42,7 @@ def lora_config(spec: Mapping) -> LoraConfig:
     check(0 <= dropout < 1, "model.lora.dropout", f"must be in [0, 1), got {dropout!r}")
     targets = spec.get("target_modules") or DEFAULT_TARGETS
     targets = [targets] if isinstance(targets, str) else [str(t) for t in targets]
-    # "gaussian": A ~ N(0, 1/r), B = 0, as diffusers' LoRA training does; B = 0 makes the start adapter the identity
+    # "gaussian": A ~ N(0, 1/r²), B = 0, as diffusers' LoRA training does; B = 0 makes the start adapter the identity
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
                       init_lora_weights="gaussian")
 
@@ -51,8 +51,8 @@ def add_lora(unet: nn.Module, spec: Mapping) -> LoraConfig:
     """Injects the trainable adapter of `spec` (`model.lora`) into `unet` in place and freezes its base weights.
 
     Every target must name at least one submodule (its full name or a dotted suffix of one, as peft matches them)
-    of a kind peft adapts (Linear, Conv2d). Adapter weights are float32 whatever the base dtype: Adam's updates of
-    bf16 weights would be lost to rounding."""
+    of a kind peft adapts (Linear, Conv, Embedding). Adapter weights are float32 whatever the base dtype: Adam's
+    updates of bf16 weights would be lost to rounding."""
     config = lora_config(spec)
     for target in sorted(config.target_modules):
         matched = [(n, m) for n, m in unet.named_modules() if n == target or n.endswith("." + target)]

@@ -86,3 +86,17 @@ def test_killed_seppo_run_with_lora_resumes_with_its_pool_of_adapters(tmp_path):
             torch.testing.assert_close(again[name], value, rtol=0, atol=1e-6)
     assert_same_parameters(resumed["module"].model, module.model)
     assert resumed["module"].progress_info() == pytest.approx(module.progress_info())
+
+
+def test_seppo_with_lora_in_bfloat16_trains_a_float32_adapter_on_a_frozen_bfloat16_base(tmp_path):
+    cfg = compose_config([*BASE, LORA, "model.dtype=bfloat16", "trainer.precision=bf16-mixed",
+                          "trainer.max_epochs=1"], tmp_path)
+    result = train(cfg)
+    module = result["module"]
+    assert result["trainer"].global_step == 2 and result["trainer"].precision == "bf16-mixed"
+    start = instantiate(cfg.model)[0]
+    (adapter, base), (adapter_start, base_start) = split_weights(module.model.unet), split_weights(start.unet)
+    assert {v.dtype for v in base.values()} == {torch.bfloat16} and {v.dtype for v in adapter.values()} == {
+        torch.float32}
+    assert all(torch.equal(base_start[k], v) for k, v in base.items())
+    assert all(not torch.equal(adapter_start[k], v) for k, v in adapter.items())
