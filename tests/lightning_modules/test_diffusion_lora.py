@@ -1,5 +1,9 @@
 """SePPO and Diffusion-DPO with model.lora through train.py's pipeline: two steps change the adapter alone, the
 saved directory loads back as a plain Stable Diffusion pipeline, and a killed run resumes with its pool of adapters."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -8,7 +12,7 @@ from hydra.utils import instantiate
 from posttrain.diffusion import stable_diffusion
 from posttrain.diffusion.lora import AdapterView
 from posttrain.pipeline import train
-from tests.helpers import Killed, assert_same_parameters, compose_config
+from tests.helpers import ROOT, Killed, assert_same_parameters, compose_config
 from tests.lightning_modules.test_seppo import BASE
 from tests.models.test_diffusion_models import tiny_sd_directory
 
@@ -100,3 +104,23 @@ def test_seppo_with_lora_in_bfloat16_trains_a_float32_adapter_on_a_frozen_bfloat
         torch.float32}
     assert all(torch.equal(base_start[k], v) for k, v in base.items())
     assert all(not torch.equal(adapter_start[k], v) for k, v in adapter.items())
+
+
+@pytest.mark.slow
+def test_seppo_with_lora_runs_with_two_cpu_processes(tmp_path):
+    """DDP: the policy's adapter is the only synchronised parameter set, the reference adapter switches inside the
+    step, and both processes make the same updates."""
+    overrides = [o for o in BASE if not o.startswith("trainer.max_epochs")]
+    command = [sys.executable, "train.py", *overrides, "'model.lora={r: 4, alpha: 8}'", "trainer.max_epochs=2",
+               "method.pool_every=1",
+               "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path}",
+               f"paths.cache_dir={tmp_path}/cache", "~callbacks.progress_bar"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(" ".join(command), shell=True, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stderr + proc.stdout
+    state = torch.load(tmp_path / "checkpoints" / "main" / "last.ckpt", weights_only=False)
+    # 8 winners over 2 processes in batches of 4: one update per epoch; θ_0 and θ_1 joined before updates 0 and 1
+    assert state["global_step"] == 2 and len(state["posttrain"]["pool"]) == 2
+    assert all(".lora_" in k for entry in state["posttrain"]["pool"] for k in entry)
