@@ -123,9 +123,11 @@ class SePPOModule(PostTrainModule):
     def batch_seed(self, update: int, batch_idx: int) -> int:
         """The seed of a training batch's draws, one per (update, micro-batch of the update): the micro-batches of
         an accumulated update draw apart (7919 and 104729 are primes, so seeds repeat only after 104729 updates);
-        micro-batch 0 keeps the seeds the results table of docs/methods/seppo.md was measured with."""
+        micro-batch 0 keeps the seeds the results table of docs/methods/seppo.md was measured with. Each process
+        adds its rank, so data-parallel processes do not draw the same x^r for rows of the same prompt."""
         accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
-        return self.seed * 1_000_003 + 7919 * (update + 1) + 104_729 * (batch_idx % accumulate)
+        rank = self.global_rank if self._trainer is not None else 0
+        return self.seed * 1_000_003 + 7919 * (update + 1) + 104_729 * (batch_idx % accumulate) + 15_485_863 * rank
 
     @staticmethod
     def seeded(seed: int, device) -> torch.Generator:

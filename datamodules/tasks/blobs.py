@@ -56,7 +56,8 @@ class BlobsTask:
               f"must be a non-empty subset of {list(SHAPES)}, got {list(classes)}")
         check(0 < winner_share < 1, "data.task.winner_share", f"must be in (0, 1), got {winner_share}")
         check_choice(view, VIEWS, "data.task.view")
-        check(min(train_size, val_size, test_size) > 1, "data.task.train_size", "every split's size must be > 1")
+        for key, size in (("train_size", train_size), ("val_size", val_size), ("test_size", test_size)):
+            check(size > 1, f"data.task.{key}", f"must be > 1, got {size}")
         check(0 < radius[0] <= radius[1], "data.task.radius", f"must be 0 < min <= max, got {list(radius)}")
         self.reward, self.image_size, self.classes = reward, image_size, list(classes)
         self.winner_share, self.view, self.radius, self.seed = winner_share, view, tuple(radius), seed

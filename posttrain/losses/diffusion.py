@@ -51,8 +51,9 @@ def diffusion_dpo_loss(err_w: torch.Tensor, err_w_ref: torch.Tensor, err_l: torc
         L = − log σ( − β T ω(λ_t) [ (‖ε^w − ε_θ(x^w_t,t)‖² − ‖ε^w − ε_ref(x^w_t,t)‖²)
                                     − (‖ε^l − ε_θ(x^l_t,t)‖² − ‖ε^l − ε_ref(x^l_t,t)‖²) ] )
 
-    with t shared by the pair and ε^w, ε^l drawn independently. The official code's `-0.5 * beta_dpo` scale is
-    β T ω = 0.5 β_dpo here (it folds T into β and uses ω = 1/2).
+    with t shared by the pair and ε^w, ε^l drawn independently, as the equation's expectation reads (the official
+    code reuses one ε for both, a variance reduction that leaves the expectation unchanged). The official code's
+    `-0.5 * beta_dpo` scale is β T ω = 0.5 β_dpo here (it folds T into β and uses ω = 1/2).
 
     Args:
         err_w, err_w_ref: (B,) errors of the policy and the reference on the noised winner.

@@ -15,6 +15,7 @@ from datamodules.jsonl import DataError
 from datamodules.tasks.blobs import BlobsTask
 from posttrain.diffusion import DiffusionProcessor
 from posttrain.rewards.images import BrightCentredReward
+from posttrain.utils.config import ConfigError
 
 REWARD = BrightCentredReward()
 PROCESSOR = DiffusionProcessor(8, classes=["cat", "dog"])
@@ -222,3 +223,10 @@ def test_parquet_wrong_size_is_an_error_unless_resizing(tmp_path):
     with pytest.raises(DataError, match=r"w\.parquet:row 1: image is 12x12, the model's images are 8x8"):
         batches(DiffusionJsonlTask(path, val_fraction=0))
     assert batches(DiffusionJsonlTask(path, val_fraction=0), resize=True)["pixels"].shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("key", ["train_size", "val_size", "test_size"])
+def test_blobs_split_size_error_names_its_key(key):
+    sizes = {"train_size": 300, "val_size": 60, "test_size": 60, key: 1}
+    with pytest.raises(ConfigError, match=f"data.task.{key}"):
+        BlobsTask(REWARD, image_size=16, **sizes)

@@ -145,3 +145,16 @@ def test_the_reference_sample_comes_from_the_reference_unet(lora):
     torch.testing.assert_close(reference_sample, expected)
     current = original(condition, generator=generator(), steps=3)
     assert (reference_sample - current).abs().max() > 1e-2
+
+
+def test_data_parallel_processes_draw_apart_and_rank_zero_keeps_its_seeds():
+    from types import SimpleNamespace
+    model, processor = diffusion_tiny(image_size=8, block_out_channels=(8,), norm_num_groups=4)
+    module = SePPOModule(model, processor)
+    alone = module.batch_seed(3, 0)
+    seeds = {}
+    for rank in (0, 1):
+        module._trainer = SimpleNamespace(global_rank=rank, accumulate_grad_batches=1)
+        seeds[rank] = module.batch_seed(3, 0)
+    assert seeds[0] == alone  # the documented table's seeds (one process) are unchanged
+    assert seeds[1] != seeds[0]
