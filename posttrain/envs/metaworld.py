@@ -22,8 +22,10 @@ Rendering runs headless through EGL: MUJOCO_GL defaults to `egl` here (set befor
 """
 from __future__ import annotations
 
+import atexit
 import os
 import warnings
+import weakref
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -35,6 +37,7 @@ import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 from metaworld import policies  # noqa: E402
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # noqa: E402
+from metaworld.sawyer_xyz_env import SawyerXYZEnv  # noqa: E402
 
 from posttrain.envs.cameras import Camera, box_corners, pixel_box  # noqa: E402
 from posttrain.envs.splits import SPLITS, split_seeds  # noqa: E402, F401  (split_seeds: re-exported)
@@ -80,10 +83,23 @@ VIEWS = ("scene", "wrist")
 SCENE_CAMERA = {"lookat": (0.0, 0.72, 0.08), "distance": 0.8, "azimuth": 135.0, "elevation": -45.0}
 WRIST_CAMERA = "gripperPOV"
 OBJECT_GEOM = "objGeom"  # every task here names its manipulated object so
+# Meta-World's bounds of its first four observation entries (hand xyz, finger opening), which it clips to.
+STATE_SPACE = spaces.Box(np.append(SawyerXYZEnv._HAND_SPACE.low, -1.0).astype(np.float32),
+                         np.append(SawyerXYZEnv._HAND_SPACE.high, 1.0).astype(np.float32), dtype=np.float32)
 
 
 def instruction_text(template: str, task: str, color: str) -> str:
     return template.format(color=color, noun=TASKS[task].noun)
+
+
+LIVE: weakref.WeakSet = weakref.WeakSet()  # simulations not yet closed
+
+
+@atexit.register
+def close_all() -> None:
+    """Renderers left open at exit are closed before the interpreter tears EGL down (else EGL prints errors)."""
+    for sim in list(LIVE):
+        sim.close()
 
 
 class Simulation:
@@ -102,6 +118,7 @@ class Simulation:
         self.cameras = {"scene": free_camera(scene_camera), "wrist": wrist_camera}
         self.renderers: dict[str, mujoco.Renderer] = {}
         self.obs: np.ndarray | None = None  # Meta-World's (39,) observation, what the expert reads
+        LIVE.add(self)
 
     def renderer(self, view: str) -> mujoco.Renderer:
         if view not in self.renderers:
@@ -143,6 +160,7 @@ class Simulation:
             renderer.close()
         self.renderers.clear()
         self.env.close()
+        LIVE.discard(self)
 
 
 def free_camera(settings: dict) -> mujoco.MjvCamera:
@@ -172,14 +190,16 @@ class MetaWorldEnv(gym.Env):
         terminate_on_success: end the episode at the first success (closed-loop evaluation's rule).
         scene_camera: the free camera's lookat, distance, azimuth, elevation.
         wrist_camera: a camera of the Meta-World model mounted on the gripper.
+        render_mode: rgb_array (`render()` is the scene view), what `gymnasium.make` passes.
     """
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}  # 12.5 ms of simulated time per step
 
     def __init__(self, tasks=("pick-place-v3", "push-v3", "shelf-place-v3"), colors=tuple(COLORS),
                  held_out=("pick-place-v3:purple", "push-v3:orange", "shelf-place-v3:yellow"), split: str = "train",
                  image_size: int = 64, max_steps: int = 150, terminate_on_success: bool = True,
-                 scene_camera: dict | None = None, wrist_camera: str = WRIST_CAMERA, where: str = "env"):
+                 scene_camera: dict | None = None, wrist_camera: str = WRIST_CAMERA, render_mode: str = "rgb_array",
+                 where: str = "env"):
         self.tasks, self.colors = list(tasks), list(colors)
         check(bool(self.tasks), f"{where}.tasks", "must name at least one Meta-World task")
         for i, task in enumerate(self.tasks):
@@ -188,6 +208,7 @@ class MetaWorldEnv(gym.Env):
             check(color in COLORS, f"{where}.colors[{i}]", f"unknown colour {color!r}; available: {sorted(COLORS)}")
         check_choice(split, SPLITS, f"{where}.split")
         check(image_size >= 16, f"{where}.image_size", f"must be >= 16, got {image_size}")
+        check(render_mode in (None, "rgb_array"), f"{where}.render_mode", f"must be rgb_array, got {render_mode!r}")
         check(max_steps >= 1, f"{where}.max_steps", f"must be >= 1, got {max_steps}")
         self.held_out = [parse_combo(c, f"{where}.held_out[{i}]") for i, c in enumerate(held_out or ())]
         self.combos = self.split_combos(split)
@@ -199,7 +220,7 @@ class MetaWorldEnv(gym.Env):
         self.wrist_camera = wrist_camera
         image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         self.observation_space = spaces.Dict({
-            "scene": image, "wrist": image, "state": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            "scene": image, "wrist": image, "state": STATE_SPACE,
             "instruction": spaces.Text(200, charset="abcdefghijklmnopqrstuvwxyz -'")})
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
         self.render_mode = "rgb_array"

@@ -4,8 +4,10 @@ import os
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 
 from posttrain.envs import make_env
 from posttrain.envs.metaworld import COLORS, TASKS, MetaWorldEnv, RenderError, split_seeds
@@ -119,3 +121,12 @@ def test_no_gl_context_is_a_clear_error():
     assert "RENDER-ERROR" in out.stdout, out.stderr[-2000:]
     assert "MUJOCO_GL=egl" in out.stdout and "libegl1" in out.stdout and "libosmesa6" in out.stdout
     assert issubclass(RenderError, RuntimeError)
+
+
+def test_gymnasium_make_and_its_env_checker():
+    env = gym.make("posttrain/MetaWorld-v0", tasks=["push-v3"], image_size=32)
+    try:
+        check_env(env.unwrapped)  # seeding determinism, spaces, step/reset/render signatures
+        assert env.unwrapped.render().shape == (32, 32, 3)
+    finally:
+        env.close()
