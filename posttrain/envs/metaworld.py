@@ -41,7 +41,7 @@ from metaworld.sawyer_xyz_env import SawyerXYZEnv  # noqa: E402
 
 from posttrain.envs.cameras import Camera, box_corners, pixel_box  # noqa: E402
 from posttrain.envs.splits import SPLITS, split_seeds  # noqa: E402, F401  (split_seeds: re-exported)
-from posttrain.utils.config import ConfigError, check, check_choice  # noqa: E402
+from posttrain.utils.config import ConfigError, check, check_choice, with_defaults  # noqa: E402
 
 GL_HELP = ("MuJoCo could not create an OpenGL context for rendering (MUJOCO_GL={gl!r}). Headless machines need "
            "MUJOCO_GL=egl with the apt packages libegl1 libegl-mesa0 libgl1-mesa-dri, or MUJOCO_GL=osmesa with "
@@ -105,8 +105,10 @@ def close_all() -> None:
 class Simulation:
     """One Meta-World task's MuJoCo model and data, its expert and one renderer per view (created once)."""
 
-    def __init__(self, task: str, image_size: int, scene_camera: dict, wrist_camera: str):
+    def __init__(self, task: str, image_size: int, scene_camera: dict, wrist_camera: str, where: str = "env"):
         env = ALL_V3_ENVIRONMENTS[task]()
+        cameras = [env.model.camera(i).name for i in range(env.model.ncam)]
+        check(wrist_camera in cameras, f"{where}.wrist_camera", f"no camera {wrist_camera!r} in {task}: {cameras}")
         # What Meta-World's benchmark constructors do for a multi-task (goal-observable) env with fresh layouts:
         # layouts drawn from the env's seeded generator, the goal in the observation (its experts read it there).
         env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
@@ -207,7 +209,8 @@ class MetaWorldEnv(gym.Env):
         for i, color in enumerate(self.colors):
             check(color in COLORS, f"{where}.colors[{i}]", f"unknown colour {color!r}; available: {sorted(COLORS)}")
         check_choice(split, SPLITS, f"{where}.split")
-        check(image_size >= 16, f"{where}.image_size", f"must be >= 16, got {image_size}")
+        check(16 <= image_size <= 480, f"{where}.image_size",
+              f"must be in [16, 480] (MuJoCo's offscreen buffer), got {image_size}")
         check(render_mode in (None, "rgb_array"), f"{where}.render_mode", f"must be rgb_array, got {render_mode!r}")
         check(max_steps >= 1, f"{where}.max_steps", f"must be >= 1, got {max_steps}")
         self.held_out = [parse_combo(c, f"{where}.held_out[{i}]") for i, c in enumerate(held_out or ())]
@@ -216,7 +219,7 @@ class MetaWorldEnv(gym.Env):
               f"split {split!r} has no task:colour combination left (held out: {list(held_out or ())})")
         self.split, self.image_size, self.max_steps = split, image_size, max_steps
         self.terminate_on_success, self.where = terminate_on_success, where
-        self.scene_camera = {**SCENE_CAMERA, **dict(scene_camera or {})}
+        self.scene_camera = with_defaults(scene_camera, SCENE_CAMERA, f"{where}.scene_camera")
         self.wrist_camera = wrist_camera
         image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         self.observation_space = spaces.Dict({
@@ -241,7 +244,7 @@ class MetaWorldEnv(gym.Env):
     def sim(self, task: str | None = None) -> Simulation:
         task = task or self.task
         if task not in self.sims:
-            self.sims[task] = Simulation(task, self.image_size, self.scene_camera, self.wrist_camera)
+            self.sims[task] = Simulation(task, self.image_size, self.scene_camera, self.wrist_camera, self.where)
         return self.sims[task]
 
     # ---- gymnasium API ---------------------------------------------------------------------------------------------

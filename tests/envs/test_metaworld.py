@@ -108,6 +108,13 @@ def test_bad_configs_name_their_keys():
         make_env({"id": "metaworld", "held_out": []}, split="test_combos")
     with pytest.raises(ConfigError, match=r"env\.split"):
         make_env({"id": "metaworld"}, split="test_ood")
+    with pytest.raises(ConfigError, match=r"env\.scene_camera\.zoom: unknown key"):
+        make_env({"id": "metaworld", "scene_camera": {"zoom": 2}})
+    with pytest.raises(ConfigError, match=r"env\.image_size"):
+        make_env({"id": "metaworld", "image_size": 512})
+    bad_camera = make_env({"id": "metaworld", "tasks": ["push-v3"], "wrist_camera": "nose"})
+    with pytest.raises(ConfigError, match=r"env\.wrist_camera: no camera 'nose' in push-v3"):
+        bad_camera.reset(seed=0)
 
 
 def test_no_gl_context_is_a_clear_error():
