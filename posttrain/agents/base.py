@@ -93,6 +93,10 @@ class ChatModel(ABC):
             self.usage.add(reply)
         return replies
 
+    def describe(self) -> dict:
+        """What identifies this chat model's replies (for the cache of a pipeline that resumes from its outputs)."""
+        return {"class": type(self).__name__}
+
     @abstractmethod
     def _chat(self, conversations: list[list[dict]], *, max_new_tokens: int, temperature: float, seed: int | None,
               stop: list[str] | None) -> list[ChatReply]:

@@ -32,6 +32,9 @@ class OpenAIChatModel(ChatModel):
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", max_retries=max_retries,
                                     timeout=timeout)
 
+    def describe(self) -> dict:
+        return {**super().describe(), "base_url": self.base_url, "model": self.model}
+
     def _chat(self, conversations, *, max_new_tokens, temperature, seed, stop):
         def one(i: int) -> ChatReply:
             return self._one(conversations[i], max_new_tokens, temperature, None if seed is None else seed + i, stop)

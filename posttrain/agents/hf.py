@@ -35,10 +35,14 @@ class HFChatModel(ChatModel):
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(f"{key}: the tokenizer of {name_or_path or type(model).__name__} has no chat template "
                               f"(a chat/instruct model is needed, or set agent.chat_template)")
+        self.name = name_or_path or type(model).__name__
         self.model, self.tokenizer = model.to(device), tokenizer
         self.batch_size, self.device = batch_size, device
         self.context = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
         self.truncated = 0  # prompts cut from the left to fit the context
+
+    def describe(self) -> dict:
+        return {**super().describe(), "model": self.name, "chat_template": self.tokenizer.chat_template}
 
     def encode(self, messages: list[dict], max_new_tokens: int) -> list[int]:
         """The conversation through the chat template, ready for the assistant's turn; when it does not fit the

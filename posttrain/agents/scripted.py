@@ -35,6 +35,11 @@ class ScriptedChatModel(ChatModel):
                               "scripted agents sets `responder`)")
         self.responder, self.seed = responder, seed
 
+    def describe(self) -> dict:
+        settings = getattr(self.responder, "probabilities", None)
+        return {**super().describe(), "responder": type(self.responder).__name__, "settings": settings,
+                "seed": self.seed}
+
     def _chat(self, conversations, *, max_new_tokens, temperature, seed, stop):
         base = self.seed if seed is None else seed
         return [self._one(messages, random.Random(base * 1_000_003 + i), max_new_tokens, stop)
