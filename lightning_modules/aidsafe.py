@@ -204,7 +204,9 @@ class PreferencePairsModule(CompletionMixin, PostTrainModule):
             chosen = self.complete(queries)
             found = search_beliefs(self.agent, self.complete, self.violation, queries, iterations=self.iterations,
                                    candidates=self.candidates, keep=self.keep, seed=seed)
-            candidates = [(q, c, r, b) for q, c, r, b in zip(queries, chosen, found.rejected, found.beliefs)]
+            # a query no candidate was scored on (every ear-whisperer reply unusable) gets a tie
+            candidates = [(q, c, r if v >= 0 else c, b)
+                          for q, c, r, b, v in zip(queries, chosen, found.rejected, found.beliefs, found.violations)]
         else:
             samples = self.complete(queries, temperature=self.temperature, num_samples=2, seed=seed)
             candidates = []

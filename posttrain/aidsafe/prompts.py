@@ -109,10 +109,10 @@ def deliberation_messages(query: str, intents: list[tuple[str, str]], policies: 
 def parse_deliberation(text: str, count: int) -> tuple[bool, list[int], list[str], str | None]:
     """(complete, thought numbers to remove (1-based), thoughts to add, revised response or None)."""
     blocks = sections(text)
-    verdict = blocks.get("VERDICT", "").lower().split()
-    if not verdict or verdict[0] not in ("complete", "edit", "agree"):
+    verdict = re.match(r"\s*(complete|agree|edit)\b", blocks.get("VERDICT", "").lower())
+    if verdict is None:
         raise ReplyError("needs '### VERDICT' with 'complete' or 'edit'")
-    if verdict[0] != "edit":
+    if verdict.group(1) != "edit":
         return True, [], [], None
     remove = [int(n) for n in re.findall(r"\d+", blocks.get("REMOVE", ""))]
     if any(not 1 <= n <= count for n in remove):
