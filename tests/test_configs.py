@@ -61,6 +61,14 @@ STAGES = {
     "gflowvlm": [*WARMUP, "data.expert_tasks=24", "data.eval_size=2", "env.max_steps=2", "method.num_samples=2",
                  "method.generation.max_new_tokens=8", "method.ppo.epochs=1", "method.evaluator.num_samples=2",
                  "method.evaluator.diversity_tasks=1", "method.evaluator.tv_samples=2"],
+    # 8 queries through the scripted agents; each SFT and DPO arm two steps on its file (every query gives a pair)
+    "aidsafe": ["trainer.max_epochs=1", "data.task.eval_size=8", "method.evaluator.max_new_tokens=8",
+                "stages.pairs_sampling.method.harmful_only=false", "stages.pairs_belief.method.harmful_only=false",
+                "stages.pairs_sampling.method.max_new_tokens=8", "stages.pairs_belief.method.max_new_tokens=8",
+                "stages.pairs_belief.method.iterations=1", "stages.pairs_belief.method.candidates=2",
+                "stages.dpo_sampling.data.batch_size=4", "stages.dpo_belief.data.batch_size=4",
+                "stages.dpo_sampling.trainer.max_epochs=1", "stages.dpo_belief.trainer.max_epochs=1",
+                "stages.score_dpo_sampling.method.max_new_tokens=8", "stages.score_dpo_belief.method.max_new_tokens=8"],
     "rs_sft": [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "stages.generate.method.num_samples=4",
                "stages.generate.method.max_per_prompt=4", "stages.main.data.batch_size=4"],
 }
@@ -70,6 +78,7 @@ PAIR_METRICS = {f"{split}/{name}" for split in ("val", "test_ood")
 DIFFUSION_METRICS = {f"{split}/{name}" for split in ("val", "test") for name in ("reward", "reward_winners", "mmd")}
 EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreement"},
              "diffusion_dpo": DIFFUSION_METRICS,
+             "aidsafe": {"heldout/safe_rate", "jailbreak/safe_rate", "benign/over_refusal", "heldout/faithfulness"},
              "gflowvlm": {"val/success", "test_ood/success", "val/invalid", "val/div@2", "val/tv_terminal"},
              "pairwise_rm": PAIR_METRICS,
              "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
@@ -77,6 +86,10 @@ EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreem
              "llava_critic_r1": {"val/critic_accuracy", "val/critic_format", "val/position_bias", "qa/policy_accuracy",
                                  "qa/policy_format", "qa/selfcritique@4", "qa/basecritique@4", "qa/majority@4",
                                  "qa/pass@4"}}
+
+
+# Stages that add no row of their own: aidsafe's DPO arms are scored by the dataset stages after them (score_dpo_*).
+UNSCORED_STAGES = {"aidsafe": 2}
 
 
 # Parameters a method leaves untrained on purpose (names as in `module.named_parameters()`); every other parameter it
@@ -137,7 +150,9 @@ def test_every_stage_of_the_experiment_runs_two_steps_and_changes_every_paramete
     for key, stage in result["stages"].items():
         assert stage.module is not None, f"{key}: every stage ran (no cache from earlier tests)"
         if stage.planned.stage.output == "dataset":
-            assert result["stages"]["main"].planned.data.task.train_path == stage.output
+            assert os.path.isfile(stage.output), key
+            if experiment == "rs_sft":
+                assert result["stages"]["main"].planned.data.task.train_path == stage.output
             continue
         assert stage.trainer.global_step == 2, key
         if key in ("main", "control"):
@@ -145,7 +160,7 @@ def test_every_stage_of_the_experiment_runs_two_steps_and_changes_every_paramete
             assert_every_parameter_changed(stage.module, start_network(cfg, result, key), reward_model, frozen)
     expected = EVAL_KEYS.get(experiment, {"val/accuracy", "test_ood/accuracy", "val/nll"})
     assert expected <= set(result["rows"][-1] if experiment == "rs_sft" else result["module"].eval_history[-1])
-    assert len(result["rows"]) >= len(result["stages"])
+    assert len(result["rows"]) >= len(result["stages"]) - UNSCORED_STAGES.get(experiment, 0)
 
 
 # Mixed precision: the model's parameters in bfloat16 under bf16-mixed autocast, for every experiment (stages with a
