@@ -47,5 +47,8 @@ class PreludeDataModule(L.LightningDataModule):
                   f"{self.rounds} rounds but only {len(contexts)} contexts ({self.path or 'synthetic world'})")
             self.items.append({"seed": seed, "contexts": stream(contexts, self.rounds, seed)})
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # contexts are text: nothing to move
+
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self.items, batch_size=1, shuffle=False, collate_fn=list)

@@ -61,9 +61,6 @@ class PreludeModule(L.LightningModule):
                                or PLAIN_TEMPLATE)
         return build_agent(config, key)
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch  # contexts are text: nothing to move
-
     def predict_step(self, batch, batch_idx) -> list[dict]:
         rows = []
         for item in batch:
