@@ -74,15 +74,25 @@ class PreludeModule(L.LightningModule):
         where = f"method.agents.{name}"
         encoder = None
         if spec["kind"] in ("cipher", "icl_edit", "cot_edit"):
-            key = f"{where}.encoder" if spec.get("encoder") else "method.encoder"
-            encoder = build_encoder(spec.get("encoder") or self.encoder, key, self.model, self.tokenizer)
-            encoder.fit([c.text for c in contexts])
+            encoder = self.context_encoder(spec.get("encoder"), where).fit([c.text for c in contexts])
         agent = make_agent(spec, where, self.agent_llm, encoder, data.task, self.max_new_tokens)
         user = SimulatedUser(self.user_llm, data.preferences, data.task, self.max_new_tokens)
         directory = os.path.join(self.log_dir, f"seed{seed}")
         os.makedirs(directory, exist_ok=True)
         return interact(agent, PreludeEnv(contexts, user, where="data"), seed, os.path.join(directory,
                         f"{name}.jsonl"), name=name, synthetic=data.synthetic)
+
+    def context_encoder(self, own: dict | None, where: str):
+        """The agent's encoder (its own `encoder`, else `method.encoder`): a fresh TF-IDF per stream (it is fitted
+        on the stream's contexts), one shared instance of any other kind (a model is loaded once)."""
+        options = dict(own or self.encoder)
+        key = f"{where}.encoder" if own else "method.encoder"
+        if options.get("type", "tfidf") == "tfidf":
+            return build_encoder(options, key)
+        name = json.dumps(options, sort_keys=True)
+        if name not in self.encoders:
+            self.encoders[name] = build_encoder(options, key, self.model, self.tokenizer)
+        return self.encoders[name]
 
     def on_predict_epoch_end(self) -> None:
         table = report.summary(self.rows)
