@@ -5,6 +5,7 @@ summarization | email, posttrain/prelude/preferences.py); every context's source
 from __future__ import annotations
 
 import math
+import os
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -25,6 +26,7 @@ class PreludeDataModule(L.LightningDataModule):
         check(rounds >= 1, "data.rounds", f"must be >= 1, got {rounds}")
         check(len(seeds) >= 1, "data.seeds", "at least one seed")
         self.preference_name, self.preferences = preferences, preference_table(preferences)
+        check(path is None or os.path.isfile(path), "data.path", f"no such file {path!r} (a jsonl of contexts)")
         check(path is not None or preferences == "synthetic", "data.preferences",
               f"the synthetic world's sources need preferences=synthetic, got {preferences!r} (or set data.path)")
         self.path, self.task, self.rounds, self.seeds = path, task, rounds, [int(s) for s in seeds]

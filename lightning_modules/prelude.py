@@ -9,6 +9,7 @@ import json
 import os
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
@@ -95,6 +96,10 @@ class PreludeModule(L.LightningModule):
         return self.encoders[name]
 
     def on_predict_epoch_end(self) -> None:
+        if self.trainer.world_size > 1:  # each process played its share of the seeds
+            parts = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(parts, self.rows)
+            self.rows = [row for part in parts for row in part]
         table = report.summary(self.rows)
         self.dataset_metrics = {f"cost/{agent}": m["cost"] for agent, m in table.items()}
         if not self.trainer.is_global_zero:

@@ -34,7 +34,7 @@ HIDDEN = {
 }
 TOPICS = {
     "news": "minister election police court economy storm protest mayor budget strike airport hospital verdict "
-            "senator ceasefire inflation",
+            "ceasefire inflation",
     "reddit": "roommate boyfriend landlord apartment breakup coworker sister advice drama texted birthday wedding "
               "roommates crush therapist",
     "wiki": "province river dynasty century population species genus railway cathedral municipality kingdom census "

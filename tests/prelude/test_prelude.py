@@ -134,7 +134,8 @@ def same_source_contexts(n=3):
 
 
 def cipher(k=1, store_empty=False, noise=0.0):
-    contexts = same_source_contexts()
+    first, second = same_source_contexts(2)
+    contexts = [first, second, second]  # round 2's nearest past context is round 1's (the same text)
     encoder = TfidfEncoder().fit([c.text for c in contexts])
     return CipherAgent(scripted(noise), encoder, k=k, store_empty=store_empty), contexts
 
@@ -279,3 +280,23 @@ def test_only_the_oracle_prompt_holds_the_hidden_preference(tmp_path):
 
 def test_context_dataclass_is_plain():
     assert Context("t", "wiki", "x").source == "wiki"
+
+
+def test_module_and_data_errors_name_their_keys(tmp_path):
+    from datamodules.prelude import PreludeDataModule
+    from lightning_modules.prelude import PreludeModule
+
+    with pytest.raises(ConfigError, match=r"method\.agents\.x\.kk: unknown key"):
+        PreludeModule(None, None, {"x": {"kind": "cipher", "kk": 1}}, agent=scripted(), user=scripted())
+    chat = scripted()
+    with pytest.raises(ConfigError, match=r"method\.user: must be a chat model of its own"):
+        PreludeModule(None, None, {"x": {"kind": "cipher"}}, agent=chat, user=chat)
+    with pytest.raises(ConfigError, match=r"data\.path: no such file"):
+        PreludeDataModule(path=str(tmp_path / "none.jsonl"), preferences="summarization")
+    with pytest.raises(ConfigError, match=r"data\.preferences: the synthetic world's sources need"):
+        PreludeDataModule(preferences="email")
+    path = tmp_path / "few.jsonl"
+    path.write_text('{"text": "one", "source": "imdb"}\n')
+    data = PreludeDataModule(path=str(path), preferences="summarization", rounds=2, seeds=[0])
+    with pytest.raises(ConfigError, match=r"data\.rounds: 2 rounds but only 1 contexts"):
+        data.setup()
