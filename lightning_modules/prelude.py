@@ -47,20 +47,25 @@ class PreludeModule(L.LightningModule):
         self.model, self.tokenizer, self.chat_template = model, tokenizer, chat_template
         self.specs = {name: check_keys(spec, AGENT_KEYS, f"method.agents.{name}")
                       for name, spec in agents.items() if spec is not None}
-        self.agent_llm = self.chat_model(agent, "method.agent")
-        self.user_llm = self.chat_model(user, "method.user")
-        check(self.user_llm is not self.agent_llm, "method.user", "must be a chat model of its own (token counts)")
+        # the run's own model is wrapped once predict starts, on the device Lightning put it on
+        self.agent_llm = None if agent == "policy" else build_agent(agent, "method.agent")
+        self.user_llm = None if user == "policy" else build_agent(user, "method.user")
+        check(self.user_llm is None or self.user_llm is not self.agent_llm, "method.user",
+              "must be a chat model of its own (token counts)")
         self.encoder, self.max_new_tokens, self.log_dir = dict(encoder or {"type": "tfidf"}), max_new_tokens, log_dir
         self.rows: list[dict] = []
         self.dataset_metrics: dict = {}
         self.encoders: dict = {}
 
-    def chat_model(self, config, key: str) -> ChatModel:
-        if config == "policy":
-            return HFChatModel(model=self.model, tokenizer=self.tokenizer, key=key,
-                               chat_template=self.chat_template or getattr(self.tokenizer, "chat_template", None)
-                               or PLAIN_TEMPLATE)
-        return build_agent(config, key)
+    def on_predict_start(self) -> None:
+        self.agent_llm = self.agent_llm or self.policy_chat("method.agent")
+        self.user_llm = self.user_llm or self.policy_chat("method.user")
+
+    def policy_chat(self, key: str) -> ChatModel:
+        check(self.model is not None, key, "'policy' needs the run's model")
+        template = self.chat_template or getattr(self.tokenizer, "chat_template", None) or PLAIN_TEMPLATE
+        return HFChatModel(model=self.model, tokenizer=self.tokenizer, chat_template=template, key=key,
+                           device=str(self.device))
 
     def predict_step(self, batch, batch_idx) -> list[dict]:
         rows = []
@@ -74,7 +79,7 @@ class PreludeModule(L.LightningModule):
         data = self.trainer.datamodule
         where = f"method.agents.{name}"
         encoder = None
-        if spec["kind"] in ("cipher", "icl_edit", "cot_edit"):
+        if spec.get("kind") in ("cipher", "icl_edit", "cot_edit"):
             encoder = self.context_encoder(spec.get("encoder"), where).fit([c.text for c in contexts])
         agent = make_agent(spec, where, self.agent_llm, encoder, data.task, self.max_new_tokens)
         user = SimulatedUser(self.user_llm, data.preferences, data.task, self.max_new_tokens)
