@@ -44,3 +44,24 @@ def test_the_run_model_as_agent_user_and_encoder(tmp_path):
     for row in rows:
         assert row["agent_prompt_tokens"] > 0 and 0 < row["agent_completion_tokens"] <= 6 * 3
         assert row["user_prompt_tokens"] > 0 and row["user_completion_tokens"] > 0
+
+
+def test_a_rerun_on_the_same_log_folder_resumes_each_agents_log(tmp_path):
+    """An experiment killed part-way (here: one log cut to its first 3 rounds) finishes on rerun as if uninterrupted,
+    playing only the missing rounds."""
+    overrides = ["experiment=cipher", "data.rounds=8", "data.seeds=[0]", "scripted.noise=0.3",
+                 f"method.log_dir={tmp_path}/logs"]
+
+    def run(directory):
+        cfg = compose_config(overrides, tmp_path / directory)
+        with open_dict(cfg):
+            cfg.method.agents = OmegaConf.create({"cipher_5": {"kind": "cipher", "k": 5}})
+        result = train(cfg)
+        return [json.loads(line) for line in open(result["stages"]["main"].output)], result["module"]
+
+    whole, _ = run("first")
+    log = tmp_path / "logs" / "seed0" / "cipher_5.jsonl"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:3]))
+    resumed, module = run("again")
+    assert resumed == whole
+    assert module.agent_llm.usage.calls < 2 * 8  # only rounds 3..7 were played
