@@ -7,15 +7,20 @@ reachable only through `hidden_preference()` (for the oracle baseline and for ev
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gymnasium as gym
 from gymnasium import spaces
 
-from posttrain.prelude.contexts import Context
 from posttrain.prelude.cost import edit_cost
-from posttrain.prelude.user import SimulatedUser
 from posttrain.utils.config import check
 
+if TYPE_CHECKING:  # the user's chat models are imported only by who builds one
+    from posttrain.prelude.contexts import Context
+    from posttrain.prelude.user import SimulatedUser
+
 MAX_CHARS = 1 << 20
+GYM_ID = "posttrain/Prelude-v0"  # gymnasium.make(GYM_ID, contexts=..., user=...)
 
 
 class PreludeEnv(gym.Env):
@@ -56,3 +61,7 @@ class PreludeEnv(gym.Env):
 
     def hidden_preference(self) -> str:
         return self.user.preference(self.context)
+
+
+if GYM_ID not in gym.registry:  # free text is outside Text's default charset: the passive checker would only warn
+    gym.register(GYM_ID, entry_point=PreludeEnv, disable_env_checker=True)

@@ -300,3 +300,19 @@ def test_module_and_data_errors_name_their_keys(tmp_path):
     data = PreludeDataModule(path=str(path), preferences="summarization", rounds=2, seeds=[0])
     with pytest.raises(ConfigError, match=r"data\.rounds: 2 rounds but only 1 contexts"):
         data.setup()
+
+
+def test_the_environment_through_gymnasium_make():
+    import gymnasium as gym
+
+    contexts = same_source_contexts(2)
+    env = gym.make("posttrain/Prelude-v0", contexts=contexts, user=SimulatedUser(scripted(), SYNTHETIC))
+    observation, info = env.reset(seed=0)
+    assert observation == {"text": contexts[0].text} and info == {"round": 0}
+    plain = world.render(world.content(contexts[0].text), set())
+    observation, reward, terminated, truncated, info = env.step(plain)
+    assert reward == -info["cost"] == -edit_cost(plain, info["edited"]) < 0 and info["source"] == "wiki"
+    assert observation == {"text": contexts[1].text} and not terminated and not truncated
+    wanted = world.render(world.content(contexts[1].text), world.HIDDEN["wiki"])
+    _, reward, terminated, _, info = env.step(wanted)
+    assert reward == 0 and info["satisfied"] and terminated
