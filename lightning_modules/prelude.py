@@ -18,7 +18,8 @@ from posttrain.envs.prelude import PreludeEnv
 from posttrain.prelude import report
 from posttrain.prelude.agents import make_agent
 from posttrain.prelude.encoders import build_encoder
-from posttrain.prelude.interaction import interact
+from posttrain.prelude.interaction import interact, preference_scores
+from posttrain.prelude.preferences import TextMatcher
 from posttrain.prelude.user import SimulatedUser
 from posttrain.utils.config import check, check_keys
 
@@ -58,6 +59,8 @@ class PreludeModule(L.LightningModule):
         self.encoders: dict = {}
 
     def on_predict_start(self) -> None:
+        data = self.trainer.datamodule
+        self.scorer = preference_scores if data.synthetic else TextMatcher(data.preferences)
         self.agent_llm = self.agent_llm or self.policy_chat("method.agent")
         self.user_llm = self.user_llm or self.policy_chat("method.user")
 
@@ -86,7 +89,7 @@ class PreludeModule(L.LightningModule):
         directory = os.path.join(self.log_dir, f"seed{seed}")
         os.makedirs(directory, exist_ok=True)
         return interact(agent, PreludeEnv(contexts, user, where="data"), seed, os.path.join(directory,
-                        f"{name}.jsonl"), name=name, synthetic=data.synthetic)
+                        f"{name}.jsonl"), name=name, scorer=self.scorer)
 
     def context_encoder(self, own: dict | None, where: str):
         """The agent's encoder (its own `encoder`, else `method.encoder`): a fresh TF-IDF per stream (it is fitted

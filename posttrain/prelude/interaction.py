@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 from posttrain.envs.prelude import PreludeEnv
 from posttrain.prelude import world
@@ -30,9 +31,9 @@ def read_log(path: str) -> list[dict]:
 
 
 def interact(agent: PreludeAgent, env: PreludeEnv, seed: int, log_path: str, name: str = "",
-             synthetic: bool = False) -> list[dict]:
-    """Runs (or finishes) the interaction; returns every round's row. `synthetic`: score the used preference
-    against the world's hidden attributes (exact match, Jaccard, nearest source)."""
+             scorer: Callable[[str | None, str], dict] | None = None) -> list[dict]:
+    """Runs (or finishes) the interaction; returns every round's row. `scorer(preference used, source)` adds its
+    accuracy fields to each row (`preference_scores` in the synthetic world, `TextMatcher` for real tables)."""
     rows = read_log(log_path)
     with open(log_path, "w", encoding="utf-8") as handle:  # rewritten without any torn last line
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
@@ -55,8 +56,8 @@ def interact(agent: PreludeAgent, env: PreludeEnv, seed: int, log_path: str, nam
                "agent_completion_tokens": agent.llm.usage.completion_tokens - before[1],
                "user_prompt_tokens": info["user_prompt_tokens"],
                "user_completion_tokens": info["user_completion_tokens"], "user_error": info["user_error"]}
-        if synthetic:
-            row.update(preference_scores(act.preference, context.source))
+        if scorer is not None:
+            row.update(scorer(act.preference, context.source))
         agent.observe(row)
         rows.append(row)
         with open(log_path, "a", encoding="utf-8") as handle:

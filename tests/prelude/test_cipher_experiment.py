@@ -65,3 +65,19 @@ def test_a_rerun_on_the_same_log_folder_resumes_each_agents_log(tmp_path):
     resumed, module = run("again")
     assert resumed == whole
     assert module.agent_llm.usage.calls < 2 * 8  # only rounds 3..7 were played
+
+
+def test_contexts_from_a_jsonl_with_the_papers_summarisation_table(tmp_path):
+    path = tmp_path / "contexts.jsonl"
+    sources = ["cnn_dailymail", "slf5k", "wikipedia", "arxiv", "imdb"]
+    path.write_text("".join(json.dumps({"text": f"document {i} about {s} things", "source": s}) + "\n"
+                            for i, s in enumerate(sources * 2)))
+    cfg = compose_config(["experiment=cipher", f"data.path={path}", "data.preferences=summarization",
+                          "data.rounds=10", "data.seeds=[0]"], tmp_path / "run")
+    with open_dict(cfg):
+        cfg.method.agents = OmegaConf.create({"oracle": {"kind": "oracle"}, "cipher_1": {"kind": "cipher"}})
+    rows = [json.loads(line) for line in open(train(cfg)["stages"]["main"].output)]
+    assert sorted(r["context_id"] for r in rows if r["agent"] == "oracle") == sorted(
+        f"{path}:{i}" for i in range(1, 11))
+    oracle = [r for r in rows if r["agent"] == "oracle"]
+    assert all(r["class_match"] == 1.0 for r in oracle) and "exact" not in oracle[0]

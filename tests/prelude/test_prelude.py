@@ -316,3 +316,16 @@ def test_the_environment_through_gymnasium_make():
     wanted = world.render(world.content(contexts[1].text), world.HIDDEN["wiki"])
     _, reward, terminated, _, info = env.step(wanted)
     assert reward == 0 and info["satisfied"] and terminated
+
+
+def test_text_matcher_picks_the_most_similar_latent_preference():
+    from posttrain.prelude.preferences import TextMatcher
+
+    match = TextMatcher(preference_table("summarization"))
+    assert match.closest("Bullet points, brief.") == "wikipedia"
+    assert match.closest("tweet style with emojis") == "arxiv"
+    assert match.closest("question answering format") == "imdb"
+    assert match.closest("zzz qqq") is None
+    assert match("second person, immersive", "slf5k") == {"class_match": 1.0}
+    assert match("second person, immersive", "imdb") == {"class_match": 0.0}
+    assert match(None, "imdb") == {"class_match": None}
