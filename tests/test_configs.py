@@ -69,6 +69,9 @@ STAGES = {
                 "stages.dpo_sampling.data.batch_size=4", "stages.dpo_belief.data.batch_size=4",
                 "stages.dpo_sampling.trainer.max_epochs=1", "stages.dpo_belief.trainer.max_epochs=1",
                 "stages.score_dpo_sampling.method.max_new_tokens=8", "stages.score_dpo_belief.method.max_new_tokens=8"],
+    # PRELUDE interactions train nothing: one seed's 6 rounds for every agent (debug=tiny's batch keys dropped)
+    "cipher": ["~data.batch_size", "~data.eval_batch_size", "~data.train_size", "~data.eval_size", "data.rounds=6",
+               "data.seeds=[0]"],
     "rs_sft": [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "stages.generate.method.num_samples=4",
                "stages.generate.method.max_per_prompt=4", "stages.main.data.batch_size=4"],
 }
@@ -83,6 +86,7 @@ EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreem
              "pairwise_rm": PAIR_METRICS,
              "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
              "dpo": PAIR_METRICS | {"val/accuracy", "test_ood/accuracy", "val/rewards/margins", "val/logps/accuracies"},
+             "cipher": {"dataset/examples", "cost/oracle", "cost/cipher_5", "cost/cipher_1", "cost/no_learning"},
              "llava_critic_r1": {"val/critic_accuracy", "val/critic_format", "val/position_bias", "qa/policy_accuracy",
                                  "qa/policy_format", "qa/selfcritique@4", "qa/basecritique@4", "qa/majority@4",
                                  "qa/pass@4"}}
@@ -159,7 +163,8 @@ def test_every_stage_of_the_experiment_runs_two_steps_and_changes_every_paramete
             frozen = FROZEN.get(experiment, set()) if key == "main" else FROZEN_CONTROL.get(experiment, set())
             assert_every_parameter_changed(stage.module, start_network(cfg, result, key), reward_model, frozen)
     expected = EVAL_KEYS.get(experiment, {"val/accuracy", "test_ood/accuracy", "val/nll"})
-    assert expected <= set(result["rows"][-1] if experiment == "rs_sft" else result["module"].eval_history[-1])
+    from_rows = experiment in ("rs_sft", "cipher")
+    assert expected <= set(result["rows"][-1] if from_rows else result["module"].eval_history[-1])
     assert len(result["rows"]) >= len(result["stages"]) - UNSCORED_STAGES.get(experiment, 0)
 
 
@@ -186,6 +191,9 @@ def test_every_stage_of_the_experiment_runs_two_steps_in_bfloat16(experiment, tm
         assert stage.trainer.global_step == 2 and stage.trainer.precision == "bf16-mixed", key
         assert network_dtypes(stage.output) == {torch.bfloat16}, key
     main = result["stages"]["main"]
+    if main.planned.stage.output == "dataset":  # nothing trained: the interaction ran with the model in bfloat16
+        assert network_dtypes(main.module.model) == {torch.bfloat16}
+        return
     start = start_network(cfg, result, "main")
     assert network_dtypes(start) == {torch.bfloat16}  # a cached start stage reloads in bfloat16 too
     trained = dict(getattr(main.output, "backbone", main.output).named_parameters())  # a reward model's backbone
