@@ -55,6 +55,8 @@ class Rollout:
     first_prompts: int | None = None  # prompts of the step's own batch (the rest were added by dynamic sampling)
     generation_batches: int = 1  # prompt batches generated for this rollout (> 1 with dynamic sampling)
     image_inputs: ImageInputs | None = None  # R rows' images (a VLM's rollout), in row order; None for text
+    correct: torch.Tensor | None = None  # (R,) bool, the verdict's answer match (a graded reward's rewards are not
+    # 0/1, e.g. 0.9 · correct + 0.1 · format); None = the rewards are the correctness
 
     @property
     def num_prompts(self) -> int:
@@ -107,6 +109,9 @@ def collect_rollout(model, batch: dict, processor, reward: Callable, settings: R
     if settings.truncated_is_wrong:
         rewards = rewards * gen.finished.float()
     parsed = torch.tensor([v.parsed for v in verdicts], dtype=torch.bool, device=device)  # (R,)
+    correct = torch.tensor([v.correct for v in verdicts], dtype=torch.bool, device=device)  # (R,)
+    if settings.truncated_is_wrong:
+        correct = correct & gen.finished
 
     prompts = [ids[m.bool()].tolist() for ids, m in zip(batch["prompt_input_ids"], batch["prompt_attention_mask"])]
     prompts = [p for p in prompts for _ in range(k)]
@@ -120,7 +125,7 @@ def collect_rollout(model, batch: dict, processor, reward: Callable, settings: R
     return Rollout(input_ids=packed["input_ids"], attention_mask=packed["attention_mask"], labels=packed["labels"],
                    old_logps=old_logps, mask=mask, rewards=rewards, parsed=parsed, finished=gen.finished,
                    num_samples=k, seconds=time.perf_counter() - start,
-                   image_inputs=images.repeat_interleave(k) if images is not None else None)
+                   image_inputs=images.repeat_interleave(k) if images is not None else None, correct=correct)
 
 
 def check_fits(prompts: list[list[int]], responses: list[list[int]], max_length: int) -> None:
@@ -221,17 +226,23 @@ def group_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-
 
 
 def group_statistics(rollout: Rollout) -> dict:
-    """The logged rollout metrics: reward mean, accuracy, all-correct/all-wrong group fractions, lengths, parsing."""
+    """The logged rollout metrics: reward mean, accuracy and all-correct/all-wrong group fractions (by the verdicts'
+    correctness, so a graded reward's all-formatted-but-wrong group counts as all wrong), lengths, parsing, and
+    `sampled_nll`, the mean −log π_old of the sampled tokens: an estimate of the policy's per-token entropy, whose
+    fall shows the sampling distribution collapsing."""
     rows = rollout.batch_prompts * rollout.num_samples  # statistics of the step's own batch only
     rewards = rollout.grouped(rollout.rewards)[: rollout.batch_prompts]  # (P, K)
-    rate = correctness_rate(rewards)  # (P,)
+    correct = rewards if rollout.correct is None else rollout.grouped(rollout.correct)[: rollout.batch_prompts]
+    rate = correctness_rate(correct)  # (P,)
     lengths = rollout.mask[:rows].sum(-1).float()  # (R,)
+    mask = rollout.mask[:rows]  # (R, T-1)
     return {
         "reward_mean": rewards.mean(),
-        "accuracy": (rewards > 0.5).float().mean(),
+        "accuracy": (rewards > 0.5).float().mean() if rollout.correct is None else rate.mean(),
         "groups_all_correct": (rate == 1).float().mean(),
         "groups_all_wrong": (rate == 0).float().mean(),
         "response_length": lengths.mean(),
+        "sampled_nll": -(rollout.old_logps[:rows] * mask).sum() / mask.sum().clamp(min=1),
         "truncated": (~rollout.finished[:rows]).float().mean(),
         "unparsed": (~rollout.parsed[:rows]).float().mean(),
         "generation_batches": float(rollout.generation_batches),

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -10,6 +11,7 @@ from datamodules.tasks import ArithmeticTask
 from posttrain.models import tiny_llama
 from posttrain.rewards import ArithmeticVerifier, GSM8KVerifier
 from posttrain.rollouts import (
+    Rollout,
     RolloutSettings,
     collect_rollout,
     group_advantages,
@@ -68,6 +70,25 @@ def test_group_helpers():
     torch.testing.assert_close(group_advantages(rewards, eps=0)[3], torch.tensor([3.0, -1, -1, -1]) / 3**0.5)
     rows = minibatch_rows(torch.tensor([0, 3]), 4, 1)
     assert [r.tolist() for r in rows] == [[0, 1, 2, 3], [12, 13, 14, 15]]
+
+
+def test_group_statistics_count_a_graded_rewards_correctness_and_the_sampled_nll():
+    # two prompts x K = 2: 0.9 · correct + 0.1 · format; prompt 0 both formatted and wrong (all wrong, rewards 0.1),
+    # prompt 1 one right (1.0) and one unformatted wrong (0.0); log π_old of the sampled tokens hand-set
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    old_logps = torch.tensor([[-1.0, -3.0, 0], [-2.0, 0, 0], [-0.5, -0.5, -0.5], [-4.5, 0, 0]])
+    ids = torch.zeros(4, 4, dtype=torch.long)
+    rollout = Rollout(input_ids=ids, attention_mask=ids + 1, labels=ids, old_logps=old_logps, mask=mask,
+                      rewards=torch.tensor([0.1, 0.1, 1.0, 0.0]), parsed=torch.ones(4, dtype=torch.bool),
+                      finished=torch.ones(4, dtype=torch.bool), num_samples=2,
+                      correct=torch.tensor([False, False, True, False]))
+    stats = group_statistics(rollout)
+    assert stats["groups_all_wrong"] == 0.5 and stats["groups_all_correct"] == 0
+    assert stats["accuracy"] == 0.25
+    torch.testing.assert_close(stats["sampled_nll"], torch.tensor(12.0 / 7))  # (1 + 3 + 2 + 1.5 + 4.5) / 7
+    # without recorded correctness the rewards are it (0/1 verifiers): 0.1 then reads as not all wrong
+    plain = group_statistics(dataclasses.replace(rollout, correct=None))
+    assert plain["groups_all_wrong"] == 0 and plain["accuracy"] == 0.25
 
 
 def test_mixed_prompts_drops_uniform_groups():
