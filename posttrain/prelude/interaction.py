@@ -30,11 +30,24 @@ def read_log(path: str) -> list[dict]:
     return rows
 
 
+def check_log(rows: list[dict], env: PreludeEnv, seed: int, name: str, log_path: str) -> None:
+    """A log is resumed only when it is this interaction's: same agent, seed and context stream, no more rounds."""
+    if len(rows) > len(env.contexts):
+        raise ValueError(f"{log_path}: {len(rows)} rounds logged, but the stream has {len(env.contexts)}")
+    for line, (row, context) in enumerate(zip(rows, env.contexts), start=1):
+        expected = {"agent": name, "seed": seed, "round": line - 1, "context_id": context.id}
+        found = {key: row.get(key) for key in expected}
+        if found != expected:
+            raise ValueError(f"{log_path}:{line}: the logged round {found} is not this run's {expected}; "
+                             "remove the log or point the run at another folder")
+
+
 def interact(agent: PreludeAgent, env: PreludeEnv, seed: int, log_path: str, name: str = "",
              scorer: Callable[[str | None, str], dict] | None = None) -> list[dict]:
     """Runs (or finishes) the interaction; returns every round's row. `scorer(preference used, source)` adds its
     accuracy fields to each row (`preference_scores` in the synthetic world, `TextMatcher` for real tables)."""
     rows = read_log(log_path)
+    check_log(rows, env, seed, name, log_path)
     with open(log_path, "w", encoding="utf-8") as handle:  # rewritten without any torn last line
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     for row in rows:

@@ -29,11 +29,15 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def article(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
 def task(kind: str, context: str, preference: str | None = None) -> str:
     label, noun, request = TASKS[kind]
     if not preference:
         return f"{label}:\n{block(context)}\n\nPlease write {request}."
-    return (f"{label}:\n{block(context)}\n\nAssume that you need to write a {noun} for a user who prefers the "
+    return (f"{label}:\n{block(context)}\n\nAssume that you need to write {article(noun)} for a user who prefers the "
             f"following style: {one_line(preference)}\nPlease write {request} that follows this style.")
 
 

@@ -203,7 +203,8 @@ def test_a_killed_interaction_resumes_from_its_last_round_and_ends_as_the_uninte
         encoder = TfidfEncoder().fit([c.text for c in contexts])
         return make_agent({"kind": kind, "k": 3, "explore": 3}, "a", scripted(noise=0.3), encoder, "summary", 256)
 
-    whole = interact(agent(), env_for(contexts), seed=5, log_path=str(tmp_path / "whole.jsonl"), name=kind)
+    whole_agent = agent()
+    whole = interact(whole_agent, env_for(contexts), seed=5, log_path=str(tmp_path / "whole.jsonl"), name=kind)
     log = str(tmp_path / "killed.jsonl")
     with pytest.raises(Killed):
         interact(agent(), env_for(contexts, KilledAfter(9)), seed=5, log_path=log, name=kind)
@@ -211,9 +212,27 @@ def test_a_killed_interaction_resumes_from_its_last_round_and_ends_as_the_uninte
     assert 0 < done < len(contexts)
     with open(log, "a") as handle:
         handle.write('{"agent": "torn')  # a half-written line from the kill
-    resumed = interact(agent(), env_for(contexts), seed=5, log_path=log, name=kind)
+    resumed_agent = agent()
+    resumed = interact(resumed_agent, env_for(contexts), seed=5, log_path=log, name=kind)
     assert [json.dumps(r, sort_keys=True) for r in resumed] == [json.dumps(r, sort_keys=True) for r in whole]
     assert read_log(log) == resumed
+    # the logged rounds were replayed into the agent, not played again
+    assert resumed_agent.llm.usage.calls < whole_agent.llm.usage.calls
+
+
+def test_a_log_of_another_interaction_is_not_resumed(tmp_path):
+    contexts = synthetic_contexts(6, seed=1)[::3][:6]
+
+    def agent():
+        encoder = TfidfEncoder().fit([c.text for c in contexts])
+        return make_agent({"kind": "cipher", "k": 1}, "a", scripted(noise=0.0), encoder, "summary", 256)
+
+    log = str(tmp_path / "log.jsonl")
+    interact(agent(), env_for(contexts), seed=5, log_path=log, name="cipher")
+    with pytest.raises(ValueError, match=r"log.jsonl:1: .*seed"):
+        interact(agent(), env_for(contexts), seed=6, log_path=log, name="cipher")
+    with pytest.raises(ValueError, match="6 rounds logged, but the stream has 3"):
+        interact(agent(), env_for(contexts[:3]), seed=5, log_path=log, name="cipher")
 
 
 # ---- errors --------------------------------------------------------------------------------------------------------
