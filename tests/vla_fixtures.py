@@ -1,0 +1,125 @@
+"""Small synthetic robot data for the VLA tests: a demonstrations directory in the demos format, a Gymnasium
+reaching environment with the simulator's observation layout, and a grounding QA task."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+
+import gymnasium as gym
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+SIZE = 32
+
+
+def draw(point: np.ndarray, goal: np.ndarray, size: int = SIZE, zoom: float = 1.0) -> np.ndarray:
+    """A white point and a red goal on grey, positions in [-1, 1]² (the wrist view zooms around the point)."""
+    image = Image.new("RGB", (size, size), (90, 90, 90))
+    canvas = ImageDraw.Draw(image)
+    centre = point if zoom != 1.0 else np.zeros(2)
+    for pos, colour in ((goal, (220, 40, 40)), (point, (250, 250, 250))):
+        x, y = ((pos - centre) * zoom + 1) / 2 * (size - 1)
+        canvas.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+    return np.asarray(image)
+
+
+class ToyReachEnv(gym.Env):
+    """Move a point to a goal: action (4,) whose first two entries move it (clipped to ±0.2 a step); success within
+    0.15 of the goal. Observations: scene and wrist images, state (point, goal, step), instruction."""
+
+    def __init__(self, max_steps: int = 20, where: str = "env"):
+        self.max_steps = max_steps
+        self.action_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+        self.observation_space = gym.spaces.Dict({})
+
+    def observation(self) -> dict:
+        return {"scene": draw(self.point, self.goal), "wrist": draw(self.point, self.goal, zoom=2.0),
+                "state": np.concatenate([self.point, self.goal, [self.t / self.max_steps]]).astype(np.float32),
+                "instruction": "move the point to the red goal"}
+
+    def reset(self, seed=None, options=None):
+        rng = np.random.default_rng(seed)
+        self.point, self.goal, self.t = rng.uniform(-0.8, 0.8, 2), rng.uniform(-0.8, 0.8, 2), 0
+        return self.observation(), {"success": False, "projections": {}}
+
+    def step(self, action):
+        self.point = np.clip(self.point + np.clip(np.asarray(action[:2]), -1, 1) * 0.2, -1, 1)
+        self.t += 1
+        success = bool(np.linalg.norm(self.point - self.goal) < 0.15)
+        return self.observation(), float(success), False, self.t >= self.max_steps, {"success": success}
+
+    def expert(self) -> np.ndarray:
+        move = np.clip((self.goal - self.point) / 0.2, -1, 1)
+        return np.array([*move, 0.0, 1.0], dtype=np.float32)
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_demos(directory, episodes: int = 3, action_dim: int = 4, seed: int = 0) -> str:
+    """Expert episodes of ToyReachEnv in the demonstrations format; returns the directory."""
+    env, rows = ToyReachEnv(), []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        for frame in range(env.max_steps):
+            action = env.expert()
+            action = np.resize(action, action_dim) if action_dim != 4 else action
+            rows.append({"episode_index": episode, "frame_index": frame,
+                         "observation.images.scene": png(obs["scene"]), "observation.images.wrist": png(obs["wrist"]),
+                         "observation.state": obs["state"].tolist(), "action": action.tolist(),
+                         "task": obs["instruction"], "success": True})
+            obs, _, _, truncated, info = env.step(action)
+            if info["success"] or truncated:
+                break
+    os.makedirs(os.path.join(directory, "data"), exist_ok=True)
+    os.makedirs(os.path.join(directory, "meta"), exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), os.path.join(directory, "data", "episodes.parquet"))
+    stats = {}
+    for key in ("action", "observation.state"):
+        values = np.asarray([r[key] for r in rows])
+        stats[key] = {"mean": values.mean(0).tolist(), "std": values.std(0).tolist(), "min": values.min(0).tolist(),
+                      "max": values.max(0).tolist(), "q01": np.quantile(values, 0.01, 0).tolist(),
+                      "q99": np.quantile(values, 0.99, 0).tolist()}
+    with open(os.path.join(directory, "meta", "stats.json"), "w") as handle:
+        json.dump(stats, handle)
+    with open(os.path.join(directory, "meta", "info.json"), "w") as handle:
+        json.dump({"episodes": episodes, "frames": len(rows)}, handle)
+    return str(directory)
+
+
+class GroundingTask:
+    """Box questions about the goal of ToyReachEnv scenes: `{"prompt", "response", "image", "box"}`."""
+
+    eval_splits = ("val",)
+
+    def __init__(self, size: int = 8, seed: int = 0):
+        self.size, self.seed = size, seed
+
+    def examples(self, split: str) -> list[dict]:
+        env, out = ToyReachEnv(), []
+        offset = 0 if split == "train" else 10_000
+        for i in range(self.size):
+            obs, _ = env.reset(seed=self.seed + offset + i)
+            x, y = ((env.goal + 1) / 2 * (SIZE - 1)).round().astype(int)
+            box = [int(x) - 2, int(y) - 2, int(x) + 2, int(y) + 2]
+            out.append({"prompt": "box of the goal?", "response": json.dumps(box), "image": Image.fromarray(obs["scene"]),
+                        "box": box})
+        return out
+
+
+def box_scorer(example: dict, completion: str) -> dict:
+    """IoU ≥ 0.5 of the first four integers of the completion against the example's box."""
+    numbers = [int(n) for n in re.findall(r"-?\d+", completion)[:4]]
+    if len(numbers) < 4:
+        return {"box_iou@0.5": 0.0}
+    (a1, b1, a2, b2), (c1, d1, c2, d2) = numbers, example["box"]
+    inter = max(0, min(a2, c2) - max(a1, c1)) * max(0, min(b2, d2) - max(b1, d1))
+    union = (a2 - a1) * (b2 - b1) + (c2 - c1) * (d2 - d1) - inter
+    return {"box_iou@0.5": float(union > 0 and inter / union >= 0.5)}
