@@ -51,7 +51,9 @@ class ClosedLoopEvaluator(nn.Module):
         self.grounding_scorer, self.max_new_tokens = grounding_scorer, max_new_tokens
         self.media_episodes, self.media_every = media_episodes, media_every
         self.sampling = {k: v for k, v in (("steps", sample_steps), ("cfg_scale", cfg_scale)) if v is not None}
-        self.metrics = nn.ModuleDict()
+        # split -> name -> running mean, on the CPU (names such as "box_iou@0.5" cannot be module names; torchmetrics
+        # reduces them over processes in compute all the same)
+        self.metrics: dict[str, dict[str, MeanMetric]] = {}
         self.envs: dict[str, list] = {}  # split -> environments, reused across evaluations (renderers included)
         self.frames: dict[str, list[list[np.ndarray]]] = {}
         self.grids: dict[str, torch.Tensor] = {}
@@ -60,8 +62,7 @@ class ClosedLoopEvaluator(nn.Module):
     def setup(self, splits, tokenizer, is_correct=None) -> None:
         self.processor = make_processor(tokenizer, self.max_length, self.prompt_template)
         for split in splits:
-            if split not in self.metrics:
-                self.metrics[split] = nn.ModuleDict()
+            self.metrics.setdefault(split, {})
 
     def metric(self, split: str, name: str) -> MeanMetric:
         """The split's running mean of `name`, made on first use (the grounding scorer names its own metrics)."""

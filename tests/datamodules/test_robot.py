@@ -1,0 +1,92 @@
+"""The robot DataModule: frames -> normalised action chunks padded at episode ends, prompts with the spatial prompt,
+views and states; co-training pairs; malformed demonstrations name the file."""
+import json
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from datamodules.robot import CyclingSampler, RobotDataModule
+from posttrain.models.vlm import tiny_vlm
+from posttrain.vla.demos import Demos, DemosError
+from tests.vla_fixtures import GroundingTask, write_demos
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_vlm(hidden_size=64, num_heads=2, intermediate_size=128, vision_hidden_size=32, vision_heads=2,
+                    image_size=32)[1]
+
+
+def datamodule(processor, path, **kwargs):
+    dm = RobotDataModule(processor, path=path, **{"batch_size": 4, "chunk": 3, **kwargs})
+    dm.setup("fit")
+    return dm
+
+
+def test_chunks_are_the_next_actions_padded_with_the_last_one(tmp_path):
+    demos = Demos(write_demos(tmp_path))
+    last = demos.episodes[0][-1]
+    actions, mask = demos.chunk(last - 1, 3)
+    assert mask.tolist() == [1.0, 1.0, 0.0]
+    assert (actions[2] == actions[1]).all() and (actions[1] == demos.rows["action"][last]).all()
+    first, _ = demos.chunk(0, 3)
+    assert (first == [demos.rows["action"][p] for p in (0, 1, 2)]).all()
+
+
+def test_robot_batches_hold_normalised_chunks_views_states_and_prompts(tmp_path, processor):
+    dm = datamodule(processor, write_demos(tmp_path), spatial_prompt="box")
+    batch = next(iter(dm.train_dataloader()))[0]["robot"]
+    assert batch["actions"].shape == (4, 3, 4) and batch["action_mask"].shape == (4, 3)
+    assert batch["actions"].abs().max() <= 1.0
+    assert batch["views"].shape == (4, 2, 3, 32, 32) and 0 <= batch["views"].min() and batch["views"].max() <= 1
+    assert batch["state"].shape == (4, 5)
+    text = processor.tokenizer.decode(batch["prompt_input_ids"][0], skip_special_tokens=True)
+    assert "move the point to the red goal" in text and "bounding boxes" in text
+    assert batch["prompt_attention_mask"][:, -1].all()  # left-padded
+    assert dm.action_dim == 4 and dm.state_dim == 5 and set(dm.statistics) == {
+        "action_q01", "action_q99", "state_mean", "state_std"}
+
+
+def test_cotraining_pairs_every_robot_batch_with_a_grounding_batch(tmp_path, processor):
+    dm = datamodule(processor, write_demos(tmp_path), grounding=GroundingTask(size=5), cotrain=True,
+                    grounding_batch_size=2)
+    loader = dm.train_dataloader()
+    batches = [b for b, _, _ in loader]
+    assert len(batches) == len(dm.frames) // 4
+    for batch in batches:
+        assert batch["grounding"]["input_ids"].shape[0] == 2 and (batch["grounding"]["labels"] != -100).any()
+        assert "image_inputs" in batch["grounding"]
+    assert dm.eval_splits == ("val", "paraphrase", "grounding") and len(dm.val_dataloader()) == 3
+
+
+def test_cycling_sampler_draws_every_example_per_pass_and_repeats_per_epoch():
+    sampler = CyclingSampler(5, 12, seed=1)
+    first = list(sampler)
+    assert len(first) == 12 and sorted(first[:5]) == list(range(5)) and sorted(first[5:10]) == list(range(5))
+    assert list(sampler) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+
+def test_bad_settings_and_malformed_demonstrations_name_the_key_or_file(tmp_path, processor):
+    path = write_demos(tmp_path / "demos")
+    with pytest.raises(ValueError, match=r"data\.spatial_prompt"):
+        RobotDataModule(processor, path=path, spatial_prompt="boxes")
+    with pytest.raises(ValueError, match=r"data\.cotrain"):
+        RobotDataModule(processor, path=path, cotrain=True)
+    with pytest.raises(ValueError, match=r"data\.views"):
+        datamodule(processor, path, views=["scene", "top"])
+    os.remove(os.path.join(path, "meta", "stats.json"))
+    with pytest.raises(DemosError, match="stats.json"):
+        Demos(path)
+    broken = write_demos(tmp_path / "broken")
+    data = os.path.join(broken, "data", "episodes.parquet")
+    rows = pq.read_table(data).to_pylist()
+    rows[3]["action"] = rows[3]["action"][:3]
+    pq.write_table(pa.Table.from_pylist(rows), data)
+    with pytest.raises(DemosError, match=rf"{data}:3: action"):
+        Demos(broken)
+    assert json.load(open(os.path.join(broken, "meta", "info.json")))["episodes"] == 3
