@@ -109,8 +109,8 @@ class GroundingTask:
             obs, _ = env.reset(seed=self.seed + offset + i)
             x, y = ((env.goal + 1) / 2 * (SIZE - 1)).round().astype(int)
             box = [int(x) - 2, int(y) - 2, int(x) + 2, int(y) + 2]
-            out.append({"prompt": "box of the goal?", "response": json.dumps(box), "image": Image.fromarray(obs["scene"]),
-                        "box": box})
+            image = Image.fromarray(obs["scene"])
+            out.append({"prompt": "box of the goal?", "response": json.dumps(box), "image": image, "box": box})
         return out
 
 

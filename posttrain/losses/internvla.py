@@ -1,4 +1,4 @@
-"""InternVLA-M1 losses: the diffusion action loss, the co-training sum and the projection-space similarity diagnostic."""
+"""InternVLA-M1 losses: the diffusion action loss, the co-training sum, the projection-space similarity diagnostic."""
 from __future__ import annotations
 
 import torch

@@ -214,7 +214,8 @@ class VLAModel(nn.Module):
 
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> the environment's action units, by the q01/q99 range per dimension (`normalize_actions`)."""
-        return unnormalize_actions(actions.float(), self._stat("action_q01", actions), self._stat("action_q99", actions))
+        low, high = self._stat("action_q01", actions), self._stat("action_q99", actions)
+        return unnormalize_actions(actions.float(), low, high)
 
     # ---- conditioning -----------------------------------------------------------------------------------------
     def planner_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_inputs) -> list:

@@ -27,5 +27,6 @@ def normalize_state(state: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) 
 
 def statistics_of(stats: dict) -> dict[str, list[float]]:
     """The lists a VLAModel keeps (`set_statistics`) from a demos dir's `meta/stats.json` content."""
-    return {"action_q01": list(stats["action"]["q01"]), "action_q99": list(stats["action"]["q99"]),
-            "state_mean": list(stats["observation.state"]["mean"]), "state_std": list(stats["observation.state"]["std"])}
+    action, state = stats["action"], stats["observation.state"]
+    return {"action_q01": list(action["q01"]), "action_q99": list(action["q99"]),
+            "state_mean": list(state["mean"]), "state_std": list(state["std"])}

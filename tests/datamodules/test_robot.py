@@ -6,7 +6,6 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from datamodules.robot import CyclingSampler, RobotDataModule
 from posttrain.models.vlm import tiny_vlm

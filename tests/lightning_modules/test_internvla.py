@@ -9,8 +9,8 @@ from lightning_modules.internvla import InternVLAModule
 from posttrain.envs import registry
 from posttrain.utils.config import ConfigError
 from posttrain.vla.evaluator import ClosedLoopEvaluator
-from tests.helpers import Killed, KillAtStep, assert_same_parameters
-from tests.models.test_vla import PLANNER, small_vla
+from tests.helpers import KillAtStep, Killed, assert_same_parameters
+from tests.models.test_vla import small_vla
 from tests.vla_fixtures import GroundingTask, ToyReachEnv, box_scorer, write_demos
 
 
