@@ -1,0 +1,314 @@
+"""Meta-World pick-and-place tasks (MuJoCo) with two rendered views, an instruction and image-space ground truth.
+
+One env holds the configured Meta-World tasks (`pick-place-v3`: a puck to a marker, on the table or in the air;
+`push-v3`: a puck pushed to a marker on the table; `shelf-place-v3`: a block onto a shelf). Every `reset(seed)`
+draws, from the seed, a task and an object colour among the split's combinations, an instruction among the split's
+paraphrases, and the object and goal positions (Meta-World's own randomisation, seeded). The object is recoloured
+(its material dropped, `geom_rgba` set), so colour x task combinations can be held out.
+
+Observations: `scene`, a free camera over the table (upright, objects large at 64-96 px), and `wrist`, the camera
+on the gripper (`gripperPOV`), both (H, W, 3) uint8 from the same state, rendered with shadows and reflections off
+(the shadow map dominates MuJoCo's render time at these sizes) by one `mujoco.Renderer` per view that lives as long
+as the env; `state`, float32 (4,) = gripper xyz and finger opening (Meta-World's first four observation entries);
+`instruction`, the text. Actions are Meta-World's: Box(-1, 1, (4,)) = end-effector Δxyz and grip effort.
+
+`info["success"]` is the task's own criterion (e.g. object within 7 cm of the goal for pick-place);
+`info["projections"][view]` gives, in pixels of that view (u right, v down, absolute, Qwen2.5-VL convention):
+`object` and `goal` centres, `object_box` [x1, y1, x2, y2] (the projected corners of the object geom's bounding
+box) and `gripper` (the tool centre point). `expert_action()` is Meta-World's scripted policy for the task.
+
+Rendering runs headless through EGL: MUJOCO_GL defaults to `egl` here (set before mujoco is first imported);
+`MUJOCO_GL=osmesa` (apt package libosmesa6) is the software fallback.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from dataclasses import dataclass  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+from gymnasium import spaces  # noqa: E402
+from metaworld import policies  # noqa: E402
+from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # noqa: E402
+
+from posttrain.envs.cameras import Camera, box_corners, pixel_box  # noqa: E402
+from posttrain.utils.config import ConfigError, check, check_choice  # noqa: E402
+
+GL_HELP = ("MuJoCo could not create an OpenGL context for rendering (MUJOCO_GL={gl!r}). Headless machines need "
+           "MUJOCO_GL=egl with the apt packages libegl1 libegl-mesa0 libgl1-mesa-dri, or MUJOCO_GL=osmesa with "
+           "libosmesa6; glfw needs a display. Underlying error: {err}")
+
+
+class RenderError(RuntimeError):
+    """No OpenGL context: the message says which MUJOCO_GL values and apt packages make rendering work."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    policy: type  # Meta-World's scripted expert
+    noun: str  # what the object is called in instructions and QA
+    train_phrases: tuple[str, ...]  # instruction templates ({color}, {noun}) of the training split
+    held_out_phrases: tuple[str, ...]  # paraphrases seen only in the `test_paraphrase` split
+
+
+TASKS = {
+    "pick-place-v3": TaskSpec(
+        policies.SawyerPickPlaceV3Policy, "puck",
+        ("pick up the {color} {noun} and place it at the goal", "put the {color} {noun} on the target marker",
+         "grasp the {color} {noun} and move it to the marker"),
+        ("lift the {color} {noun} over to where the marker is", "carry the {color} {noun} to the goal spot")),
+    "push-v3": TaskSpec(
+        policies.SawyerPushV3Policy, "puck",
+        ("push the {color} {noun} to the goal", "slide the {color} {noun} to the target marker",
+         "shove the {color} {noun} along the table to the marker"),
+        ("nudge the {color} {noun} over to where the marker is", "move the {color} {noun} to the goal by pushing")),
+    "shelf-place-v3": TaskSpec(
+        policies.SawyerShelfPlaceV3Policy, "block",
+        ("place the {color} {noun} on the shelf", "put the {color} {noun} onto the shelf",
+         "pick up the {color} {noun} and set it on the shelf"),
+        ("lift the {color} {noun} up onto the shelf", "store the {color} {noun} on the shelf")),
+}
+COLORS = {"red": (0.85, 0.1, 0.1, 1.0), "yellow": (0.95, 0.85, 0.1, 1.0), "purple": (0.55, 0.15, 0.85, 1.0),
+          "orange": (1.0, 0.5, 0.05, 1.0)}
+SPLITS = ("train", "val", "test_combos", "test_paraphrase")
+# Disjoint reset-seed ranges per split, so held-out layouts are never training layouts (`split_seeds`).
+SEED_OFFSETS = {"train": 0, "val": 1_000_000, "test_combos": 2_000_000, "test_paraphrase": 3_000_000}
+VIEWS = ("scene", "wrist")
+SCENE_CAMERA = {"lookat": (0.0, 0.72, 0.08), "distance": 0.8, "azimuth": 135.0, "elevation": -45.0}
+WRIST_CAMERA = "gripperPOV"
+OBJECT_GEOM = "objGeom"  # every task here names its manipulated object so
+
+
+def split_seeds(split: str, count: int, start: int = 0) -> list[int]:
+    """`count` reset seeds of `split`'s own range (train, val and the test splits never share a layout)."""
+    check_choice(split, SPLITS, "split")
+    return [SEED_OFFSETS[split] + start + i for i in range(count)]
+
+
+def instruction_text(template: str, task: str, color: str) -> str:
+    return template.format(color=color, noun=TASKS[task].noun)
+
+
+class Simulation:
+    """One Meta-World task's MuJoCo model and data, its expert and one renderer per view (created once)."""
+
+    def __init__(self, task: str, image_size: int, scene_camera: dict, wrist_camera: str):
+        env = ALL_V3_ENVIRONMENTS[task]()
+        # What Meta-World's benchmark constructors do for a multi-task (goal-observable) env with fresh layouts:
+        # layouts drawn from the env's seeded generator, the goal in the observation (its experts read it there).
+        env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
+        env._partially_observable = False
+        del env.sawyer_observation_space  # a cached property computed for the partially observable default
+        env.max_path_length = 10**9  # the wrapper truncates; Meta-World raises once past its own limit
+        self.env, self.policy, self.size = env, TASKS[task].policy(), image_size
+        self.object_geom = env.model.geom(OBJECT_GEOM).id
+        self.cameras = {"scene": free_camera(scene_camera), "wrist": wrist_camera}
+        self.renderers: dict[str, mujoco.Renderer] = {}
+        self.obs: np.ndarray | None = None  # Meta-World's (39,) observation, what the expert reads
+
+    def renderer(self, view: str) -> mujoco.Renderer:
+        if view not in self.renderers:
+            try:
+                renderer = mujoco.Renderer(self.env.model, self.size, self.size)
+            except Exception as err:  # mujoco raises assorted types when GL is missing
+                raise RenderError(GL_HELP.format(gl=os.environ.get("MUJOCO_GL"), err=err)) from err
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+            self.renderers[view] = renderer
+        return self.renderers[view]
+
+    def render(self, view: str, segmentation: bool = False) -> tuple[np.ndarray, Camera]:
+        """The view's image (H, W, 3) uint8 — or, with `segmentation`, its geom-id mask (H, W) int32, -1 where no
+        geom — and the camera it was rendered with."""
+        renderer = self.renderer(view)
+        renderer.update_scene(self.env.data, camera=self.cameras[view])
+        camera = Camera.from_scene(renderer.scene, self.size, self.size)
+        if not segmentation:
+            return renderer.render().copy(), camera
+        renderer.enable_segmentation_rendering()
+        try:
+            ids, types = np.moveaxis(renderer.render(), -1, 0)  # (H, W) each: object id, object type
+        finally:
+            renderer.disable_segmentation_rendering()
+        return np.where(types == mujoco.mjtObj.mjOBJ_GEOM, ids, -1).astype(np.int32), camera
+
+    def points(self) -> dict[str, np.ndarray]:
+        """World positions of what is projected: object centre, object box corners, goal, tool centre point."""
+        data, model, geom = self.env.data, self.env.model, self.object_geom
+        aabb = model.geom_aabb[geom]  # centre (3,) and half sizes (3,) in the geom's frame
+        rotation = data.geom_xmat[geom].reshape(3, 3)
+        centre = data.geom_xpos[geom] + rotation @ aabb[:3]
+        return {"object": centre, "object_corners": box_corners(centre, rotation, aabb[3:]),
+                "goal": np.array(self.env._target_pos, dtype=np.float64), "gripper": np.array(self.env.tcp_center)}
+
+    def close(self) -> None:
+        for renderer in self.renderers.values():
+            renderer.close()
+        self.renderers.clear()
+        self.env.close()
+
+
+def free_camera(settings: dict) -> mujoco.MjvCamera:
+    camera = mujoco.MjvCamera()
+    camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+    camera.lookat[:] = settings["lookat"]
+    camera.distance, camera.azimuth, camera.elevation = (settings["distance"], settings["azimuth"],
+                                                         settings["elevation"])
+    return camera
+
+
+def projections(points: dict[str, np.ndarray], camera: Camera) -> dict[str, list[float]]:
+    """The simulator points in this view's pixels: centres as [u, v], the object box as [x1, y1, x2, y2]."""
+    uv = {name: camera.project(points[name])[0].tolist() for name in ("object", "goal", "gripper")}
+    uv["object_box"] = pixel_box(camera.project(points["object_corners"]), camera.width, camera.height)
+    return uv
+
+
+class MetaWorldEnv(gym.Env):
+    """Args:
+        tasks: Meta-World task names (keys of `TASKS`).
+        colors: object colours (keys of `COLORS`).
+        held_out: "task:color" combinations seen only in the `test_combos` split.
+        split: train | val (held-out layouts) | test_combos | test_paraphrase (held-out instructions).
+        image_size: H = W of both views.
+        max_steps: truncation.
+        terminate_on_success: end the episode at the first success (closed-loop evaluation's rule).
+        scene_camera: the free camera's lookat, distance, azimuth, elevation.
+        wrist_camera: a camera of the Meta-World model mounted on the gripper.
+    """
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, tasks=("pick-place-v3", "push-v3", "shelf-place-v3"), colors=tuple(COLORS),
+                 held_out=("pick-place-v3:purple", "push-v3:orange", "shelf-place-v3:yellow"), split: str = "train",
+                 image_size: int = 64, max_steps: int = 150, terminate_on_success: bool = True,
+                 scene_camera: dict | None = None, wrist_camera: str = WRIST_CAMERA, where: str = "env"):
+        self.tasks, self.colors = list(tasks), list(colors)
+        check(bool(self.tasks), f"{where}.tasks", "must name at least one Meta-World task")
+        for i, task in enumerate(self.tasks):
+            check(task in TASKS, f"{where}.tasks[{i}]", f"unknown task {task!r}; available: {sorted(TASKS)}")
+        for i, color in enumerate(self.colors):
+            check(color in COLORS, f"{where}.colors[{i}]", f"unknown colour {color!r}; available: {sorted(COLORS)}")
+        check_choice(split, SPLITS, f"{where}.split")
+        check(image_size >= 16, f"{where}.image_size", f"must be >= 16, got {image_size}")
+        check(max_steps >= 1, f"{where}.max_steps", f"must be >= 1, got {max_steps}")
+        self.held_out = [parse_combo(c, f"{where}.held_out[{i}]") for i, c in enumerate(held_out or ())]
+        self.combos = self.split_combos(split)
+        check(bool(self.combos), f"{where}.held_out",
+              f"split {split!r} has no task:colour combination left (held out: {list(held_out or ())})")
+        self.split, self.image_size, self.max_steps = split, image_size, max_steps
+        self.terminate_on_success, self.where = terminate_on_success, where
+        self.scene_camera = {**SCENE_CAMERA, **dict(scene_camera or {})}
+        self.wrist_camera = wrist_camera
+        image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        self.observation_space = spaces.Dict({
+            "scene": image, "wrist": image, "state": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            "instruction": spaces.Text(200, charset="abcdefghijklmnopqrstuvwxyz -'")})
+        self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.render_mode = "rgb_array"
+        self.sims: dict[str, Simulation] = {}
+        self.task, self.color, self.instruction, self.steps = self.combos[0][0], self.combos[0][1], "", 0
+        self.last_obs: dict | None = None
+
+    def split_combos(self, split: str) -> list[tuple[str, str]]:
+        every = [(t, c) for t in self.tasks for c in self.colors]
+        if split == "test_combos":
+            return [combo for combo in every if combo in self.held_out]
+        return [combo for combo in every if combo not in self.held_out]
+
+    def phrases(self, task: str) -> tuple[str, ...]:
+        spec = TASKS[task]
+        return spec.held_out_phrases if self.split == "test_paraphrase" else spec.train_phrases
+
+    def sim(self, task: str | None = None) -> Simulation:
+        task = task or self.task
+        if task not in self.sims:
+            self.sims[task] = Simulation(task, self.image_size, self.scene_camera, self.wrist_camera)
+        return self.sims[task]
+
+    # ---- gymnasium API ---------------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """`options` may fix `task` and/or `color` (else drawn among the split's combinations)."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        combos = [c for c in self.combos if c[0] == options.get("task", c[0]) and c[1] == options.get("color", c[1])]
+        check(bool(combos), "reset.options", f"{options} is no combination of split {self.split!r}: {self.combos}")
+        self.task, self.color = combos[int(self.np_random.integers(len(combos)))]
+        phrases = self.phrases(self.task)
+        self.instruction = instruction_text(phrases[int(self.np_random.integers(len(phrases)))], self.task,
+                                            self.color)
+        sim = self.sim()
+        sim.env.seed(int(self.np_random.integers(2**31 - 1)))  # the layout: Meta-World's seeded randomisation
+        sim.obs, _ = sim.env.reset()
+        for name, position in sim.env._target_site_config:  # as Meta-World's step does: reset leaves them stale
+            sim.env._set_pos_site(name, position)
+        model = sim.env.model
+        model.geom_matid[sim.object_geom] = -1  # a material's colour would override geom_rgba
+        model.geom_rgba[sim.object_geom] = COLORS[self.color]
+        self.steps = 0
+        obs, info = self.observe(success=False)
+        return obs, info
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float32)
+        assert action.shape == (4,), f"action must have shape (4,), got {action.shape}"
+        sim = self.sim()
+        sim.obs, reward, _, _, mw_info = sim.env.step(np.clip(action, -1.0, 1.0))
+        self.steps += 1
+        success = bool(mw_info["success"])
+        terminated = self.terminate_on_success and success
+        truncated = not terminated and self.steps >= self.max_steps
+        obs, info = self.observe(success)
+        return obs, float(reward), terminated, truncated, info
+
+    def render(self) -> np.ndarray:
+        return self.sim().render("scene")[0]
+
+    def close(self) -> None:
+        for sim in self.sims.values():
+            sim.close()
+        self.sims.clear()
+
+    # ---- what an agent and the data read ---------------------------------------------------------------------------
+    def observe(self, success: bool) -> tuple[dict, dict]:
+        sim = self.sim()
+        points, obs, uv = sim.points(), {}, {}
+        for view in VIEWS:
+            obs[view], camera = sim.render(view)
+            uv[view] = projections(points, camera)
+        obs["state"] = sim.obs[:4].astype(np.float32)
+        obs["instruction"] = self.instruction
+        self.last_obs = obs
+        info = {"success": success, "task": self.task, "color": self.color, "noun": TASKS[self.task].noun,
+                "projections": uv, "step": self.steps}
+        return obs, info
+
+    def expert_action(self, obs: dict | None = None) -> np.ndarray:
+        """Meta-World's scripted policy at the current state (it reads the simulator's own observation, so `obs` is
+        accepted for a uniform signature and not needed)."""
+        sim = self.sim()
+        with warnings.catch_warnings():  # the experts' gains exceed 1 by design; the action is clipped here
+            warnings.simplefilter("ignore", UserWarning)
+            action = sim.policy.get_action(sim.obs)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def segmentation(self, view: str) -> np.ndarray:
+        """Which geom each pixel of `view` shows (H, W) int32, -1 for none (a test and data-checking aid)."""
+        return self.sim().render(view, segmentation=True)[0]
+
+    def object_geom(self) -> int:
+        return self.sim().object_geom
+
+
+def parse_combo(text: str, where: str) -> tuple[str, str]:
+    """'task:colour' -> (task, colour); a combination of a task the env does not run simply never comes up."""
+    task, sep, color = str(text).rpartition(":")
+    if not sep or task not in TASKS or color not in COLORS:
+        raise ConfigError(f"{where}: {text!r} must be 'task:colour' with a task of {sorted(TASKS)} and a colour of "
+                          f"{sorted(COLORS)}")
+    return task, color

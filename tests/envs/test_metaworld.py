@@ -1,0 +1,121 @@
+"""The Meta-World wrapper: seeded resets, projections checked against MuJoCo's own segmentation, the experts, splits
+and the errors (unknown task, no GL context)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from posttrain.envs import make_env
+from posttrain.envs.metaworld import COLORS, TASKS, MetaWorldEnv, RenderError, split_seeds
+from posttrain.utils.config import ConfigError
+
+CONFIG = {"id": "metaworld", "tasks": list(TASKS), "image_size": 64}
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = make_env(CONFIG)
+    yield env
+    env.close()
+
+
+def test_seeded_reset_reproduces_images_state_and_instruction(env):
+    first, info = env.reset(seed=11)
+    again, info_again = env.reset(seed=11)
+    for key in ("scene", "wrist", "state"):
+        np.testing.assert_array_equal(first[key], again[key])
+    assert first["instruction"] == again["instruction"] and info["projections"] == info_again["projections"]
+    fresh = MetaWorldEnv(tasks=list(TASKS), image_size=64)  # new simulators and renderers, same seed
+    try:
+        other, _ = fresh.reset(seed=11)
+        np.testing.assert_array_equal(first["scene"], other["scene"])
+        assert first["instruction"] == other["instruction"]
+    finally:
+        fresh.close()
+    moved, _ = env.reset(seed=12, options={"task": info["task"], "color": info["color"]})
+    assert not np.array_equal(first["scene"], moved["scene"])  # another seed, another layout
+
+
+def test_observation_contract(env):
+    obs, info = env.reset(seed=3)
+    assert obs["scene"].shape == obs["wrist"].shape == (64, 64, 3) and obs["scene"].dtype == np.uint8
+    assert obs["state"].shape == (4,) and obs["state"].dtype == np.float32
+    assert env.observation_space.contains(obs)
+    assert info["color"] in obs["instruction"] and info["noun"] in obs["instruction"]
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert isinstance(reward, float) and not terminated and not truncated and info["success"] is False
+    assert set(info["projections"]) == {"scene", "wrist"}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_projected_object_lands_on_its_pixels(env, task):
+    """The projected centre is a pixel of the object in MuJoCo's segmentation, and the projected box matches the
+    segmentation's box to about a pixel, in both views."""
+    for seed in (0, 1):
+        obs, info = env.reset(seed=seed, options={"task": task, "color": "red"})
+        for view in ("scene", "wrist"):
+            mask = env.segmentation(view) == env.object_geom()
+            assert mask.sum() >= 4, f"object hidden in {view}"
+            u, v = info["projections"][view]["object"]
+            assert mask[int(v), int(u)]
+            ys, xs = np.nonzero(mask)
+            np.testing.assert_allclose(info["projections"][view]["object_box"],
+                                       [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=1.6)
+            pixel = obs[view][int(v), int(u)].astype(float)  # rendered red where the object is
+            assert pixel[0] > pixel[1] + 40 and pixel[0] > pixel[2] + 40
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_expert_succeeds_and_the_object_ends_at_the_projected_goal(env, task):
+    obs, info = env.reset(seed=5, options={"task": task})
+    start = info["projections"]["scene"]
+    for _ in range(env.max_steps):
+        obs, _, terminated, truncated, info = env.step(env.expert_action(obs))
+        if terminated or truncated:
+            break
+    assert info["success"] and terminated
+    end = info["projections"]["scene"]
+    gap = np.linalg.norm(np.subtract(end["object"], end["goal"]))
+    assert gap < 8.0, f"object {end['object']} far from goal {end['goal']} in pixels"
+    assert np.linalg.norm(np.subtract(start["object"], start["goal"])) > gap
+
+
+def test_splits_hold_out_combinations_paraphrases_and_seeds():
+    held = MetaWorldEnv(split="test_combos")
+    paraphrase = MetaWorldEnv(split="test_paraphrase")
+    train = MetaWorldEnv(split="train")
+    assert set(held.combos) == {("pick-place-v3", "purple"), ("push-v3", "orange"), ("shelf-place-v3", "yellow")}
+    assert not set(held.combos) & set(train.combos) and set(paraphrase.combos) == set(train.combos)
+    for task in TASKS:
+        assert not set(train.phrases(task)) & set(paraphrase.phrases(task))
+    seeds = {split: set(split_seeds(split, 100)) for split in ("train", "val", "test_combos", "test_paraphrase")}
+    assert sum(len(s) for s in seeds.values()) == len(set().union(*seeds.values()))
+    assert len(COLORS) * len(TASKS) == len(held.combos) + len(train.combos)
+
+
+def test_bad_configs_name_their_keys():
+    with pytest.raises(ConfigError, match=r"env\.tasks\[1\]: unknown task 'pick-place-v9'"):
+        make_env({"id": "metaworld", "tasks": ["push-v3", "pick-place-v9"]})
+    with pytest.raises(ConfigError, match=r"env\.colors\[0\]"):
+        make_env({"id": "metaworld", "colors": ["teal"]})
+    with pytest.raises(ConfigError, match=r"env\.held_out\[0\]"):
+        make_env({"id": "metaworld", "held_out": ["push-v3-purple"]})
+    with pytest.raises(ConfigError, match=r"env\.held_out: split 'test_combos' has no"):
+        make_env({"id": "metaworld", "held_out": []}, split="test_combos")
+    with pytest.raises(ConfigError, match=r"env\.split"):
+        make_env({"id": "metaworld"}, split="test_ood")
+
+
+def test_no_gl_context_is_a_clear_error():
+    """glfw without a display cannot create a context: the error says which MUJOCO_GL and apt packages work."""
+    code = ("from posttrain.envs.metaworld import MetaWorldEnv, RenderError\n"
+            "env = MetaWorldEnv(tasks=['push-v3'])\n"
+            "try:\n    env.reset(seed=0)\nexcept RenderError as err:\n    print('RENDER-ERROR', err)\n")
+    environ = {k: v for k, v in os.environ.items() if k != "DISPLAY"} | {"MUJOCO_GL": "glfw"}
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert "RENDER-ERROR" in out.stdout, out.stderr[-2000:]
+    assert "MUJOCO_GL=egl" in out.stdout and "libegl1" in out.stdout and "libosmesa6" in out.stdout
+    assert issubclass(RenderError, RuntimeError)
