@@ -7,10 +7,11 @@ the VLM processor), every camera view, the normalised state, the chunk of `chunk
 frame `index`. A grounding batch is an SFT batch of the grounding task's training examples (box/point/trace and
 general QA), drawn so that every robot batch has one (`CyclingSampler`), present only with `cotrain`.
 
-Held-out splits (`eval_splits`): `val` (environment seeds no demonstration used, the environment's instructions),
-`paraphrase` (those seeds, instructions in held-out phrasings) and `grounding` (the grounding task's held-out
-examples, with prompts for generation: retention of box/point skills). Their batches name episodes (`seed`,
-`paraphrase`) the evaluator plays, or are SFT rows.
+Held-out splits (`eval_splits`): the environment's episode splits `episode_splits` (Meta-World: `val` = held-out
+layouts, `test_combos` = held-out task x colour combinations, `test_paraphrase` = held-out phrasings), each
+`eval_episodes` reset seeds from `eval_seed_start` on (no demonstration's seed), and `grounding` (the grounding
+task's held-out examples, with prompts for generation: retention of box/point skills). Their batches name the
+episodes' `seed`s, which the evaluator plays, or are SFT rows.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ class RobotCollator:
 
 
 def episode_specs(examples: list[dict]) -> dict:
-    return {key: torch.tensor([e[key] for e in examples]) for key in ("seed", "paraphrase")}
+    return {"seed": torch.tensor([e["seed"] for e in examples])}  # (B,)
 
 
 class RobotDataModule(L.LightningDataModule):
@@ -104,13 +105,16 @@ class RobotDataModule(L.LightningDataModule):
         chunk: actions per chunk (the model's `chunk`); views: camera views the action expert sees, in order;
         planner_view: the one the planner sees (the view stage-1 grounding data was made from).
         spatial_prompt: none | random | box | unified (`posttrain.vla.prompts`).
-        eval_seeds: environment seeds of the held-out episodes (per split; disjoint from the demonstrations' seeds).
+        episode_splits: the environment's held-out splits played in closed loop (`make_env(..., split=...)`).
+        eval_episodes, eval_seed_start: per split, the reset seeds eval_seed_start, eval_seed_start + 1, ...
+            (beyond the demonstrations' seeds).
     """
 
     def __init__(self, tokenizer, path: str, grounding=None, cotrain: bool = False, chunk: int = 4,
                  views: tuple[str, ...] = ("scene", "wrist"), planner_view: str = "scene",
                  spatial_prompt: str = "unified", batch_size: int = 16, grounding_batch_size: int = 4,
-                 eval_batch_size: int = 8, eval_seeds: tuple[int, ...] = tuple(range(1000, 1008)),
+                 eval_batch_size: int = 8, episode_splits: tuple[str, ...] = ("val", "test_combos", "test_paraphrase"),
+                 eval_episodes: int = 8, eval_seed_start: int = 1_000_000,
                  grounding_split: str = "val", eval_size: int | None = None, train_size: int | None = None,
                  max_length: int = 256, prompt_template: str = "{image}{prompt}", num_workers: int = 0, seed: int = 0):
         super().__init__()
@@ -121,11 +125,14 @@ class RobotDataModule(L.LightningDataModule):
         self.path, self.grounding, self.cotrain, self.chunk = path, grounding, cotrain, chunk
         self.views, self.planner_view, self.prompt_type = list(views), planner_view, spatial_prompt
         self.batch_size, self.grounding_batch_size = batch_size, grounding_batch_size
-        self.eval_batch_size, self.eval_seeds = eval_batch_size, [int(s) for s in eval_seeds]
+        check(len(episode_splits) > 0 and "grounding" not in episode_splits, "data.episode_splits",
+              f"at least one environment split (not 'grounding'), got {list(episode_splits)}")
+        self.eval_batch_size, self.episode_splits = eval_batch_size, list(episode_splits)
+        self.eval_seeds = [eval_seed_start + i for i in range(eval_episodes)]
         self.grounding_split, self.eval_size = grounding_split, eval_size
         self.train_size, self.num_workers, self.seed = train_size, num_workers, seed
         self.processor = make_processor(tokenizer, max_length=max_length, prompt_template=prompt_template)
-        self.eval_splits = ("val", "paraphrase") + (("grounding",) if grounding is not None else ())
+        self.eval_splits = tuple(self.episode_splits) + (("grounding",) if grounding is not None else ())
         self.demos: Demos | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -165,8 +172,8 @@ class RobotDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> list[DataLoader]:
         loaders = []
-        for paraphrased in (0, 1):
-            specs = [{"seed": s, "paraphrase": paraphrased} for s in self.eval_seeds]
+        for _ in self.episode_splits:
+            specs = [{"seed": s} for s in self.eval_seeds]
             loaders.append(DataLoader(specs, batch_size=self.eval_batch_size, collate_fn=episode_specs))
         if self.grounding is not None:
             loaders.append(DataLoader(self.grounding_eval, batch_size=self.eval_batch_size,

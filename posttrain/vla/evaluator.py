@@ -1,11 +1,12 @@
 """The closed-loop evaluator of a VLA (`method.evaluator` of InternVLA-M1): the evaluator calls of
 `posttrain.evaluators` (setup, update per held-out batch, compute, log_media).
 
-Episode splits (`val`, `paraphrase`): batches name environment seeds; the policy plays them in the simulator, all
-episodes of a batch in lockstep (one model call per chunk for all of them), executing the first `execute_steps`
-actions of every predicted chunk before predicting again. `<split>/success` is the fraction of episodes that met
-the task's own success criterion within `max_steps`; `<split>/steps` the mean episode length. In `paraphrase` the
-instruction is replaced by a held-out phrasing (`posttrain.vla.prompts.paraphrase`).
+Episode splits (every split but `grounding`: the environment's own, e.g. Meta-World's `val` = held-out layouts,
+`test_combos` = held-out task x colour combinations, `test_paraphrase` = held-out instruction phrasings): batches
+name reset seeds; the policy plays them in the split's environment, all episodes of a batch in lockstep (one model
+call per chunk for all of them), executing the first `execute_steps` actions of every predicted chunk before
+predicting again. `<split>/success` is the fraction of episodes that met the task's own success criterion within
+`max_steps`; `<split>/steps` the mean episode length.
 
 The `grounding` split (SFT rows of held-out grounding QA): the planner's greedy answers scored by
 `grounding_scorer(example, completion) -> {metric: value}` (box IoU@0.5, point accuracy, ...), each averaged as
@@ -30,9 +31,9 @@ from posttrain.processors import make_processor
 from posttrain.utils.config import check
 from posttrain.vla.inputs import robot_inputs, views_tensor
 from posttrain.vla.normalize import normalize_state
-from posttrain.vla.prompts import paraphrase, spatial_prompt
+from posttrain.vla.prompts import spatial_prompt
 
-EPISODE_SPLITS = ("val", "paraphrase")
+GROUNDING_SPLIT = "grounding"
 
 
 class ClosedLoopEvaluator(nn.Module):
@@ -73,25 +74,23 @@ class ClosedLoopEvaluator(nn.Module):
     # ---- update -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def update(self, model, batch: dict, split: str, seed: int) -> None:
-        if split in EPISODE_SPLITS:
-            self.play(model, batch["seed"].tolist(), bool(batch["paraphrase"][0]), split, seed)
-        else:
+        if split == GROUNDING_SPLIT:
             self.score_grounding(model, batch, split)
+        else:
+            self.play(model, batch["seed"].tolist(), split, seed)
 
     def environments(self, split: str, count: int) -> list:
         pool = self.envs.setdefault(split, [])
         while len(pool) < count:
-            pool.append(make_env(self.env_config, where="method.evaluator.env"))
+            pool.append(make_env(self.env_config, where="method.evaluator.env", split=split))
         return pool[:count]
 
-    def play(self, model, seeds: list[int], paraphrased: bool, split: str, seed: int) -> None:
+    def play(self, model, seeds: list[int], split: str, seed: int) -> None:
         """Plays one episode per seed (in lockstep) and records success and length."""
         envs, device = self.environments(split, len(seeds)), next(model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
         observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
-        instructions = [paraphrase(o["instruction"], s) if paraphrased else o["instruction"]
-                        for o, s in zip(observations, seeds)]
-        prompts = [spatial_prompt(text, self.prompt_type, seed=s) for text, s in zip(instructions, seeds)]
+        prompts = [spatial_prompt(o["instruction"], self.prompt_type, seed=s) for o, s in zip(observations, seeds)]
         done, success, steps = [False] * len(envs), [False] * len(envs), [0] * len(envs)
         recorded = self.frames.setdefault(split, [])
         filming = list(range(len(envs)))[: max(0, self.media_episodes - len(recorded))]

@@ -31,14 +31,3 @@ def spatial_prompt(instruction: str, kind: str, seed: int = 0, where: str = "dat
         return instruction + " " + "".join(rng.choice(string.ascii_lowercase + " ") for _ in range(length - 1))
     return TEMPLATES[kind].format(instruction=instruction.strip().rstrip("."))
 
-
-# Held-out phrasings of an instruction for evaluation only (training sees the environment's own wording).
-PARAPHRASES = ("Please {instruction}.", "Could you {instruction}?", "I need you to {instruction}.",
-               "Your job now: {instruction}.")
-
-
-def paraphrase(instruction: str, which: int) -> str:
-    """The instruction in held-out phrasing number `which` (cycled)."""
-    text = instruction.strip().rstrip(".")
-    text = text[:1].lower() + text[1:]
-    return PARAPHRASES[which % len(PARAPHRASES)].format(instruction=text)

@@ -58,7 +58,7 @@ def test_cotraining_pairs_every_robot_batch_with_a_grounding_batch(tmp_path, pro
     for batch in batches:
         assert batch["grounding"]["input_ids"].shape[0] == 2 and (batch["grounding"]["labels"] != -100).any()
         assert "image_inputs" in batch["grounding"]
-    assert dm.eval_splits == ("val", "paraphrase", "grounding") and len(dm.val_dataloader()) == 3
+    assert dm.eval_splits == ("val", "test_combos", "test_paraphrase", "grounding") and len(dm.val_dataloader()) == 4
 
 
 def test_cycling_sampler_draws_every_example_per_pass_and_repeats_per_epoch():

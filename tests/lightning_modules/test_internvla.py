@@ -27,7 +27,8 @@ def demos(tmp_path_factory):
 def make(demos, cotrain=True, vlm_weight=0.1, model_settings=None, evaluator=None, **data):
     model, processor = small_vla(**(model_settings or {}))
     dm = RobotDataModule(processor, path=demos, grounding=GroundingTask(size=6), cotrain=cotrain, chunk=3,
-                         batch_size=4, grounding_batch_size=2, eval_seeds=[7, 8], eval_batch_size=2, eval_size=2,
+                         batch_size=4, grounding_batch_size=2, episode_splits=["val", "test_paraphrase"],
+                         eval_episodes=2, eval_seed_start=7, eval_batch_size=2, eval_size=2,
                          **data)
     evaluator = evaluator or ClosedLoopEvaluator({"id": "toy_reach", "max_steps": 6}, max_steps=6,
                                                  grounding_scorer=box_scorer, max_new_tokens=4, media_every=1)
@@ -78,7 +79,7 @@ def test_two_steps_change_planner_and_action_modules_and_evaluate_in_closed_loop
     assert [g["lr"] > 0 for g in groups] == [True, True] and len(groups[0]["params"]) == len(
         list(module.model.planner.parameters()))
     history = module.eval_history[-1]
-    assert {"val/success", "val/steps", "paraphrase/success", "grounding/box_iou@0.5"} <= set(history)
+    assert {"val/success", "val/steps", "test_paraphrase/success", "grounding/box_iou@0.5"} <= set(history)
     assert 0 <= history["val/success"] <= 1 and 1 <= history["val/steps"] <= 6
     assert module.model.statistics["action_q99"]
 
@@ -90,13 +91,14 @@ def test_closed_loop_evaluator_plays_the_episodes_and_grids_their_frames(demos):
     evaluator = module.evaluator
     evaluator.setup(dm.eval_splits, module.tokenizer)
     specs = next(iter(dm.val_dataloader()[1]))
-    evaluator.update(module.model.eval(), specs, "paraphrase", seed=0)
+    evaluator.update(module.model.eval(), specs, "test_paraphrase", seed=0)
     results = evaluator.compute()
-    assert set(results) == {"paraphrase/success", "paraphrase/steps"}
-    assert evaluator.grids["paraphrase"].shape[0] == 3 and evaluator.grids["paraphrase"].shape[1] == 2 * 33 + 1
-    envs = evaluator.envs["paraphrase"]
-    evaluator.update(module.model, specs, "paraphrase", seed=0)
-    assert evaluator.envs["paraphrase"] == envs  # the environments (and renderers) are reused
+    assert set(results) == {"test_paraphrase/success", "test_paraphrase/steps"}
+    grid = evaluator.grids["test_paraphrase"]
+    assert grid.shape[0] == 3 and grid.shape[1] == 2 * 33 + 1  # two episodes, 32-pixel frames
+    envs = evaluator.envs["test_paraphrase"]
+    evaluator.update(module.model, specs, "test_paraphrase", seed=0)
+    assert evaluator.envs["test_paraphrase"] == envs  # the environments (and renderers) are reused
 
 
 @pytest.mark.parametrize("change, key", [({"model_settings": {"action_dim": 3}}, "model.action_dim"),
