@@ -16,6 +16,7 @@ episodes' `seed`s, which the evaluator plays, or are SFT rows.
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from PIL import Image
@@ -159,6 +160,18 @@ class RobotDataModule(L.LightningDataModule):
     @property
     def statistics(self) -> dict[str, list[float]]:
         return statistics_of(self.demos.stats)
+
+    def encode_observations(self, observations: list[dict], seeds: list[int]) -> dict:
+        """Environment observations -> the model's inputs, exactly as training frames are encoded (the closed-loop
+        evaluator's `encode`): instruction ⊕ spatial prompt (random padding drawn from the episode's seed), the
+        planner's view, every view, the state normalised by the demonstrations' statistics."""
+        stats = self.statistics
+        state = torch.from_numpy(np.stack([o["state"] for o in observations])).float()  # (N, S)
+        state = normalize_state(state, torch.tensor(stats["state_mean"]), torch.tensor(stats["state_std"]))
+        prompts = [spatial_prompt(o["instruction"], self.prompt_type, seed=s) for o, s in zip(observations, seeds)]
+        images = [Image.fromarray(o[self.planner_view]) for o in observations]
+        views = views_tensor([[o[v] for v in self.views] for o in observations])  # (N, V, 3, H, W)
+        return robot_inputs(self.processor, prompts, images, views, state)
 
     def train_dataloader(self):
         robot = train_loader(self.frames, self.batch_size, self.seed, RobotCollator(self.processor), self.num_workers)

@@ -61,6 +61,8 @@ class InternVLAModule(PostTrainModule):
               f"{self.vlm_weight} with data.cotrain={data.cotrain}: co-training needs both (or neither)")
         if stage == "fit":
             model.set_statistics(data.statistics)
+        if hasattr(self.evaluator, "encode"):  # closed-loop episodes see observations as the training frames are
+            self.evaluator.encode = data.encode_observations
 
     def parameter_groups(self) -> list[dict]:
         planner = {id(p) for p in self.model.planner.parameters()}

@@ -63,8 +63,9 @@ def png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_demos(directory, episodes: int = 3, action_dim: int = 4, seed: int = 0) -> str:
-    """Expert episodes of ToyReachEnv in the demonstrations format; returns the directory."""
+def write_demos(directory, episodes: int = 3, action_dim: int = 4, state_dim: int = 5, seed: int = 0) -> str:
+    """Expert episodes of ToyReachEnv in the demonstrations format (actions and states cut or cycled to the given
+    sizes); returns the directory."""
     env, rows = ToyReachEnv(), []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
@@ -73,7 +74,7 @@ def write_demos(directory, episodes: int = 3, action_dim: int = 4, seed: int = 0
             action = np.resize(action, action_dim) if action_dim != 4 else action
             rows.append({"episode_index": episode, "frame_index": frame,
                          "observation.images.scene": png(obs["scene"]), "observation.images.wrist": png(obs["wrist"]),
-                         "observation.state": obs["state"].tolist(), "action": action.tolist(),
+                         "observation.state": np.resize(obs["state"], state_dim).tolist(), "action": action.tolist(),
                          "task": obs["instruction"], "success": True})
             obs, _, _, truncated, info = env.step(action)
             if info["success"] or truncated:

@@ -12,34 +12,31 @@ The `grounding` split (SFT rows of held-out grounding QA): the planner's greedy 
 `grounding_scorer(example, completion) -> {metric: value}` (box IoU@0.5, point accuracy, ...), each averaged as
 `grounding/<metric>`: whether the VLM kept its spatial skills through action training.
 
+Observations become the model's inputs through `encode(observations, seeds)`, which the method takes from its
+data (`RobotDataModule.encode_observations`: the same processor, spatial prompt, views and state normalisation as
+the training frames).
+
 The scene view of the first `media_episodes` episodes of each episode split becomes a frame grid (one row per
 episode, every `media_every`-th step) written to TensorBoard at each evaluation.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torchmetrics import MeanMetric
 
 from posttrain.envs import make_env
 from posttrain.generation import generate
-from posttrain.processors import make_processor
 from posttrain.utils.config import check
-from posttrain.vla.inputs import robot_inputs, views_tensor
-from posttrain.vla.normalize import normalize_state
-from posttrain.vla.prompts import spatial_prompt
 
 GROUNDING_SPLIT = "grounding"
 
 
 class ClosedLoopEvaluator(nn.Module):
     def __init__(self, env: dict, max_steps: int = 150, execute_steps: int | None = None,
-                 spatial_prompt: str = "unified", views: Sequence[str] = ("scene", "wrist"),
-                 planner_view: str = "scene", max_length: int = 256, prompt_template: str = "{image}{prompt}",
                  grounding_scorer: Callable | None = None, max_new_tokens: int = 32, media_episodes: int = 2,
                  media_every: int = 4, sample_steps: int | None = None, cfg_scale: float | None = None):
         super().__init__()
@@ -47,8 +44,6 @@ class ClosedLoopEvaluator(nn.Module):
         check(execute_steps is None or execute_steps > 0, "method.evaluator.execute_steps",
               f"must be > 0 or null (the whole chunk), got {execute_steps}")
         self.env_config, self.max_steps, self.execute_steps = dict(env), max_steps, execute_steps
-        self.prompt_type, self.views, self.planner_view = spatial_prompt, list(views), planner_view
-        self.max_length, self.prompt_template = max_length, prompt_template
         self.grounding_scorer, self.max_new_tokens = grounding_scorer, max_new_tokens
         self.media_episodes, self.media_every = media_episodes, media_every
         self.sampling = {k: v for k, v in (("steps", sample_steps), ("cfg_scale", cfg_scale)) if v is not None}
@@ -58,10 +53,10 @@ class ClosedLoopEvaluator(nn.Module):
         self.envs: dict[str, list] = {}  # split -> environments, reused across evaluations (renderers included)
         self.frames: dict[str, list[list[np.ndarray]]] = {}
         self.grids: dict[str, torch.Tensor] = {}
-        self.processor = None
+        self.tokenizer, self.encode = None, None
 
     def setup(self, splits, tokenizer, is_correct=None) -> None:
-        self.processor = make_processor(tokenizer, self.max_length, self.prompt_template)
+        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a VLM processor's tokenizer
         for split in splits:
             self.metrics.setdefault(split, {})
 
@@ -90,7 +85,6 @@ class ClosedLoopEvaluator(nn.Module):
         envs, device = self.environments(split, len(seeds)), next(model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
         observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
-        prompts = [spatial_prompt(o["instruction"], self.prompt_type, seed=s) for o, s in zip(observations, seeds)]
         done, success, steps = [False] * len(envs), [False] * len(envs), [0] * len(envs)
         recorded = self.frames.setdefault(split, [])
         filming = list(range(len(envs)))[: max(0, self.media_episodes - len(recorded))]
@@ -98,7 +92,7 @@ class ClosedLoopEvaluator(nn.Module):
         execute = self.execute_steps or model.chunk
         while not all(done):
             active = [i for i in range(len(envs)) if not done[i]]
-            chunk = self.predict(model, [observations[i] for i in active], [prompts[i] for i in active], generator)
+            chunk = self.predict(model, [observations[i] for i in active], [seeds[i] for i in active], generator)
             for row, i in enumerate(active):
                 for action in chunk[row, :execute]:
                     observations[i], _, terminated, truncated, info = envs[i].step(action.cpu().numpy())
@@ -114,16 +108,12 @@ class ClosedLoopEvaluator(nn.Module):
             self.metric(split, "steps").update(float(steps[i]))
         recorded.extend(films[i] for i in filming)
 
-    def predict(self, model, observations: list[dict], prompts: list[str], generator) -> torch.Tensor:
+    def predict(self, model, observations: list[dict], seeds: list[int], generator) -> torch.Tensor:
         """Action chunks (N, H, A) in environment units for the observations."""
+        check(self.encode is not None, "method.evaluator", "has no observation encoder (the method sets it from its "
+              "data: RobotDataModule.encode_observations)")
         device = next(model.parameters()).device
-        state = torch.from_numpy(np.stack([o["state"] for o in observations])).float()  # (N, S)
-        if model.state_dim > 0:
-            stats = model.statistics
-            state = normalize_state(state, torch.tensor(stats["state_mean"]), torch.tensor(stats["state_std"]))
-        images = [Image.fromarray(o[self.planner_view]) for o in observations]
-        views = views_tensor([[o[v] for v in self.views] for o in observations])  # (N, V, 3, H, W)
-        batch = robot_inputs(self.processor, prompts, images, views, state)
+        batch = self.encode(observations, seeds)
         return model.act(batch["prompt_input_ids"].to(device), batch["prompt_attention_mask"].to(device),
                          batch["image_inputs"].to(device), batch["views"].to(device), batch["state"].to(device),
                          generator=generator, **self.sampling)
@@ -131,7 +121,7 @@ class ClosedLoopEvaluator(nn.Module):
     def score_grounding(self, model, batch: dict, split: str) -> None:
         check(self.grounding_scorer is not None, "method.evaluator.grounding_scorer",
               "needed to score the grounding split")
-        tokenizer = self.processor.tokenizer
+        tokenizer = self.tokenizer
         out = generate(model.planner, batch["prompt_input_ids"], batch["prompt_attention_mask"],
                        max_new_tokens=self.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id, temperature=0.0, image_inputs=batch.get("image_inputs"))

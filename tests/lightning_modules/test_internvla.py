@@ -90,6 +90,7 @@ def test_closed_loop_evaluator_plays_the_episodes_and_grids_their_frames(demos):
     module.model.set_statistics(dm.statistics)
     evaluator = module.evaluator
     evaluator.setup(dm.eval_splits, module.tokenizer)
+    evaluator.encode = dm.encode_observations
     specs = next(iter(dm.val_dataloader()[1]))
     evaluator.update(module.model.eval(), specs, "test_paraphrase", seed=0)
     results = evaluator.compute()
@@ -124,3 +125,33 @@ def test_killed_run_resumes_to_the_same_weights(demos, tmp_path):
     assert run.global_step == 4
     assert_same_parameters(resumed, reference)
     assert resumed.model.statistics == reference.model.statistics
+
+
+def test_pss_of_grounding_and_action_gradients_is_logged(demos, tmp_path):
+    module, dm = make(demos)
+    module.pss_every, module.pss_window = 2, 2
+    logged = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    trainer(tmp_path, limit_val_batches=0).fit(module, datamodule=dm)
+    assert len(module.pss_grads["vlm"]) == 2 and module.pss_grads["vlm"][0].shape == module.pss_grads["action"][0].shape
+    assert 0.0 <= logged["train/pss"] <= 1.0
+
+
+def test_untrained_policy_plays_meta_world_episodes(tmp_path):
+    """The real simulator: two short pick-place episodes in lockstep, chunks executed, environments kept."""
+    from tests.vla_fixtures import SIZE
+
+    env = {"id": "metaworld", "tasks": ["pick-place-v3"], "image_size": SIZE, "max_steps": 5}
+    demos = write_demos(tmp_path, episodes=2, state_dim=4)  # Meta-World's state: gripper xyz and finger opening
+    module, dm = make(demos, model_settings={"state_dim": 4},
+                      evaluator=ClosedLoopEvaluator(env, max_steps=5, media_every=1))
+    dm.setup("fit")
+    module.model.set_statistics(dm.statistics)
+    evaluator = module.evaluator
+    evaluator.setup(dm.eval_splits, module.tokenizer)
+    evaluator.encode = dm.encode_observations
+    evaluator.update(module.model.eval(), {"seed": torch.tensor([3, 4])}, "val", seed=0)
+    results = evaluator.compute()
+    assert results["val/steps"] == 5 and results["val/success"] == 0  # 5 random-ish steps cannot place the puck
+    assert evaluator.grids["val"].shape == (3, 2 * (SIZE + 1) + 1, 6 * (SIZE + 1) + 1)
+    evaluator.close()
