@@ -37,6 +37,7 @@ from metaworld import policies  # noqa: E402
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # noqa: E402
 
 from posttrain.envs.cameras import Camera, box_corners, pixel_box  # noqa: E402
+from posttrain.envs.splits import SPLITS, split_seeds  # noqa: E402, F401  (split_seeds: re-exported)
 from posttrain.utils.config import ConfigError, check, check_choice  # noqa: E402
 
 GL_HELP = ("MuJoCo could not create an OpenGL context for rendering (MUJOCO_GL={gl!r}). Headless machines need "
@@ -75,19 +76,10 @@ TASKS = {
 }
 COLORS = {"red": (0.85, 0.1, 0.1, 1.0), "yellow": (0.95, 0.85, 0.1, 1.0), "purple": (0.55, 0.15, 0.85, 1.0),
           "orange": (1.0, 0.5, 0.05, 1.0)}
-SPLITS = ("train", "val", "test_combos", "test_paraphrase")
-# Disjoint reset-seed ranges per split, so held-out layouts are never training layouts (`split_seeds`).
-SEED_OFFSETS = {"train": 0, "val": 1_000_000, "test_combos": 2_000_000, "test_paraphrase": 3_000_000}
 VIEWS = ("scene", "wrist")
 SCENE_CAMERA = {"lookat": (0.0, 0.72, 0.08), "distance": 0.8, "azimuth": 135.0, "elevation": -45.0}
 WRIST_CAMERA = "gripperPOV"
 OBJECT_GEOM = "objGeom"  # every task here names its manipulated object so
-
-
-def split_seeds(split: str, count: int, start: int = 0) -> list[int]:
-    """`count` reset seeds of `split`'s own range (train, val and the test splits never share a layout)."""
-    check_choice(split, SPLITS, "split")
-    return [SEED_OFFSETS[split] + start + i for i in range(count)]
 
 
 def instruction_text(template: str, task: str, color: str) -> str:

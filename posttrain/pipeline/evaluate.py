@@ -24,6 +24,7 @@ from posttrain.models.value_head import ValueModel
 from posttrain.pipeline.cache import stage_trainer_config
 from posttrain.pipeline.report import report
 from posttrain.pipeline.run import Pipeline, plan, register_resolvers
+from posttrain.pipeline.stages import DATASETS
 from posttrain.utils.config import check
 
 
@@ -36,7 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
     check(key in by_key, "eval_stage", f"no stage {key!r}; the stages are {sorted(by_key)}")
     planned, ckpt_path = by_key[key], cfg.get("ckpt_path")
     stage = planned.stage
-    check(stage.output != "dataset", "eval_stage", f"stage {key!r} writes a dataset; it has no model to evaluate")
+    check(stage.output not in DATASETS, "eval_stage", f"stage {key!r} writes a dataset; it has no model to evaluate")
     check(ckpt_path is None or os.path.exists(ckpt_path), "ckpt_path", f"{ckpt_path!r} does not exist")
     data = stage.node.get("evaluate_on") or planned.data
     sources = [s for s in stage.depends_on() if s not in stage.data_inputs().values() or data is planned.data]

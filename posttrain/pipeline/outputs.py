@@ -37,6 +37,11 @@ def load_stage_model(directory: str, model_cfg: DictConfig | dict):
     return model
 
 
+def dataset_path(output: str, directory: str) -> str:
+    """What a dataset stage hands on: its jsonl file (`output: dataset`) or its folder (`output: dataset_dir`)."""
+    return directory if output == "dataset_dir" else os.path.join(directory, DATASET_FILE)
+
+
 def write_dataset(examples: list[dict], directory: str) -> str:
     """The examples as jsonl (one object per line, `prompt`/`response`/... as `data=jsonl` reads); returns the path."""
     os.makedirs(directory, exist_ok=True)

@@ -2,9 +2,10 @@
 
 Each stage's method config is instantiated with `model=` (its start), `tokenizer=` and its inputs, then fitted by
 a Lightning trainer on its datamodule; a dataset stage's module is run with `trainer.predict` over its data's
-training prompts instead, and every predicted example becomes a line of its jsonl file. Nothing here knows what a
-stage is for: warm-up, teacher, reward model, main and control are entries of `stages:` (schema in `stages.py`,
-cache keys in `cache.py`).
+training prompts instead, and every predicted example becomes a line of its jsonl file (`output: dataset`), or the
+module writes the predicted items as a folder itself (`output: dataset_dir`: its `write_dataset(items, directory)`).
+Nothing here knows what a stage is for: warm-up, teacher, reward model, main and control are entries of `stages:`
+(schema in `stages.py`, cache keys in `cache.py`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from posttrain.models import sharding
 from posttrain.pipeline import outputs
 from posttrain.pipeline.cache import stage_dir, stage_key, stage_trainer_config, validator_config
 from posttrain.pipeline.report import history_rows, report
-from posttrain.pipeline.stages import Stage, parse_stages, resolved
+from posttrain.pipeline.stages import DATASETS, Stage, parse_stages, resolved
 from posttrain.utils.config import check
 
 
@@ -73,13 +74,13 @@ def train(cfg: DictConfig) -> dict:
 
 def plan(cfg: DictConfig) -> list[Planned]:
     """Every stage's cache key, folder and data config, in run order, before anything runs. A dataset stage's file
-    is `<its folder>/train.jsonl`, so the stages that read it know (and hash) the path up front; it is written into
-    their `data` config here."""
+    is `<its folder>/train.jsonl` (a `dataset_dir` stage's is the folder), so the stages that read it know (and hash)
+    the path up front; it is written into their `data` config here."""
     stages = parse_stages(cfg)
     by_key, keys, planned = {s.key: s for s in stages}, {}, {}
     for stage in stages:
         for name, source in stage.data_inputs().items():
-            path = os.path.join(planned[source].directory, outputs.DATASET_FILE)
+            path = outputs.dataset_path(planned[source].stage.output, planned[source].directory)
             OmegaConf.update(stage.node.data, name, path, force_add=True)
         data = stage.node.data if stage.node.get("data") is not None else cfg.data
         keys[stage.key] = stage_key(cfg, stage, data, model_config(cfg, by_key, stage), keys)
@@ -114,7 +115,8 @@ class Pipeline:
         else:
             result = self.fit(planned)
         self.results[stage.key] = result
-        if stage.save_dir and stage.output != "dataset" and (result.trainer is None or result.trainer.is_global_zero):
+        rank_zero = result.trainer is None or result.trainer.is_global_zero
+        if stage.save_dir and stage.output not in DATASETS and rank_zero:
             outputs.save_stage_model(result.output, self.tokenizer, stage.save_dir)
         return result
 
@@ -127,11 +129,14 @@ class Pipeline:
         module = instantiate(stage.node.method, model=self.start_model(stage), tokenizer=self.tokenizer,
                              _convert_="all", **inputs)
         trainer = make_trainer(self.cfg, stage)
-        if stage.output == "dataset":
+        check(stage.output != "dataset_dir" or hasattr(module, "write_dataset"), f"{stage.where}.output",
+              f"dataset_dir needs a method that writes its folder (write_dataset); {type(module).__name__} has none")
+        if stage.output in DATASETS:
             examples = gather(trainer, [e for batch in trainer.predict(module, datamodule=datamodule) for e in batch])
-            output = os.path.join(directory, outputs.DATASET_FILE)
+            output = outputs.dataset_path(stage.output, directory)
             if trainer.is_global_zero:
-                outputs.write_dataset(examples, directory)
+                write = module.write_dataset if stage.output == "dataset_dir" else outputs.write_dataset
+                write(examples, directory)
             trainer.strategy.barrier()
             rows = [{"run": stage.name, "dataset/examples": len(examples), **getattr(module, "dataset_metrics", {})}]
         else:
@@ -141,7 +146,7 @@ class Pipeline:
                 rows.append(self.evaluate(stage, module, trainer))
             output = sharding.plain_copy(output)  # FSDP: whole parameters, to save and to start later stages from
         if stage.cache and trainer.is_global_zero:
-            if stage.output != "dataset":
+            if stage.output not in DATASETS:
                 outputs.save_stage_model(output, self.tokenizer, directory)
             outputs.write_rows(rows, directory, stage.name)
         return StageResult(planned, rows, output, module, trainer, datamodule)
@@ -182,8 +187,8 @@ class Pipeline:
         return any(source in other.depends_on() for other in later)
 
     def load_output(self, planned: Planned):
-        if planned.stage.output == "dataset":
-            return os.path.join(planned.directory, outputs.DATASET_FILE)
+        if planned.stage.output in DATASETS:
+            return outputs.dataset_path(planned.stage.output, planned.directory)
         return outputs.load_stage_model(planned.directory, model_config(self.cfg, self.by_key, planned.stage))
 
 

@@ -13,7 +13,8 @@
                               # dataset file) is passed to the method; {data.<key>: stage}: the dataset stage's
                               # file becomes that key of this stage's own `data` (e.g. data.task.train_path)
         evaluate_on: {...}    # a data config: after fitting, one validation there, a row labelled `name`
-        output: model         # model | reward_model (handed on as an input only) | dataset (a jsonl file)
+        output: model         # model | reward_model (handed on as an input only) | dataset (a jsonl file) |
+                              # dataset_dir (a folder the method writes: its `write_dataset(items, directory)`)
         ckpt_path: null       # resume this stage's fit from a Lightning checkpoint
         save_dir: null        # write the output model there (save_pretrained)
 
@@ -28,7 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from posttrain.utils.config import ConfigError, check, check_choice
 
-OUTPUTS = ("model", "reward_model", "dataset")
+OUTPUTS = ("model", "reward_model", "dataset", "dataset_dir")
+DATASETS = ("dataset", "dataset_dir")  # outputs handed on as a path
 FIELDS = ("method", "name", "data", "model", "start", "cache", "trainer", "inputs", "evaluate_on", "output",
           "ckpt_path", "save_dir")
 DATA_INPUT = "data."  # an `inputs` key with this prefix sets a key of the stage's own data config
@@ -108,7 +110,7 @@ def check_references(stage: Stage, stages: dict[str, Stage], removed: set[str]) 
         check(source in stages, f"{where}.inputs.{argument}", f"no stage {source!r}; stages: {sorted(stages)}")
         check(source != stage.key, f"{where}.inputs.{argument}", "a stage cannot take its own output")
     for key, source in stage.data_inputs().items():
-        check(stages[source].output == "dataset", f"{where}.inputs.{DATA_INPUT}{key}",
+        check(stages[source].output in DATASETS, f"{where}.inputs.{DATA_INPUT}{key}",
               f"stage {source!r} outputs a {stages[source].output}, not a dataset")
         check(isinstance(stage.node.get("data"), DictConfig), f"{where}.inputs.{DATA_INPUT}{key}",
               f"needs {where}.data, the stage's own data config, to set the key in")
