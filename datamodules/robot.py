@@ -23,9 +23,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.sampler import train_loader
+from posttrain.envs.demos import Demos, read_demos
 from posttrain.processors import SFTCollator, make_processor
 from posttrain.utils.config import check, check_choice
-from posttrain.vla.demos import Demos
 from posttrain.vla.inputs import robot_inputs, views_tensor
 from posttrain.vla.normalize import normalize_actions, normalize_state, statistics_of
 from posttrain.vla.prompts import PROMPT_TYPES, spatial_prompt
@@ -51,11 +51,20 @@ class CyclingSampler(Sampler[int]):
         return self.num_samples
 
 
+def action_chunk(actions: np.ndarray, start: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `horizon` actions of an episode's (T, A) `actions` from step `start` on, the last one repeated past the
+    episode's end, and the mask (H,) of real steps."""
+    real = actions[start: start + horizon]  # (h, A)
+    padding = np.repeat(real[-1:], horizon - len(real), axis=0)  # (H - h, A)
+    mask = np.concatenate([np.ones(len(real)), np.zeros(horizon - len(real))]).astype(np.float32)
+    return np.concatenate([real, padding]).astype(np.float32), mask
+
+
 class Frames(Dataset):
     """Demonstration frames as examples: prompt, planner image, views, normalised state and action chunk."""
 
-    def __init__(self, demos: Demos, positions: list[int], chunk: int, views: list[str], planner_view: str,
-                 prompt_type: str):
+    def __init__(self, demos: Demos, positions: list[tuple[int, int]], chunk: int, views: list[str],
+                 planner_view: str, prompt_type: str):
         self.demos, self.positions, self.chunk = demos, positions, chunk
         self.views, self.planner_view, self.prompt_type = views, planner_view, prompt_type
         stats = statistics_of(demos.stats)
@@ -66,15 +75,15 @@ class Frames(Dataset):
         return len(self.positions)
 
     def __getitem__(self, i: int) -> dict:
-        position, demos = self.positions[i], self.demos
-        actions, mask = demos.chunk(position, self.chunk)
-        views = [demos.image(position, v) for v in self.views]
+        e, t = self.positions[i]
+        episode = self.demos.episodes[e]
+        actions, mask = action_chunk(episode.action, t, self.chunk)
         return {
             "index": i,
-            "prompt": spatial_prompt(demos.task(position), self.prompt_type, seed=position),
-            "image": Image.fromarray(demos.image(position, self.planner_view)),
-            "views": views,
-            "state": normalize_state(torch.from_numpy(demos.state(position)), self.mean, self.std),
+            "prompt": spatial_prompt(episode.instruction, self.prompt_type, seed=i),
+            "image": Image.fromarray(getattr(episode, self.planner_view)[t]),
+            "views": [getattr(episode, v)[t] for v in self.views],
+            "state": normalize_state(torch.from_numpy(episode.state[t]), self.mean, self.std),
             "actions": normalize_actions(torch.from_numpy(actions), self.q01, self.q99),  # (H, A)
             "action_mask": torch.from_numpy(mask),  # (H,)
         }
@@ -111,7 +120,7 @@ class RobotDataModule(L.LightningDataModule):
             (beyond the demonstrations' seeds).
     """
 
-    def __init__(self, tokenizer, path: str, grounding=None, cotrain: bool = False, chunk: int = 4,
+    def __init__(self, tokenizer, path: str | None = None, grounding=None, cotrain: bool = False, chunk: int = 4,
                  views: tuple[str, ...] = ("scene", "wrist"), planner_view: str = "scene",
                  spatial_prompt: str = "unified", batch_size: int = 16, grounding_batch_size: int = 4,
                  eval_batch_size: int = 8, episode_splits: tuple[str, ...] = ("val", "test_combos", "test_paraphrase"),
@@ -139,23 +148,23 @@ class RobotDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.demos is not None:
             return
-        self.demos = Demos(self.path)
-        missing = [v for v in [*self.views, self.planner_view] if v not in self.demos.views]
-        check(not missing, "data.views", f"views {missing} are not in {self.path} (it has {self.demos.views})")
-        positions = list(range(len(self.demos)))[: self.train_size]
+        check(bool(self.path), "data.path", "the demonstrations directory is required")
+        self.demos = read_demos(self.path)
+        available = self.demos.info["views"]
+        missing = [v for v in [*self.views, self.planner_view] if v not in available]
+        check(not missing, "data.views", f"views {missing} are not in {self.path} (it has {available})")
+        positions = [(e, t) for e, episode in enumerate(self.demos.episodes) for t in range(len(episode))]
+        positions = positions[: self.train_size]
         self.frames = Frames(self.demos, positions, self.chunk, self.views, self.planner_view, self.prompt_type)
         if self.grounding is not None:
             self.grounding_train = [{**e, "index": i} for i, e in enumerate(self.grounding.examples("train"))]
             held_out = list(self.grounding.examples(self.grounding_split))[: self.eval_size]
             self.grounding_eval = [{**e, "index": i} for i, e in enumerate(held_out)]
 
-    @property
-    def action_dim(self) -> int:
-        return self.demos.action_dim
-
-    @property
-    def state_dim(self) -> int:
-        return self.demos.state_dim
+    def check_model(self, action_dim: int, state_dim: int) -> None:
+        """A model whose action (or, when it reads one, state) size differs from the demonstrations' stops with an
+        error naming model.action_dim (model.state_dim)."""
+        self.demos.check_dims(action_dim, state_dim or None, where="model")
 
     @property
     def statistics(self) -> dict[str, list[float]]:

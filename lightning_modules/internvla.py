@@ -51,10 +51,7 @@ class InternVLAModule(PostTrainModule):
         super().setup(stage)
         data, model = self.trainer.datamodule, self.model
         data.setup(stage)
-        check(data.action_dim == model.action_dim, "model.action_dim", f"the model predicts {model.action_dim}-dim "
-              f"actions, the demonstrations in {data.path} have {data.action_dim}")
-        check(data.state_dim == model.state_dim or model.state_dim == 0, "model.state_dim",
-              f"the model reads {model.state_dim}-dim states, the demonstrations have {data.state_dim} (0: none)")
+        data.check_model(model.action_dim, model.state_dim)
         check(data.chunk == model.chunk, "data.chunk", f"{data.chunk} differs from model.chunk={model.chunk}")
         check(len(data.views) == model.views, "data.views", f"{len(data.views)} views, the model has {model.views}")
         check(data.cotrain == (self.vlm_weight > 0), "method.vlm_weight",

@@ -2,16 +2,15 @@
 reaching environment with the simulator's observation layout, and a grounding QA task."""
 from __future__ import annotations
 
-import io
 import json
-import os
 import re
 
 import gymnasium as gym
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
+
+from posttrain.envs import demos
+from posttrain.envs.demos import Episode
 
 SIZE = 32
 
@@ -57,42 +56,26 @@ class ToyReachEnv(gym.Env):
         return np.array([*move, 0.0, 1.0], dtype=np.float32)
 
 
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def write_demos(directory, episodes: int = 3, action_dim: int = 4, state_dim: int = 5, seed: int = 0) -> str:
-    """Expert episodes of ToyReachEnv in the demonstrations format (actions and states cut or cycled to the given
-    sizes); returns the directory."""
-    env, rows = ToyReachEnv(), []
+    """Expert episodes of ToyReachEnv written by the demonstrations writer (actions and states cut or cycled to the
+    given sizes); returns the directory."""
+    env, written = ToyReachEnv(), []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
-        for frame in range(env.max_steps):
+        frames, actions = [], []
+        for _ in range(env.max_steps):
             action = env.expert()
-            action = np.resize(action, action_dim) if action_dim != 4 else action
-            rows.append({"episode_index": episode, "frame_index": frame,
-                         "observation.images.scene": png(obs["scene"]), "observation.images.wrist": png(obs["wrist"]),
-                         "observation.state": np.resize(obs["state"], state_dim).tolist(), "action": action.tolist(),
-                         "task": obs["instruction"], "success": True})
+            frames.append(obs)
+            actions.append(np.resize(action, action_dim))
             obs, _, _, truncated, info = env.step(action)
             if info["success"] or truncated:
                 break
-    os.makedirs(os.path.join(directory, "data"), exist_ok=True)
-    os.makedirs(os.path.join(directory, "meta"), exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), os.path.join(directory, "data", "episodes.parquet"))
-    stats = {}
-    for key in ("action", "observation.state"):
-        values = np.asarray([r[key] for r in rows])
-        stats[key] = {"mean": values.mean(0).tolist(), "std": values.std(0).tolist(), "min": values.min(0).tolist(),
-                      "max": values.max(0).tolist(), "q01": np.quantile(values, 0.01, 0).tolist(),
-                      "q99": np.quantile(values, 0.99, 0).tolist()}
-    with open(os.path.join(directory, "meta", "stats.json"), "w") as handle:
-        json.dump(stats, handle)
-    with open(os.path.join(directory, "meta", "info.json"), "w") as handle:
-        json.dump({"episodes": episodes, "frames": len(rows)}, handle)
-    return str(directory)
+        written.append(Episode(instruction=frames[0]["instruction"], env_task="toy-reach", color="red",
+                               seed=seed + episode, success=True, scene=np.stack([f["scene"] for f in frames]),
+                               wrist=np.stack([f["wrist"] for f in frames]),
+                               state=np.stack([np.resize(f["state"], state_dim) for f in frames]),
+                               action=np.stack(actions).astype(np.float32)))
+    return demos.write_demos(written, str(directory))
 
 
 class GroundingTask:

@@ -1,15 +1,11 @@
 """The robot DataModule: frames -> normalised action chunks padded at episode ends, prompts with the spatial prompt,
 views and states; co-training pairs; malformed demonstrations name the file."""
-import json
-import os
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+import numpy as np
 import pytest
 
-from datamodules.robot import CyclingSampler, RobotDataModule
+from datamodules.robot import CyclingSampler, RobotDataModule, action_chunk
 from posttrain.models.vlm import tiny_vlm
-from posttrain.vla.demos import Demos, DemosError
+from posttrain.utils.config import ConfigError
 from tests.vla_fixtures import GroundingTask, write_demos
 
 
@@ -25,14 +21,12 @@ def datamodule(processor, path, **kwargs):
     return dm
 
 
-def test_chunks_are_the_next_actions_padded_with_the_last_one(tmp_path):
-    demos = Demos(write_demos(tmp_path))
-    last = demos.episodes[0][-1]
-    actions, mask = demos.chunk(last - 1, 3)
-    assert mask.tolist() == [1.0, 1.0, 0.0]
-    assert (actions[2] == actions[1]).all() and (actions[1] == demos.rows["action"][last]).all()
-    first, _ = demos.chunk(0, 3)
-    assert (first == [demos.rows["action"][p] for p in (0, 1, 2)]).all()
+def test_chunks_are_the_next_actions_padded_with_the_last_one():
+    actions = np.arange(10, dtype=np.float32).reshape(5, 2)
+    chunk, mask = action_chunk(actions, 3, 4)
+    assert chunk.tolist() == [[6, 7], [8, 9], [8, 9], [8, 9]] and mask.tolist() == [1, 1, 0, 0]
+    chunk, mask = action_chunk(actions, 0, 2)
+    assert chunk.tolist() == [[0, 1], [2, 3]] and mask.tolist() == [1, 1]
 
 
 def test_robot_batches_hold_normalised_chunks_views_states_and_prompts(tmp_path, processor):
@@ -45,7 +39,7 @@ def test_robot_batches_hold_normalised_chunks_views_states_and_prompts(tmp_path,
     text = processor.tokenizer.decode(batch["prompt_input_ids"][0], skip_special_tokens=True)
     assert "move the point to the red goal" in text and "bounding boxes" in text
     assert batch["prompt_attention_mask"][:, -1].all()  # left-padded
-    assert dm.action_dim == 4 and dm.state_dim == 5 and set(dm.statistics) == {
+    assert set(dm.statistics) == {
         "action_q01", "action_q99", "state_mean", "state_std"}
 
 
@@ -70,22 +64,15 @@ def test_cycling_sampler_draws_every_example_per_pass_and_repeats_per_epoch():
     assert list(sampler) != first
 
 
-def test_bad_settings_and_malformed_demonstrations_name_the_key_or_file(tmp_path, processor):
+def test_bad_settings_name_their_key(tmp_path, processor):
     path = write_demos(tmp_path / "demos")
-    with pytest.raises(ValueError, match=r"data\.spatial_prompt"):
+    with pytest.raises(ConfigError, match=r"data\.spatial_prompt"):
         RobotDataModule(processor, path=path, spatial_prompt="boxes")
-    with pytest.raises(ValueError, match=r"data\.cotrain"):
+    with pytest.raises(ConfigError, match=r"data\.cotrain"):
         RobotDataModule(processor, path=path, cotrain=True)
-    with pytest.raises(ValueError, match=r"data\.views"):
+    with pytest.raises(ConfigError, match=r"data\.views"):
         datamodule(processor, path, views=["scene", "top"])
-    os.remove(os.path.join(path, "meta", "stats.json"))
-    with pytest.raises(DemosError, match="stats.json"):
-        Demos(path)
-    broken = write_demos(tmp_path / "broken")
-    data = os.path.join(broken, "data", "episodes.parquet")
-    rows = pq.read_table(data).to_pylist()
-    rows[3]["action"] = rows[3]["action"][:3]
-    pq.write_table(pa.Table.from_pylist(rows), data)
-    with pytest.raises(DemosError, match=rf"{data}:3: action"):
-        Demos(broken)
-    assert json.load(open(os.path.join(broken, "meta", "info.json")))["episodes"] == 3
+    with pytest.raises(ConfigError, match=r"data\.path"):
+        datamodule(processor, None)
+    with pytest.raises(ConfigError, match=r"model\.action_dim"):
+        datamodule(processor, path).check_model(action_dim=7, state_dim=5)
