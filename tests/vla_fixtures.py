@@ -98,12 +98,16 @@ class GroundingTask:
         return out
 
 
-def box_scorer(example: dict, completion: str) -> dict:
+def box_hit(example: dict, completion: str) -> float:
     """IoU ≥ 0.5 of the first four integers of the completion against the example's box."""
     numbers = [int(n) for n in re.findall(r"-?\d+", completion)[:4]]
     if len(numbers) < 4:
-        return {"box_iou@0.5": 0.0}
+        return 0.0
     (a1, b1, a2, b2), (c1, d1, c2, d2) = numbers, example["box"]
     inter = max(0, min(a2, c2) - max(a1, c1)) * max(0, min(b2, d2) - max(b1, d1))
     union = (a2 - a1) * (b2 - b1) + (c2 - c1) * (d2 - d1) - inter
-    return {"box_iou@0.5": float(union > 0 and inter / union >= 0.5)}
+    return float(union > 0 and inter / union >= 0.5)
+
+
+def box_metrics(examples: list[dict], completions: list[str]) -> dict:
+    return {"box_iou50": float(np.mean([box_hit(e, c) for e, c in zip(examples, completions)]))}

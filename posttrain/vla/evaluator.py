@@ -8,9 +8,11 @@ call per chunk for all of them), executing the first `execute_steps` actions of 
 predicting again. `<split>/success` is the fraction of episodes that met the task's own success criterion within
 `max_steps`; `<split>/steps` the mean episode length.
 
-The `grounding` split (SFT rows of held-out grounding QA): the planner's greedy answers scored by
-`grounding_scorer(example, completion) -> {metric: value}` (box IoU@0.5, point accuracy, ...), each averaged as
-`grounding/<metric>`: whether the VLM kept its spatial skills through action training.
+The `grounding` split (SFT rows of held-out grounding QA): the planner's greedy answers, gathered over the split and
+scored at the end by `grounding_metrics(examples, completions) -> {metric: value}` (e.g.
+`posttrain.envs.grounding.grounding_metrics`: box IoU@0.5, point accuracy, ...), logged as `grounding/<metric>`:
+whether the VLM kept its spatial skills through action training. (Gathered on each process: under DDP each process
+reports its own shard's values.)
 
 Observations become the model's inputs through `encode(observations, seeds)`, which the method takes from its
 data (`RobotDataModule.encode_observations`: the same processor, spatial prompt, views and state normalisation as
@@ -37,14 +39,15 @@ GROUNDING_SPLIT = "grounding"
 
 class ClosedLoopEvaluator(nn.Module):
     def __init__(self, env: dict, max_steps: int = 150, execute_steps: int | None = None,
-                 grounding_scorer: Callable | None = None, max_new_tokens: int = 32, media_episodes: int = 2,
+                 grounding_metrics: Callable | None = None, max_new_tokens: int = 32, media_episodes: int = 2,
                  media_every: int = 4, sample_steps: int | None = None, cfg_scale: float | None = None):
         super().__init__()
         check(max_steps > 0, "method.evaluator.max_steps", f"must be > 0, got {max_steps}")
         check(execute_steps is None or execute_steps > 0, "method.evaluator.execute_steps",
               f"must be > 0 or null (the whole chunk), got {execute_steps}")
         self.env_config, self.max_steps, self.execute_steps = dict(env), max_steps, execute_steps
-        self.grounding_scorer, self.max_new_tokens = grounding_scorer, max_new_tokens
+        self.grounding_metrics, self.max_new_tokens = grounding_metrics, max_new_tokens
+        self.answers: dict[str, tuple[list[dict], list[str]]] = {}  # split -> (examples, completions)
         self.media_episodes, self.media_every = media_episodes, media_every
         self.sampling = {k: v for k, v in (("steps", sample_steps), ("cfg_scale", cfg_scale)) if v is not None}
         # split -> name -> running mean, on the CPU (names such as "box_iou@0.5" cannot be module names; torchmetrics
@@ -61,7 +64,7 @@ class ClosedLoopEvaluator(nn.Module):
             self.metrics.setdefault(split, {})
 
     def metric(self, split: str, name: str) -> MeanMetric:
-        """The split's running mean of `name`, made on first use (the grounding scorer names its own metrics)."""
+        """The split's running mean of `name`, made on first use."""
         if name not in self.metrics[split]:
             self.metrics[split][name] = MeanMetric()
         return self.metrics[split][name]
@@ -119,16 +122,16 @@ class ClosedLoopEvaluator(nn.Module):
                          generator=generator, **self.sampling)
 
     def score_grounding(self, model, batch: dict, split: str) -> None:
-        check(self.grounding_scorer is not None, "method.evaluator.grounding_scorer",
+        check(self.grounding_metrics is not None, "method.evaluator.grounding_metrics",
               "needed to score the grounding split")
         tokenizer = self.tokenizer
         out = generate(model.planner, batch["prompt_input_ids"], batch["prompt_attention_mask"],
                        max_new_tokens=self.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id, temperature=0.0, image_inputs=batch.get("image_inputs"))
         completions = tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
-        for example, completion in zip(batch["examples"], completions):
-            for name, value in self.grounding_scorer(example, completion).items():
-                self.metric(split, name).update(float(value))
+        examples, answers = self.answers.setdefault(split, ([], []))
+        examples.extend(batch["examples"])
+        answers.extend(completions)
 
     # ---- results --------------------------------------------------------------------------------------------------
     def compute(self) -> dict[str, torch.Tensor]:
@@ -138,6 +141,10 @@ class ClosedLoopEvaluator(nn.Module):
                 if metric.update_called:
                     results[f"{split}/{name}"] = metric.compute()
                     metric.reset()
+        for split, (examples, completions) in self.answers.items():
+            results.update({f"{split}/{k}": torch.tensor(v) for k, v in self.grounding_metrics(examples,
+                                                                                             completions).items()})
+        self.answers = {}
         self.grids = {split: frame_grid(films) for split, films in self.frames.items() if films}
         self.frames = {}
         return results

@@ -11,7 +11,7 @@ from posttrain.utils.config import ConfigError
 from posttrain.vla.evaluator import ClosedLoopEvaluator
 from tests.helpers import KillAtStep, Killed, assert_same_parameters
 from tests.models.test_vla import small_vla
-from tests.vla_fixtures import GroundingTask, ToyReachEnv, box_scorer, write_demos
+from tests.vla_fixtures import GroundingTask, ToyReachEnv, box_metrics, write_demos
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def make(demos, cotrain=True, vlm_weight=0.1, model_settings=None, evaluator=Non
                          eval_episodes=2, eval_seed_start=7, eval_batch_size=2, eval_size=2,
                          **data)
     evaluator = evaluator or ClosedLoopEvaluator({"id": "toy_reach", "max_steps": 6}, max_steps=6,
-                                                 grounding_scorer=box_scorer, max_new_tokens=4, media_every=1)
+                                                 grounding_metrics=box_metrics, max_new_tokens=4, media_every=1)
     module = InternVLAModule(model, processor, vlm_weight=vlm_weight, vlm_lr=1e-3, action_lr=1e-3,
                              evaluator=evaluator)
     return module, dm
@@ -79,7 +79,7 @@ def test_two_steps_change_planner_and_action_modules_and_evaluate_in_closed_loop
     assert [g["lr"] > 0 for g in groups] == [True, True] and len(groups[0]["params"]) == len(
         list(module.model.planner.parameters()))
     history = module.eval_history[-1]
-    assert {"val/success", "val/steps", "test_paraphrase/success", "grounding/box_iou@0.5"} <= set(history)
+    assert {"val/success", "val/steps", "test_paraphrase/success", "grounding/box_iou50"} <= set(history)
     assert 0 <= history["val/success"] <= 1 and 1 <= history["val/steps"] <= 6
     assert module.model.statistics["action_q99"]
 
