@@ -156,8 +156,9 @@ class RobotDataModule(L.LightningDataModule):
         positions = [(e, t) for e, episode in enumerate(self.demos.episodes) for t in range(len(episode))]
         positions = positions[: self.train_size]
         self.frames = Frames(self.demos, positions, self.chunk, self.views, self.planner_view, self.prompt_type)
-        if self.grounding is not None:
+        if self.cotrain:
             self.grounding_train = [{**e, "index": i} for i, e in enumerate(self.grounding.examples("train"))]
+        if self.grounding is not None:
             held_out = list(self.grounding.examples(self.grounding_split))[: self.eval_size]
             self.grounding_eval = [{**e, "index": i} for i, e in enumerate(held_out)]
 

@@ -61,6 +61,11 @@ class InternVLAModule(PostTrainModule):
         if hasattr(self.evaluator, "encode"):  # closed-loop episodes see observations as the training frames are
             self.evaluator.encode = data.encode_observations
 
+    def teardown(self, stage: str) -> None:
+        close = getattr(self.evaluator, "close", None)  # the simulators' renderers, before the GL context goes
+        if close is not None:
+            close()
+
     def parameter_groups(self) -> list[dict]:
         planner = {id(p) for p in self.model.planner.parameters()}
         params = self.trainable_parameters()

@@ -8,9 +8,11 @@ call per chunk for all of them), executing the first `execute_steps` actions of 
 predicting again. `<split>/success` is the fraction of episodes that met the task's own success criterion within
 `max_steps`; `<split>/steps` the mean episode length.
 
-The `grounding` split (SFT rows of held-out grounding QA): the planner's greedy answers, gathered over the split and
+The `grounding_splits` ({split: the name its metrics are logged under}; default {grounding: grounding}: SFT rows of
+held-out grounding QA): the planner's (or, given a VLM alone, e.g. after stage-1 grounding training, its own) greedy
+answers, gathered over the split and
 scored at the end by `grounding_metrics(examples, completions) -> {metric: value}` (e.g.
-`posttrain.envs.grounding.grounding_metrics`: box IoU@0.5, point accuracy, ...), logged as `grounding/<metric>`:
+`posttrain.envs.grounding.grounding_metrics`: box IoU@0.5, point accuracy, ...), logged as `<name>/<metric>`:
 whether the VLM kept its spatial skills through action training. (Gathered on each process: under DDP each process
 reports its own shard's values.)
 
@@ -23,7 +25,7 @@ episode, every `media_every`-th step) written to TensorBoard at each evaluation.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -34,19 +36,19 @@ from posttrain.envs import make_env
 from posttrain.generation import generate
 from posttrain.utils.config import check
 
-GROUNDING_SPLIT = "grounding"
-
 
 class ClosedLoopEvaluator(nn.Module):
     def __init__(self, env: dict, max_steps: int = 150, execute_steps: int | None = None,
                  grounding_metrics: Callable | None = None, max_new_tokens: int = 32, media_episodes: int = 2,
-                 media_every: int = 4, sample_steps: int | None = None, cfg_scale: float | None = None):
+                 media_every: int = 4, sample_steps: int | None = None, cfg_scale: float | None = None,
+                 grounding_splits: Mapping[str, str] | None = None):
         super().__init__()
         check(max_steps > 0, "method.evaluator.max_steps", f"must be > 0, got {max_steps}")
         check(execute_steps is None or execute_steps > 0, "method.evaluator.execute_steps",
               f"must be > 0 or null (the whole chunk), got {execute_steps}")
         self.env_config, self.max_steps, self.execute_steps = dict(env), max_steps, execute_steps
         self.grounding_metrics, self.max_new_tokens = grounding_metrics, max_new_tokens
+        self.grounding_splits = dict(grounding_splits or {"grounding": "grounding"})
         self.answers: dict[str, tuple[list[dict], list[str]]] = {}  # split -> (examples, completions)
         self.media_episodes, self.media_every = media_episodes, media_every
         self.sampling = {k: v for k, v in (("steps", sample_steps), ("cfg_scale", cfg_scale)) if v is not None}
@@ -72,7 +74,7 @@ class ClosedLoopEvaluator(nn.Module):
     # ---- update -------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def update(self, model, batch: dict, split: str, seed: int) -> None:
-        if split == GROUNDING_SPLIT:
+        if split in self.grounding_splits:
             self.score_grounding(model, batch, split)
         else:
             self.play(model, batch["seed"].tolist(), split, seed)
@@ -125,7 +127,7 @@ class ClosedLoopEvaluator(nn.Module):
         check(self.grounding_metrics is not None, "method.evaluator.grounding_metrics",
               "needed to score the grounding split")
         tokenizer = self.tokenizer
-        out = generate(model.planner, batch["prompt_input_ids"], batch["prompt_attention_mask"],
+        out = generate(getattr(model, "planner", model), batch["prompt_input_ids"], batch["prompt_attention_mask"],
                        max_new_tokens=self.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id, temperature=0.0, image_inputs=batch.get("image_inputs"))
         completions = tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
@@ -142,7 +144,8 @@ class ClosedLoopEvaluator(nn.Module):
                     results[f"{split}/{name}"] = metric.compute()
                     metric.reset()
         for split, (examples, completions) in self.answers.items():
-            results.update({f"{split}/{k}": torch.tensor(v) for k, v in self.grounding_metrics(examples,
+            name = self.grounding_splits[split]
+            results.update({f"{name}/{k}": torch.tensor(v) for k, v in self.grounding_metrics(examples,
                                                                                              completions).items()})
         self.answers = {}
         self.grids = {split: frame_grid(films) for split, films in self.frames.items() if films}
