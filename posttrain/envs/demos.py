@@ -62,12 +62,38 @@ class Demos:
     stats: dict  # meta/stats.json
     directory: str = ""
 
+    def frames(self) -> list[tuple[int, int]]:
+        """(episode, frame) of every frame, in order: the samples of a frame-level dataset."""
+        return [(e, t) for e, episode in enumerate(self.episodes) for t in range(len(episode))]
+
     def check_dims(self, action_dim: int | None = None, state_dim: int | None = None, where: str = "model") -> None:
         """A model whose action (state) size differs from the demonstrations' stops with an error naming
         `<where>.action_dim` (`<where>.state_dim`) and the folder."""
         for key, wanted in (("action_dim", action_dim), ("state_dim", state_dim)):
             check(wanted is None or wanted == self.info[key], f"{where}.{key}",
                   f"is {wanted}, but the demonstrations in {self.directory} have {key} = {self.info[key]}")
+
+
+def action_chunk(actions: np.ndarray, t: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `horizon` actions from frame t (horizon, A), padded past the episode's end with its last action, and
+    the mask (horizon,) of real ones (a chunked policy's target)."""
+    index = np.minimum(np.arange(t, t + horizon), len(actions) - 1)
+    return actions[index], np.arange(t, t + horizon) < len(actions)
+
+
+def normalize(values: np.ndarray, stats: dict) -> np.ndarray:
+    """Per dimension, [q01, q99] of `stats` (a stats.json entry) -> [-1, 1], clipped there; a constant dimension
+    (q01 = q99) is only shifted."""
+    low, high = np.asarray(stats["q01"], np.float32), np.asarray(stats["q99"], np.float32)
+    half = np.where(high > low, (high - low) / 2, 1.0)
+    return np.clip((values - (low + high) / 2) / half, -1.0, 1.0)
+
+
+def unnormalize(values: np.ndarray, stats: dict) -> np.ndarray:
+    """The inverse of `normalize` on [-1, 1] (what an action expert's output is executed as)."""
+    low, high = np.asarray(stats["q01"], np.float32), np.asarray(stats["q99"], np.float32)
+    half = np.where(high > low, (high - low) / 2, 1.0)
+    return values * half + (low + high) / 2
 
 
 def png(image: np.ndarray) -> bytes:

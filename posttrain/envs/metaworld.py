@@ -22,8 +22,10 @@ Rendering runs headless through EGL: MUJOCO_GL defaults to `egl` here (set befor
 """
 from __future__ import annotations
 
+import atexit
 import os
 import warnings
+import weakref
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -35,10 +37,11 @@ import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 from metaworld import policies  # noqa: E402
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # noqa: E402
+from metaworld.sawyer_xyz_env import SawyerXYZEnv  # noqa: E402
 
 from posttrain.envs.cameras import Camera, box_corners, pixel_box  # noqa: E402
 from posttrain.envs.splits import SPLITS, split_seeds  # noqa: E402, F401  (split_seeds: re-exported)
-from posttrain.utils.config import ConfigError, check, check_choice  # noqa: E402
+from posttrain.utils.config import ConfigError, check, check_choice, with_defaults  # noqa: E402
 
 GL_HELP = ("MuJoCo could not create an OpenGL context for rendering (MUJOCO_GL={gl!r}). Headless machines need "
            "MUJOCO_GL=egl with the apt packages libegl1 libegl-mesa0 libgl1-mesa-dri, or MUJOCO_GL=osmesa with "
@@ -80,17 +83,32 @@ VIEWS = ("scene", "wrist")
 SCENE_CAMERA = {"lookat": (0.0, 0.72, 0.08), "distance": 0.8, "azimuth": 135.0, "elevation": -45.0}
 WRIST_CAMERA = "gripperPOV"
 OBJECT_GEOM = "objGeom"  # every task here names its manipulated object so
+# Meta-World's bounds of its first four observation entries (hand xyz, finger opening), which it clips to.
+STATE_SPACE = spaces.Box(np.append(SawyerXYZEnv._HAND_SPACE.low, -1.0).astype(np.float32),
+                         np.append(SawyerXYZEnv._HAND_SPACE.high, 1.0).astype(np.float32), dtype=np.float32)
 
 
 def instruction_text(template: str, task: str, color: str) -> str:
     return template.format(color=color, noun=TASKS[task].noun)
 
 
+LIVE: weakref.WeakSet = weakref.WeakSet()  # simulations not yet closed
+
+
+@atexit.register
+def close_all() -> None:
+    """Renderers left open at exit are closed before the interpreter tears EGL down (else EGL prints errors)."""
+    for sim in list(LIVE):
+        sim.close()
+
+
 class Simulation:
     """One Meta-World task's MuJoCo model and data, its expert and one renderer per view (created once)."""
 
-    def __init__(self, task: str, image_size: int, scene_camera: dict, wrist_camera: str):
+    def __init__(self, task: str, image_size: int, scene_camera: dict, wrist_camera: str, where: str = "env"):
         env = ALL_V3_ENVIRONMENTS[task]()
+        cameras = [env.model.camera(i).name for i in range(env.model.ncam)]
+        check(wrist_camera in cameras, f"{where}.wrist_camera", f"no camera {wrist_camera!r} in {task}: {cameras}")
         # What Meta-World's benchmark constructors do for a multi-task (goal-observable) env with fresh layouts:
         # layouts drawn from the env's seeded generator, the goal in the observation (its experts read it there).
         env._freeze_rand_vec, env.seeded_rand_vec, env._set_task_called = False, True, True
@@ -102,6 +120,7 @@ class Simulation:
         self.cameras = {"scene": free_camera(scene_camera), "wrist": wrist_camera}
         self.renderers: dict[str, mujoco.Renderer] = {}
         self.obs: np.ndarray | None = None  # Meta-World's (39,) observation, what the expert reads
+        LIVE.add(self)
 
     def renderer(self, view: str) -> mujoco.Renderer:
         if view not in self.renderers:
@@ -143,6 +162,7 @@ class Simulation:
             renderer.close()
         self.renderers.clear()
         self.env.close()
+        LIVE.discard(self)
 
 
 def free_camera(settings: dict) -> mujoco.MjvCamera:
@@ -172,14 +192,16 @@ class MetaWorldEnv(gym.Env):
         terminate_on_success: end the episode at the first success (closed-loop evaluation's rule).
         scene_camera: the free camera's lookat, distance, azimuth, elevation.
         wrist_camera: a camera of the Meta-World model mounted on the gripper.
+        render_mode: rgb_array (`render()` is the scene view), what `gymnasium.make` passes.
     """
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 80}  # 12.5 ms of simulated time per step
 
     def __init__(self, tasks=("pick-place-v3", "push-v3", "shelf-place-v3"), colors=tuple(COLORS),
                  held_out=("pick-place-v3:purple", "push-v3:orange", "shelf-place-v3:yellow"), split: str = "train",
                  image_size: int = 64, max_steps: int = 150, terminate_on_success: bool = True,
-                 scene_camera: dict | None = None, wrist_camera: str = WRIST_CAMERA, where: str = "env"):
+                 scene_camera: dict | None = None, wrist_camera: str = WRIST_CAMERA, render_mode: str = "rgb_array",
+                 where: str = "env"):
         self.tasks, self.colors = list(tasks), list(colors)
         check(bool(self.tasks), f"{where}.tasks", "must name at least one Meta-World task")
         for i, task in enumerate(self.tasks):
@@ -187,7 +209,9 @@ class MetaWorldEnv(gym.Env):
         for i, color in enumerate(self.colors):
             check(color in COLORS, f"{where}.colors[{i}]", f"unknown colour {color!r}; available: {sorted(COLORS)}")
         check_choice(split, SPLITS, f"{where}.split")
-        check(image_size >= 16, f"{where}.image_size", f"must be >= 16, got {image_size}")
+        check(16 <= image_size <= 480, f"{where}.image_size",
+              f"must be in [16, 480] (MuJoCo's offscreen buffer), got {image_size}")
+        check(render_mode in (None, "rgb_array"), f"{where}.render_mode", f"must be rgb_array, got {render_mode!r}")
         check(max_steps >= 1, f"{where}.max_steps", f"must be >= 1, got {max_steps}")
         self.held_out = [parse_combo(c, f"{where}.held_out[{i}]") for i, c in enumerate(held_out or ())]
         self.combos = self.split_combos(split)
@@ -195,11 +219,11 @@ class MetaWorldEnv(gym.Env):
               f"split {split!r} has no task:colour combination left (held out: {list(held_out or ())})")
         self.split, self.image_size, self.max_steps = split, image_size, max_steps
         self.terminate_on_success, self.where = terminate_on_success, where
-        self.scene_camera = {**SCENE_CAMERA, **dict(scene_camera or {})}
+        self.scene_camera = with_defaults(scene_camera, SCENE_CAMERA, f"{where}.scene_camera")
         self.wrist_camera = wrist_camera
         image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         self.observation_space = spaces.Dict({
-            "scene": image, "wrist": image, "state": spaces.Box(-np.inf, np.inf, (4,), np.float32),
+            "scene": image, "wrist": image, "state": STATE_SPACE,
             "instruction": spaces.Text(200, charset="abcdefghijklmnopqrstuvwxyz -'")})
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
         self.render_mode = "rgb_array"
@@ -220,7 +244,7 @@ class MetaWorldEnv(gym.Env):
     def sim(self, task: str | None = None) -> Simulation:
         task = task or self.task
         if task not in self.sims:
-            self.sims[task] = Simulation(task, self.image_size, self.scene_camera, self.wrist_camera)
+            self.sims[task] = Simulation(task, self.image_size, self.scene_camera, self.wrist_camera, self.where)
         return self.sims[task]
 
     # ---- gymnasium API ---------------------------------------------------------------------------------------------

@@ -15,8 +15,11 @@ from posttrain.envs.demos import (
     INFO_FILE,
     STATS_FILE,
     DemoDataError,
+    action_chunk,
     collect_demos,
+    normalize,
     read_demos,
+    unnormalize,
     write_demos,
 )
 from posttrain.pipeline import train
@@ -115,3 +118,27 @@ def test_the_demonstration_stage_writes_a_cached_folder(tmp_path):
     assert demos.rows[0]["dataset/examples"] == 2 and demos.rows[0]["dataset/expert_success"] == 1.0
     again = train(compose_config([*overrides, f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "again"))
     assert again["stages"]["demos"].module is None and again["stages"]["demos"].output == demos.output
+
+
+def test_action_chunks_pad_with_the_last_action_and_mask_it():
+    actions = np.arange(8, dtype=np.float32).reshape(4, 2)
+    chunk, mask = action_chunk(actions, 2, 4)
+    np.testing.assert_array_equal(chunk, [[4, 5], [6, 7], [6, 7], [6, 7]])
+    np.testing.assert_array_equal(mask, [True, True, False, False])
+    chunk, mask = action_chunk(actions, 0, 2)
+    np.testing.assert_array_equal(chunk, actions[:2])
+    assert mask.all()
+
+
+def test_normalisation_maps_q01_q99_to_unit_range_and_back():
+    stats = {"q01": [0.0, -2.0, 1.0], "q99": [4.0, 2.0, 1.0]}
+    values = np.array([[0.0, -2.0, 1.0], [2.0, 1.0, 1.0], [8.0, 0.0, 3.0]], np.float32)
+    normed = normalize(values, stats)
+    np.testing.assert_allclose(normed, [[-1, -1, 0], [0, 0.5, 0], [1, 0, 1]])  # clipped; constant dim shifted
+    np.testing.assert_allclose(unnormalize(normed[:2], stats), values[:2])
+
+
+def test_frames_index_every_frame(episodes, tmp_path):
+    demos = read_demos(write_demos(episodes, str(tmp_path / "d")))
+    frames = demos.frames()
+    assert len(frames) == demos.info["frames"] and frames[0] == (0, 0) and frames[-1] == (1, len(episodes[1]) - 1)

@@ -4,8 +4,10 @@ import os
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env
 
 from posttrain.envs import make_env
 from posttrain.envs.metaworld import COLORS, TASKS, MetaWorldEnv, RenderError, split_seeds
@@ -106,6 +108,13 @@ def test_bad_configs_name_their_keys():
         make_env({"id": "metaworld", "held_out": []}, split="test_combos")
     with pytest.raises(ConfigError, match=r"env\.split"):
         make_env({"id": "metaworld"}, split="test_ood")
+    with pytest.raises(ConfigError, match=r"env\.scene_camera\.zoom: unknown key"):
+        make_env({"id": "metaworld", "scene_camera": {"zoom": 2}})
+    with pytest.raises(ConfigError, match=r"env\.image_size"):
+        make_env({"id": "metaworld", "image_size": 512})
+    bad_camera = make_env({"id": "metaworld", "tasks": ["push-v3"], "wrist_camera": "nose"})
+    with pytest.raises(ConfigError, match=r"env\.wrist_camera: no camera 'nose' in push-v3"):
+        bad_camera.reset(seed=0)
 
 
 def test_no_gl_context_is_a_clear_error():
@@ -119,3 +128,12 @@ def test_no_gl_context_is_a_clear_error():
     assert "RENDER-ERROR" in out.stdout, out.stderr[-2000:]
     assert "MUJOCO_GL=egl" in out.stdout and "libegl1" in out.stdout and "libosmesa6" in out.stdout
     assert issubclass(RenderError, RuntimeError)
+
+
+def test_gymnasium_make_and_its_env_checker():
+    env = gym.make("posttrain/MetaWorld-v0", tasks=["push-v3"], image_size=32)
+    try:
+        check_env(env.unwrapped)  # seeding determinism, spaces, step/reset/render signatures
+        assert env.unwrapped.render().shape == (32, 32, 3)
+    finally:
+        env.close()
