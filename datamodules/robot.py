@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.sampler import train_loader
-from posttrain.envs.demos import Demos, read_demos
+from posttrain.envs.demos import Demos, action_chunk, read_demos
 from posttrain.processors import SFTCollator, make_processor
 from posttrain.utils.config import check, check_choice
 from posttrain.vla.inputs import robot_inputs, views_tensor
@@ -51,15 +51,6 @@ class CyclingSampler(Sampler[int]):
         return self.num_samples
 
 
-def action_chunk(actions: np.ndarray, start: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """The `horizon` actions of an episode's (T, A) `actions` from step `start` on, the last one repeated past the
-    episode's end, and the mask (H,) of real steps."""
-    real = actions[start: start + horizon]  # (h, A)
-    padding = np.repeat(real[-1:], horizon - len(real), axis=0)  # (H - h, A)
-    mask = np.concatenate([np.ones(len(real)), np.zeros(horizon - len(real))]).astype(np.float32)
-    return np.concatenate([real, padding]).astype(np.float32), mask
-
-
 class Frames(Dataset):
     """Demonstration frames as examples: prompt, planner image, views, normalised state and action chunk."""
 
@@ -85,7 +76,7 @@ class Frames(Dataset):
             "views": [getattr(episode, v)[t] for v in self.views],
             "state": normalize_state(torch.from_numpy(episode.state[t]), self.mean, self.std),
             "actions": normalize_actions(torch.from_numpy(actions), self.q01, self.q99),  # (H, A)
-            "action_mask": torch.from_numpy(mask),  # (H,)
+            "action_mask": torch.from_numpy(mask).float(),  # (H,)
         }
 
 
@@ -153,8 +144,7 @@ class RobotDataModule(L.LightningDataModule):
         available = self.demos.info["views"]
         missing = [v for v in [*self.views, self.planner_view] if v not in available]
         check(not missing, "data.views", f"views {missing} are not in {self.path} (it has {available})")
-        positions = [(e, t) for e, episode in enumerate(self.demos.episodes) for t in range(len(episode))]
-        positions = positions[: self.train_size]
+        positions = self.demos.frames()[: self.train_size]
         self.frames = Frames(self.demos, positions, self.chunk, self.views, self.planner_view, self.prompt_type)
         if self.cotrain:
             self.grounding_train = [{**e, "index": i} for i, e in enumerate(self.grounding.examples("train"))]

@@ -1,9 +1,9 @@
 """The robot DataModule: frames -> normalised action chunks padded at episode ends, prompts with the spatial prompt,
 views and states; co-training pairs; malformed demonstrations name the file."""
-import numpy as np
 import pytest
+import torch
 
-from datamodules.robot import CyclingSampler, RobotDataModule, action_chunk
+from datamodules.robot import CyclingSampler, RobotDataModule
 from posttrain.models.vlm import tiny_vlm
 from posttrain.utils.config import ConfigError
 from tests.vla_fixtures import GroundingTask, write_demos
@@ -21,19 +21,15 @@ def datamodule(processor, path, **kwargs):
     return dm
 
 
-def test_chunks_are_the_next_actions_padded_with_the_last_one():
-    actions = np.arange(10, dtype=np.float32).reshape(5, 2)
-    chunk, mask = action_chunk(actions, 3, 4)
-    assert chunk.tolist() == [[6, 7], [8, 9], [8, 9], [8, 9]] and mask.tolist() == [1, 1, 0, 0]
-    chunk, mask = action_chunk(actions, 0, 2)
-    assert chunk.tolist() == [[0, 1], [2, 3]] and mask.tolist() == [1, 1]
-
-
 def test_robot_batches_hold_normalised_chunks_views_states_and_prompts(tmp_path, processor):
     dm = datamodule(processor, write_demos(tmp_path), spatial_prompt="box")
     batch = next(iter(dm.train_dataloader()))[0]["robot"]
     assert batch["actions"].shape == (4, 3, 4) and batch["action_mask"].shape == (4, 3)
     assert batch["actions"].abs().max() <= 1.0
+    last = len(dm.demos.episodes[0]) - 1  # an episode's last frame: its chunk repeats its last action
+    frame = dm.frames[last]
+    assert frame["action_mask"].tolist() == [1.0, 0.0, 0.0]
+    assert torch.equal(frame["actions"][1:], frame["actions"][:1].expand(2, -1))
     assert batch["views"].shape == (4, 2, 3, 32, 32) and 0 <= batch["views"].min() and batch["views"].max() <= 1
     assert batch["state"].shape == (4, 5)
     text = processor.tokenizer.decode(batch["prompt_input_ids"][0], skip_special_tokens=True)
