@@ -157,6 +157,12 @@ class RobotDataModule(L.LightningDataModule):
         error naming model.action_dim (model.state_dim)."""
         self.demos.check_dims(action_dim, state_dim or None, where="model")
 
+    def teardown(self, stage: str) -> None:
+        """Drops the decoded frames after a fit or validation (`setup` reads them again if a later one needs them):
+        a run keeps every stage's datamodule, and each arm's would otherwise hold its own copy."""
+        self.demos = None
+        self.frames = self.grounding_train = self.grounding_eval = None
+
     @property
     def statistics(self) -> dict[str, list[float]]:
         return statistics_of(self.demos.stats)

@@ -38,6 +38,15 @@ from posttrain.utils.config import check
 
 
 class ClosedLoopEvaluator(nn.Module):
+    """Args:
+        env: the environment config (`make_env`; each episode split gets the env of that split).
+        max_steps: episode length limit; execute_steps: actions of each chunk executed (None: all of them).
+        grounding_metrics: (examples, completions) -> {metric: value} for the grounding splits.
+        grounding_splits: {split: name its metrics are logged under}; default {grounding: grounding}.
+        sample_steps, cfg_scale: DDIM steps and guidance scale of the closed-loop policy (None: the model's).
+        media_episodes, media_every: frame grids of the first episodes of each split, every that many steps.
+    """
+
     def __init__(self, env: dict, max_steps: int = 150, execute_steps: int | None = None,
                  grounding_metrics: Callable | None = None, max_new_tokens: int = 32, media_episodes: int = 2,
                  media_every: int = 4, sample_steps: int | None = None, cfg_scale: float | None = None,
@@ -52,8 +61,8 @@ class ClosedLoopEvaluator(nn.Module):
         self.answers: dict[str, tuple[list[dict], list[str]]] = {}  # split -> (examples, completions)
         self.media_episodes, self.media_every = media_episodes, media_every
         self.sampling = {k: v for k, v in (("steps", sample_steps), ("cfg_scale", cfg_scale)) if v is not None}
-        # split -> name -> running mean, on the CPU (names such as "box_iou@0.5" cannot be module names; torchmetrics
-        # reduces them over processes in compute all the same)
+        # split -> name -> running mean (success, steps), on the CPU: not submodules, so nothing of the evaluator
+        # enters checkpoints; torchmetrics still reduces them over processes in compute
         self.metrics: dict[str, dict[str, MeanMetric]] = {}
         self.envs: dict[str, list] = {}  # split -> environments, reused across evaluations (renderers included)
         self.frames: dict[str, list[list[np.ndarray]]] = {}
