@@ -15,8 +15,8 @@ SMALL = dict(state_dim=5, chunk=3, num_queries=4, query_width=32, view_width=16,
              repeated_diffusion_steps=2)
 
 
-def small_vla(**settings):
-    return tiny_vla(planner=PLANNER, **{**SMALL, **settings})
+def small_vla(planner=None, **settings):
+    return tiny_vla(planner=planner or PLANNER, **{**SMALL, **settings})
 
 
 def inputs(processor, rows: int = 2, seed: int = 0):
@@ -114,3 +114,18 @@ def test_saved_vla_loads_back_with_its_weights_and_statistics(tmp_path):
 def test_bad_settings_name_their_key(setting, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         small_vla(**setting)
+
+
+def test_planner_loads_from_a_model_directory_as_a_real_checkpoint_would(tmp_path):
+    """model.planner.name_or_path=DIR: the planner comes from the directory (vlm_from_pretrained), the VLA's other
+    modules are sized by its hidden width."""
+    from posttrain.models.builders import save
+    from posttrain.models.vlm import tiny_vlm
+
+    vlm, processor = tiny_vlm(**{k: v for k, v in PLANNER.items() if k != "_target_"}, seed=5)
+    save(vlm, processor, str(tmp_path))
+    model, _ = small_vla(planner={**PLANNER, "name_or_path": str(tmp_path)})
+    loaded = dict(model.planner.named_parameters())
+    for name, param in vlm.named_parameters():
+        assert torch.equal(param, loaded[name]), name
+    assert model.querying.view_proj.out_features == vlm.config.get_text_config().hidden_size
