@@ -1,4 +1,5 @@
 """Every experiment composes and trains; bad configuration stops with an error that names the key."""
+import json
 import os
 
 import pytest
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 from posttrain.models.value_head import ValueModel
 from posttrain.pipeline import train
 from posttrain.pipeline.outputs import load_stage_model
+from posttrain.pipeline.stages import resolved
 from tests.helpers import compose_config, experiments
 
 # Overrides that make every stage of one experiment two steps on tiny data (debug=tiny: 8 examples in batches of 4,
@@ -72,6 +74,12 @@ STAGES = {
     # PRELUDE interactions train nothing: one seed's 6 rounds for every agent (debug=tiny's batch keys dropped)
     "cipher": ["~data.batch_size", "~data.eval_batch_size", "~data.train_size", "~data.eval_size", "data.rounds=6",
                "data.seeds=[0]"],
+    # 2 demonstration episodes, 1 held-out grounding episode, one 4-step episode per closed-loop split
+    "internvla_m1": ["stages.grounding.trainer.max_epochs=1", "stages.demos.data.count=2",
+                     "stages.grounding.data.task.eval_episodes=1", "stages.grounding.data.task.stride=8",
+                     "stages.grounding.data.batch_size=4", "data.grounding_batch_size=2", "data.eval_episodes=1",
+                     "data.eval_batch_size=1", "method.evaluator.max_steps=4", "method.evaluator.sample_steps=2",
+                     "method.evaluator.max_new_tokens=8"],
     "rs_sft": [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "stages.generate.method.num_samples=4",
                "stages.generate.method.max_per_prompt=4", "stages.main.data.batch_size=4"],
 }
@@ -87,6 +95,8 @@ EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreem
              "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
              "dpo": PAIR_METRICS | {"val/accuracy", "test_ood/accuracy", "val/rewards/margins", "val/logps/accuracies"},
              "cipher": {"dataset/examples", "cost/oracle", "cost/cipher_5", "cost/cipher_1", "cost/no_learning"},
+             "internvla_m1": {"val/success", "test_combos/success", "test_paraphrase/success", "val/steps",
+                              "grounding/box_iou50", "grounding/point_acc"},
              "llava_critic_r1": {"val/critic_accuracy", "val/critic_format", "val/position_bias", "qa/policy_accuracy",
                                  "qa/policy_format", "qa/selfcritique@4", "qa/basecritique@4", "qa/majority@4",
                                  "qa/pass@4"}}
@@ -153,10 +163,11 @@ def test_every_stage_of_the_experiment_runs_two_steps_and_changes_every_paramete
     reward_model = result["stages"]["reward_model"].output if "reward_model" in result["stages"] else None
     for key, stage in result["stages"].items():
         assert stage.module is not None, f"{key}: every stage ran (no cache from earlier tests)"
-        if stage.planned.stage.output == "dataset":
-            assert os.path.isfile(stage.output), key
-            if experiment == "rs_sft":
-                assert result["stages"]["main"].planned.data.task.train_path == stage.output
+        if stage.planned.stage.output in ("dataset", "dataset_dir"):
+            assert os.path.exists(stage.output), key
+            if experiment in ("rs_sft", "internvla_m1"):  # its path reached the stages that read it
+                assert any(stage.output in json.dumps(resolved(other.planned.data))
+                           for other in result["stages"].values())
             continue
         assert stage.trainer.global_step == 2, key
         if key in ("main", "control"):
@@ -186,7 +197,7 @@ def test_every_stage_of_the_experiment_runs_two_steps_in_bfloat16(experiment, tm
     cfg = compose_config(overrides, tmp_path)
     result = train(cfg)
     for key, stage in result["stages"].items():
-        if stage.planned.stage.output == "dataset":
+        if stage.planned.stage.output in ("dataset", "dataset_dir"):
             continue
         assert stage.trainer.global_step == 2 and stage.trainer.precision == "bf16-mixed", key
         assert network_dtypes(stage.output) == {torch.bfloat16}, key

@@ -1,0 +1,189 @@
+"""The closed-loop evaluator of a VLA (`method.evaluator` of InternVLA-M1): the evaluator calls of
+`posttrain.evaluators` (setup, update per held-out batch, compute, log_media).
+
+Episode splits (every split but `grounding`: the environment's own, e.g. Meta-World's `val` = held-out layouts,
+`test_combos` = held-out task x colour combinations, `test_paraphrase` = held-out instruction phrasings): batches
+name reset seeds; the policy plays them in the split's environment, all episodes of a batch in lockstep (one model
+call per chunk for all of them), executing the first `execute_steps` actions of every predicted chunk before
+predicting again. `<split>/success` is the fraction of episodes that met the task's own success criterion within
+`max_steps`; `<split>/steps` the mean episode length.
+
+The `grounding_splits` ({split: the name its metrics are logged under}; default {grounding: grounding}: SFT rows of
+held-out grounding QA): the planner's (or, given a VLM alone, e.g. after stage-1 grounding training, its own) greedy
+answers, gathered over the split and
+scored at the end by `grounding_metrics(examples, completions) -> {metric: value}` (e.g.
+`posttrain.envs.grounding.grounding_metrics`: box IoU@0.5, point accuracy, ...), logged as `<name>/<metric>`:
+whether the VLM kept its spatial skills through action training. (Gathered on each process: under DDP each process
+reports its own shard's values.)
+
+Observations become the model's inputs through `encode(observations, seeds)`, which the method takes from its
+data (`RobotDataModule.encode_observations`: the same processor, spatial prompt, views and state normalisation as
+the training frames).
+
+The scene view of the first `media_episodes` episodes of each episode split becomes a frame grid (one row per
+episode, every `media_every`-th step) written to TensorBoard at each evaluation.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from posttrain.envs import make_env
+from posttrain.generation import generate
+from posttrain.utils.config import check
+
+
+class ClosedLoopEvaluator(nn.Module):
+    """Args:
+        env: the environment config (`make_env`; each episode split gets the env of that split).
+        max_steps: episode length limit; execute_steps: actions of each chunk executed (None: all of them).
+        grounding_metrics: (examples, completions) -> {metric: value} for the grounding splits.
+        grounding_splits: {split: name its metrics are logged under}; default {grounding: grounding}.
+        sample_steps, cfg_scale: DDIM steps and guidance scale of the closed-loop policy (None: the model's).
+        media_episodes, media_every: frame grids of the first episodes of each split, every that many steps.
+    """
+
+    def __init__(self, env: dict, max_steps: int = 150, execute_steps: int | None = None,
+                 grounding_metrics: Callable | None = None, max_new_tokens: int = 32, media_episodes: int = 2,
+                 media_every: int = 4, sample_steps: int | None = None, cfg_scale: float | None = None,
+                 grounding_splits: Mapping[str, str] | None = None):
+        super().__init__()
+        check(max_steps > 0, "method.evaluator.max_steps", f"must be > 0, got {max_steps}")
+        check(execute_steps is None or execute_steps > 0, "method.evaluator.execute_steps",
+              f"must be > 0 or null (the whole chunk), got {execute_steps}")
+        self.env_config, self.max_steps, self.execute_steps = dict(env), max_steps, execute_steps
+        self.grounding_metrics, self.max_new_tokens = grounding_metrics, max_new_tokens
+        self.grounding_splits = dict(grounding_splits or {"grounding": "grounding"})
+        self.answers: dict[str, tuple[list[dict], list[str]]] = {}  # split -> (examples, completions)
+        self.media_episodes, self.media_every = media_episodes, media_every
+        self.sampling = {k: v for k, v in (("steps", sample_steps), ("cfg_scale", cfg_scale)) if v is not None}
+        # split -> name -> running mean (success, steps), on the CPU: not submodules, so nothing of the evaluator
+        # enters checkpoints; torchmetrics still reduces them over processes in compute
+        self.metrics: dict[str, dict[str, MeanMetric]] = {}
+        self.envs: dict[str, list] = {}  # split -> environments, reused across evaluations (renderers included)
+        self.frames: dict[str, list[list[np.ndarray]]] = {}
+        self.grids: dict[str, torch.Tensor] = {}
+        self.tokenizer, self.encode = None, None
+
+    def setup(self, splits, tokenizer, is_correct=None) -> None:
+        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a VLM processor's tokenizer
+        for split in splits:
+            self.metrics.setdefault(split, {})
+
+    def metric(self, split: str, name: str) -> MeanMetric:
+        """The split's running mean of `name`, made on first use."""
+        if name not in self.metrics[split]:
+            self.metrics[split][name] = MeanMetric()
+        return self.metrics[split][name]
+
+    # ---- update -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update(self, model, batch: dict, split: str, seed: int) -> None:
+        if split in self.grounding_splits:
+            self.score_grounding(model, batch, split)
+        else:
+            self.play(model, batch["seed"].tolist(), split, seed)
+
+    def environments(self, split: str, count: int) -> list:
+        pool = self.envs.setdefault(split, [])
+        while len(pool) < count:
+            pool.append(make_env(self.env_config, where="method.evaluator.env", split=split))
+        return pool[:count]
+
+    def play(self, model, seeds: list[int], split: str, seed: int) -> None:
+        """Plays one episode per seed (in lockstep) and records success and length."""
+        envs, device = self.environments(split, len(seeds)), next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
+        done, success, steps = [False] * len(envs), [False] * len(envs), [0] * len(envs)
+        recorded = self.frames.setdefault(split, [])
+        filming = list(range(len(envs)))[: max(0, self.media_episodes - len(recorded))]
+        films = {i: [observations[i]["scene"]] for i in filming}
+        execute = self.execute_steps or model.chunk
+        while not all(done):
+            active = [i for i in range(len(envs)) if not done[i]]
+            chunk = self.predict(model, [observations[i] for i in active], [seeds[i] for i in active], generator)
+            for row, i in enumerate(active):
+                for action in chunk[row, :execute]:
+                    observations[i], _, terminated, truncated, info = envs[i].step(action.cpu().numpy())
+                    steps[i] += 1
+                    if i in films and steps[i] % self.media_every == 0:
+                        films[i].append(observations[i]["scene"])
+                    success[i] = success[i] or bool(info.get("success", False))
+                    if success[i] or terminated or truncated or steps[i] >= self.max_steps:
+                        done[i] = True
+                        break
+        for i in range(len(envs)):
+            self.metric(split, "success").update(float(success[i]))
+            self.metric(split, "steps").update(float(steps[i]))
+        recorded.extend(films[i] for i in filming)
+
+    def predict(self, model, observations: list[dict], seeds: list[int], generator) -> torch.Tensor:
+        """Action chunks (N, H, A) in environment units for the observations."""
+        check(self.encode is not None, "method.evaluator", "has no observation encoder (the method sets it from its "
+              "data: RobotDataModule.encode_observations)")
+        device = next(model.parameters()).device
+        batch = self.encode(observations, seeds)
+        return model.act(batch["prompt_input_ids"].to(device), batch["prompt_attention_mask"].to(device),
+                         batch["image_inputs"].to(device), batch["views"].to(device), batch["state"].to(device),
+                         generator=generator, **self.sampling)
+
+    def score_grounding(self, model, batch: dict, split: str) -> None:
+        check(self.grounding_metrics is not None, "method.evaluator.grounding_metrics",
+              "needed to score the grounding split")
+        tokenizer = self.tokenizer
+        out = generate(getattr(model, "planner", model), batch["prompt_input_ids"], batch["prompt_attention_mask"],
+                       max_new_tokens=self.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, temperature=0.0, image_inputs=batch.get("image_inputs"))
+        completions = tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
+        examples, answers = self.answers.setdefault(split, ([], []))
+        examples.extend(batch["examples"])
+        answers.extend(completions)
+
+    # ---- results --------------------------------------------------------------------------------------------------
+    def compute(self) -> dict[str, torch.Tensor]:
+        results = {}
+        for split, metrics in self.metrics.items():
+            for name, metric in metrics.items():
+                if metric.update_called:
+                    results[f"{split}/{name}"] = metric.compute()
+                    metric.reset()
+        for split, (examples, completions) in self.answers.items():
+            name = self.grounding_splits[split]
+            results.update({f"{name}/{k}": torch.tensor(v) for k, v in self.grounding_metrics(examples,
+                                                                                             completions).items()})
+        self.answers = {}
+        self.grids = {split: frame_grid(films) for split, films in self.frames.items() if films}
+        self.frames = {}
+        return results
+
+    def log_media(self, loggers, step: int) -> None:
+        """The last evaluation's frame grids (a row per episode) to every TensorBoard logger."""
+        for logger in loggers:
+            writer = getattr(logger, "experiment", None)
+            if hasattr(writer, "add_image"):
+                for split, grid in self.grids.items():
+                    writer.add_image(f"{split}/episodes", grid, global_step=step)
+        self.grids = {}
+
+    def close(self) -> None:
+        for pool in self.envs.values():
+            for env in pool:
+                env.close()
+        self.envs = {}
+
+
+def frame_grid(films: list[list[np.ndarray]], pad: int = 1) -> torch.Tensor:
+    """(3, H', W') float in [0, 1]: one row of frames per episode (uint8 (h, w, 3) each, all one size)."""
+    h, w = films[0][0].shape[:2]
+    columns = max(len(f) for f in films)
+    grid = np.full((len(films) * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for r, film in enumerate(films):
+        for c, frame in enumerate(film):
+            top, left = pad + r * (h + pad), pad + c * (w + pad)
+            grid[top: top + h, left: left + w] = frame
+    return torch.from_numpy(grid).permute(2, 0, 1).float() / 255.0
