@@ -5,7 +5,9 @@ through the processor (a text model reads the state as text; a vision-language m
 `posttrain.generation.generate` samples the answers of all of them at once; each answer is parsed
 (`prompts.parse_output`) and its action applied. An answer that cannot be parsed, or names an action outside the
 admissible set, is an invalid step: the environment does not move, the step costs a turn of the episode's budget
-(the environment's `max_steps`) and RL4VLM's −1, and it is counted, never raised.
+(the environment's `max_steps`) and RL4VLM's −1, and it is counted, never raised. For the GFlowNet rewards a
+history that holds an invalid answer is outside the support of R: every state from there on gets R = 1e-10 (the
+paper's floor), so the balance losses push such answers down instead of towards the valid trajectories' flow.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from posttrain.processors import VisionProcessor, left_pad
 
 DONE_ACTION = "[DONE]"
 INVALID_REWARD = -1.0
+INVALID_GFN_REWARD = 1e-10  # R(z_{0:t}⊤) of a state whose history holds an invalid answer
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,10 @@ class Episode:
         if parsed.status == OK:
             step.action = admissible[parsed.action]
             self.observation, step.reward, terminated, truncated, info = self.env.step(parsed.action)
-            reward = info["gfn_reward"]
+            reward = info["gfn_reward"] if traj.invalid_steps() == 0 else INVALID_GFN_REWARD
             ended = terminated or truncated
         else:  # the state does not change; the turn is spent
-            reward, ended = traj.state_rewards[-1], len(traj.steps) >= self.env.max_steps
+            reward, ended = INVALID_GFN_REWARD, len(traj.steps) >= self.env.max_steps
             info = {"success": False}
         if step.action == DONE_ACTION:
             traj.done = True

@@ -67,7 +67,23 @@ def test_invalid_answers_are_counted_cost_a_turn_and_never_crash(policy):
     assert [s.reward for s in traj.steps] == [-1.0, -1.0] and not episode.finished
     episode.advance("p", "???", processor.response("???"), processor)
     assert episode.finished and not traj.success  # the third turn spends the budget
-    assert len(traj.state_rewards) == 4 and len(set(traj.state_rewards)) == 1
+    # the states after an invalid answer are outside R's support: the floor, not the unmoved state's reward
+    assert traj.state_rewards == [env.state_reward(), 1e-10, 1e-10, 1e-10]
+
+
+def test_a_valid_move_after_an_invalid_answer_keeps_the_floor(policy):
+    _, processor = policy
+    env = make_env({"id": "numberline", "max_steps": 5})
+    episode = Episode(env, 5, images=False)
+    good = format_output("x", "+")
+    episode.advance("p", good, processor.response(good), processor)
+    first = env.state_reward()
+    for text in ("garbage", good, format_output("x", "[DONE]")):
+        episode.advance("p", text, processor.response(text), processor)
+    traj = episode.trajectory
+    assert traj.done and len(traj.moves) == 3
+    assert traj.state_rewards[:2] == [traj.state_rewards[0], first] and traj.state_rewards[0] > 1
+    assert traj.state_rewards[2:] == [1e-10, 1e-10]  # the [DONE] terminates a history with an invalid answer
 
 
 def test_expert_trajectory_ends_with_done_and_tokenises_like_an_answer(policy):
