@@ -21,6 +21,14 @@ from posttrain.models.forward import label_logprobs, label_logprobs_and_entropy
 from posttrain.utils.config import check
 
 
+def write_image_grids(loggers, grids: dict[str, torch.Tensor], name: str, step: int) -> None:
+    """`log_media`'s body: each split's (3, H, W) grid as `<split>/<name>` to every logger that takes images."""
+    for logger in loggers:
+        writer = getattr(logger, "experiment", None)
+        if hasattr(writer, "add_image"):
+            for split, grid in grids.items():
+                writer.add_image(f"{split}/{name}", grid, global_step=step)
+
 class GenerationEvaluator(nn.Module):
     """Accuracy of greedy completions (`<split>/accuracy`) and the NLL of the reference responses (`<split>/nll`).
 

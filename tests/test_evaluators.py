@@ -94,3 +94,20 @@ def test_sampled_completions_use_fixed_noise():
     first = evaluator.sampled_completions(model, prompts, 2, seed=3)
     assert first == evaluator.sampled_completions(model, prompts, 2, seed=3)
     assert first != evaluator.sampled_completions(model, prompts, 2, seed=4)
+
+
+def test_image_grids_reach_tensorboard(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from posttrain.evaluators import write_image_grids
+
+    logger = TensorBoardLogger(str(tmp_path), name="run")
+    grids = {"val": torch.rand(3, 8, 16), "test": torch.rand(3, 8, 8)}
+    write_image_grids([logger, object()], grids, "samples", step=7)  # a logger without images is passed over
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir)
+    events.Reload()
+    assert sorted(events.Tags()["images"]) == ["test/samples", "val/samples"]
+    (image,) = events.Images("val/samples")
+    assert (image.step, image.width, image.height) == (7, 16, 8)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from posttrain.diffusion.metrics import kernel_mmd2, pixel_features
+from posttrain.evaluators import write_image_grids
 from posttrain.utils.config import check
 
 GRID_COLUMNS = 16
@@ -89,9 +90,5 @@ class DiffusionEvaluator(nn.Module):
 
     def log_media(self, loggers, step: int) -> None:
         """The grids of the last evaluation (samples above winners) to every TensorBoard logger."""
-        for logger in loggers:
-            writer = getattr(logger, "experiment", None)
-            if hasattr(writer, "add_image"):
-                for split, grid in self.grids.items():
-                    writer.add_image(f"{split}/samples", grid, global_step=step)
+        write_image_grids(loggers, self.grids, "samples", step)
         self.grids = {}

@@ -33,6 +33,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from posttrain.envs import make_env
+from posttrain.evaluators import write_image_grids
 from posttrain.generation import generate
 from posttrain.utils.config import check
 
@@ -163,11 +164,7 @@ class ClosedLoopEvaluator(nn.Module):
 
     def log_media(self, loggers, step: int) -> None:
         """The last evaluation's frame grids (a row per episode) to every TensorBoard logger."""
-        for logger in loggers:
-            writer = getattr(logger, "experiment", None)
-            if hasattr(writer, "add_image"):
-                for split, grid in self.grids.items():
-                    writer.add_image(f"{split}/episodes", grid, global_step=step)
+        write_image_grids(loggers, self.grids, "episodes", step)
         self.grids = {}
 
     def close(self) -> None:
