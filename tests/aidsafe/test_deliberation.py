@@ -111,3 +111,21 @@ def test_single_agent_baseline_is_one_call():
     agent = ScriptedChatModel(SafetyWorldAgents())
     items = zero_shot(agent, BOOK.text, ["poison and bake", "poem"], Settings(budget=2, quality_budgets=(0,)))
     assert agent.usage.calls == 2 and all(len(i.log) == 1 and set(i.refined) == {0, 2} for i in items)
+
+
+def test_noise_follows_the_query_not_its_batch_position():
+    agents = SafetyWorldAgents()
+    queries = [f"{a} and {b}" for a in BOOK.intents for b in BOOK.intents if a < b][:24]
+
+    def run(batches):
+        return [(i.prompt, i.log) for batch in batches
+                for i in deliberate(ScriptedChatModel(agents), BOOK.text, batch, Settings(budget=4))]
+
+    whole = run([queries])
+    assert run([queries[:7], queries[7:15], queries[15:]]) == whole
+    assert sorted(run([queries[::-1]])) == sorted(whole)
+    # the same position in a call, different queries: the noise differs (the old per-position seed made every
+    # batch replay it)
+    agent = ScriptedChatModel(lambda messages, rng: f"{rng.random():.9f}")
+    draws = {agent.chat([[{"role": "user", "content": q}]], max_new_tokens=1)[0].text for q in queries}
+    assert len(draws) == len(queries)
