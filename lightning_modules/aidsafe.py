@@ -171,6 +171,8 @@ class PreferencePairsModule(CompletionMixin, PostTrainModule):
             (conf/agent/, e.g. an endpoint serving ShieldGemma) makes that chat model the judge (`judge.py`).
         iterations, candidates, keep: J rounds of C candidate beliefs, the K best shown in context.
         harmful_only: pairs only for queries with a harmful intent (where the violation scorer can tell).
+        keep_ties: keep the pairs tied on both scores (`pairs/tied_kept`), e.g. for a random model whose pairs all
+            tie, so that the DPO stages still have data.
     A pair's two completions are ranked by violation (lower: chosen), ties by the world's CoT faithfulness (higher:
     chosen; rule scorer only). A pair tied on both is dropped (`pairs/tied_dropped`: it has no preference), as is
     a belief pair whose y⁻ ranks above y⁺ (`pairs/inverted_dropped`) and one the judge could not score
@@ -179,8 +181,8 @@ class PreferencePairsModule(CompletionMixin, PostTrainModule):
 
     def __init__(self, model, tokenizer, mode: str = "belief", agent=None, judge=None, policies=None,
                  iterations: int = 3, candidates: int = 4, keep: int = 3, max_new_tokens: int = 96,
-                 temperature: float = 1.0, harmful_only: bool = True, seed: int = 0, optimizer=None, scheduler=None,
-                 evaluator=None):
+                 temperature: float = 1.0, harmful_only: bool = True, keep_ties: bool = False, seed: int = 0,
+                 optimizer=None, scheduler=None, evaluator=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         check_choice(mode, ("belief", "sampling"), "method.mode")
         check(iterations >= 1 and candidates >= 1 and keep >= 1, "method.iterations",
@@ -191,6 +193,7 @@ class PreferencePairsModule(CompletionMixin, PostTrainModule):
         self.violation = RuleScorer(self.book) if judge is None else ChatJudge(
             build_agent(judge, key="method.judge"), self.book.text)
         self.mode, self.iterations, self.candidates, self.keep = mode, iterations, candidates, keep
+        self.keep_ties = keep_ties
         self.max_new_tokens, self.temperature, self.harmful_only, self.seed = (max_new_tokens, temperature,
                                                                                harmful_only, seed)
         self.pairs: list[dict] = []
@@ -198,6 +201,7 @@ class PreferencePairsModule(CompletionMixin, PostTrainModule):
 
     def on_predict_start(self) -> None:
         self.pairs, self.dropped, self.whisperer_errors = [], {"tied": 0, "inverted": 0, "unjudged": 0}, 0
+        self.tied_kept = 0
 
     def predict_step(self, batch, batch_idx) -> list[dict]:
         queries = [e["prompt"] for e in batch["examples"]]
@@ -234,8 +238,10 @@ class PreferencePairsModule(CompletionMixin, PostTrainModule):
         rank_first = (v_first, -f_first if self.rule_based else 0.0)
         rank_second = (v_second, -f_second if self.rule_based else 0.0)
         if rank_first == rank_second:
-            self.dropped["tied"] += 1
-            return None
+            if not self.keep_ties:
+                self.dropped["tied"] += 1
+                return None
+            self.tied_kept += 1
         if rank_second < rank_first:
             if self.mode == "belief":
                 self.dropped["inverted"] += 1
@@ -249,6 +255,7 @@ class PreferencePairsModule(CompletionMixin, PostTrainModule):
         pairs = self.pairs
         self.dataset_metrics = {"pairs/kept": float(len(pairs)), "pairs/judge_errors": float(self.violation.errors),
                                 "pairs/whisperer_errors": float(self.whisperer_errors),
+                                "pairs/tied_kept": float(self.tied_kept),
                                 **{f"pairs/{k}_dropped": float(v) for k, v in self.dropped.items()}}
         if pairs:
             self.dataset_metrics.update({

@@ -16,7 +16,7 @@ SHORT = [f"stages.{s}.method.max_new_tokens=12" for s in ("generate", "generate_
 def test_the_experiment_runs_with_a_local_chat_model(tmp_path):
     directory = save_tiny_chat_model(tmp_path / "chat", max_positions=512)
     cfg = compose_config(["experiment=aidsafe", "debug=tiny", *STAGES["aidsafe"], "agent=hf",
-                          f"agent.name_or_path={directory}", *SHORT], tmp_path)
+                          f"agent.name_or_path={directory}", *SHORT], tmp_path)  # STAGES keeps tied pairs
     result = train(cfg)
     records = [json.loads(line) for line in open(result["stages"]["generate"].output)]
     assert len(records) == 8 and all(r["deliberation_log"] for r in records)

@@ -63,3 +63,13 @@ def test_pairs_rank_by_violation_then_faithfulness_and_drop_ties():
     judged = PreferencePairsModule(model, tokenizer, mode="sampling",
                                    judge=ScriptedChatModel(lambda messages, rng: "No"))
     assert judged.violation(["q"], ["x"]) == [0.0]
+
+
+def test_ties_can_be_kept():
+    from lightning_modules.aidsafe import PreferencePairsModule
+
+    model, tokenizer = tiny_llama(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    module = PreferencePairsModule(model, tokenizer, mode="sampling", keep_ties=True)
+    module.on_predict_start()
+    assert module.pair("poison", "ANSWER: refuse poison", "ANSWER: refuse poison", "", 0.0, 0.0) is not None
+    assert module.tied_kept == 1 and module.dropped["tied"] == 0
