@@ -26,6 +26,7 @@ from posttrain.aidsafe.beliefs import search_beliefs
 from posttrain.aidsafe.deliberation import Item, Settings, deliberate, zero_shot
 from posttrain.aidsafe.evaluator import judge
 from posttrain.aidsafe.judge import ChatJudge, RuleScorer
+from posttrain.aidsafe.prompts import DELIBERATE
 from posttrain.aidsafe.world import DEFAULT_POLICIES, PolicyBook, parse_completion, sft_target
 from posttrain.generation import generate
 from posttrain.processors.text import left_pad
@@ -127,6 +128,7 @@ class DeliberationModule(PostTrainModule):
                 "deliberation_log": json.dumps(item.log, ensure_ascii=False),
                 "sft_target": sft_target(thoughts, response), "intents": json.dumps(item.intents),
                 "rounds": len(item.states) - 1, "stop_reason": item.stop_reason, "errors": item.errors,
+                "deliberation_calls": sum(entry["stage"] == DELIBERATE for entry in item.log),
                 "dropped_by_refiner": item.dropped_by_refiner, "quality": json.dumps(quality)}
 
     def on_predict_epoch_end(self) -> None:
@@ -141,7 +143,9 @@ class DeliberationModule(PostTrainModule):
         for name in ("faithfulness", "redundancy", "deceptive_rate"):
             metrics[f"data/{name}"] = mean(q[final]["refined"][name] for q in quality)
             metrics[f"data/{name}_raw"] = mean(q[final]["raw"][name] for q in quality)
+        # rounds: the editing rounds kept (the agreeing round adds no state); calls: every deliberation reply
         metrics["data/rounds"] = mean(r["rounds"] for r in self.records)
+        metrics["data/deliberation_calls"] = mean(r.get("deliberation_calls", 0) for r in self.records)
         metrics["data/errors"] = mean(r["errors"] for r in self.records)
         metrics["data/resumed_batches"] = float(self.resumed)
         self.dataset_metrics = metrics

@@ -10,7 +10,8 @@ from statistics import mean, stdev
 
 DATA = [("faithfulness B=0", "b0/faithfulness"), ("B=1", "b1/faithfulness"), ("B=2", "b2/faithfulness"),
         ("B=4", "b4/faithfulness"), ("unrefined B=4", "b4/faithfulness_raw"), ("redundancy", "data/redundancy"),
-        ("deceptive", "data/deceptive_rate"), ("rounds", "data/rounds")]
+        ("deceptive", "data/deceptive_rate"), ("rounds", "data/rounds"),
+        ("deliberation calls", "data/deliberation_calls")]
 MODELS = [("held-out safe", "heldout/safe_rate"), ("jailbreak safe", "jailbreak/safe_rate"),
           ("benign over-refusal", "benign/over_refusal"), ("held-out acc", "heldout/accuracy"),
           ("jailbreak acc", "jailbreak/accuracy"), ("held-out CoT faith.", "heldout/faithfulness")]
