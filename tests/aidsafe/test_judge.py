@@ -73,3 +73,14 @@ def test_ties_can_be_kept():
     module.on_predict_start()
     assert module.pair("poison", "ANSWER: refuse poison", "ANSWER: refuse poison", "", 0.0, 0.0) is not None
     assert module.tied_kept == 1 and module.dropped["tied"] == 0
+
+
+def test_a_misconfigured_judge_names_its_key():
+    from posttrain.agents import OpenAIChatModel, build_agent
+    from posttrain.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^method\.judge\.name_or_path"):
+        build_agent({"_target_": "posttrain.agents.HFChatModel"}, key="method.judge")
+    judge = ChatJudge(OpenAIChatModel(base_url="http://127.0.0.1:9/v1", model="m", max_retries=0, timeout=2), "P")
+    with pytest.raises(ConfigError, match=r"^method\.judge\.base_url: cannot reach"):
+        judge(["q"], ["c"])
