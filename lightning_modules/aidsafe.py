@@ -25,6 +25,8 @@ from posttrain.aidsafe import scorers
 from posttrain.aidsafe.beliefs import search_beliefs
 from posttrain.aidsafe.deliberation import Item, Settings, deliberate, zero_shot
 from posttrain.aidsafe.evaluator import judge
+from posttrain.aidsafe.judge import ChatJudge, RuleScorer
+from posttrain.aidsafe.prompts import DELIBERATE
 from posttrain.aidsafe.world import DEFAULT_POLICIES, PolicyBook, parse_completion, sft_target
 from posttrain.generation import generate
 from posttrain.processors.text import left_pad
@@ -126,6 +128,7 @@ class DeliberationModule(PostTrainModule):
                 "deliberation_log": json.dumps(item.log, ensure_ascii=False),
                 "sft_target": sft_target(thoughts, response), "intents": json.dumps(item.intents),
                 "rounds": len(item.states) - 1, "stop_reason": item.stop_reason, "errors": item.errors,
+                "deliberation_calls": sum(entry["stage"] == DELIBERATE for entry in item.log),
                 "dropped_by_refiner": item.dropped_by_refiner, "quality": json.dumps(quality)}
 
     def on_predict_epoch_end(self) -> None:
@@ -140,7 +143,9 @@ class DeliberationModule(PostTrainModule):
         for name in ("faithfulness", "redundancy", "deceptive_rate"):
             metrics[f"data/{name}"] = mean(q[final]["refined"][name] for q in quality)
             metrics[f"data/{name}_raw"] = mean(q[final]["raw"][name] for q in quality)
+        # rounds: the editing rounds kept (the agreeing round adds no state); calls: every deliberation reply
         metrics["data/rounds"] = mean(r["rounds"] for r in self.records)
+        metrics["data/deliberation_calls"] = mean(r.get("deliberation_calls", 0) for r in self.records)
         metrics["data/errors"] = mean(r["errors"] for r in self.records)
         metrics["data/resumed_batches"] = float(self.resumed)
         self.dataset_metrics = metrics
@@ -164,34 +169,43 @@ class CompletionMixin:
 class PreferencePairsModule(CompletionMixin, PostTrainModule):
     """Args:
         mode: `belief` (y⁺: the model's greedy completion of q; y⁻: its most violating completion of b ⊕ q over
-            the ear-whisperer's candidate beliefs) | `sampling` (two samples of q at `temperature`, the less
-            violating one chosen).
+            the ear-whisperer's candidate beliefs) | `sampling` (two samples of q at `temperature`, ranked).
         agent: the ear-whisperer (belief mode).
+        judge: the violation scorer: null is the synthetic world's rule (`scorers.violation`); an agent config
+            (conf/agent/, e.g. an endpoint serving ShieldGemma) makes that chat model the judge (`judge.py`).
         iterations, candidates, keep: J rounds of C candidate beliefs, the K best shown in context.
         harmful_only: pairs only for queries with a harmful intent (where the violation scorer can tell).
-    Every query gives one pair (`pairs/distinct`: the fraction whose completions differ).
+        keep_ties: keep the pairs tied on both scores (`pairs/tied_kept`), e.g. for a random model whose pairs all
+            tie, so that the DPO stages still have data.
+    A pair's two completions are ranked by violation (lower: chosen), ties by the world's CoT faithfulness (higher:
+    chosen; rule scorer only). A pair tied on both is dropped (`pairs/tied_dropped`: it has no preference), as is
+    a belief pair whose y⁻ ranks above y⁺ (`pairs/inverted_dropped`) and one the judge could not score
+    (`pairs/unjudged_dropped`).
     """
 
-    def __init__(self, model, tokenizer, mode: str = "belief", agent=None, policies=None, iterations: int = 3,
-                 candidates: int = 4, keep: int = 3, max_new_tokens: int = 96, temperature: float = 1.0,
-                 harmful_only: bool = True, seed: int = 0, optimizer=None, scheduler=None, evaluator=None):
+    def __init__(self, model, tokenizer, mode: str = "belief", agent=None, judge=None, policies=None,
+                 iterations: int = 3, candidates: int = 4, keep: int = 3, max_new_tokens: int = 96,
+                 temperature: float = 1.0, harmful_only: bool = True, keep_ties: bool = False, seed: int = 0,
+                 optimizer=None, scheduler=None, evaluator=None):
         super().__init__(model, tokenizer, optimizer, scheduler, evaluator)
         check_choice(mode, ("belief", "sampling"), "method.mode")
         check(iterations >= 1 and candidates >= 1 and keep >= 1, "method.iterations",
               "iterations, candidates and keep must be >= 1")
         self.agent = build_agent(agent, key="agent") if mode == "belief" else None
         self.book = PolicyBook(list(policies or DEFAULT_POLICIES), key="method.policies")
+        self.rule_based = judge is None
+        self.violation = RuleScorer(self.book) if judge is None else ChatJudge(
+            build_agent(judge, key="method.judge"), self.book.text)
         self.mode, self.iterations, self.candidates, self.keep = mode, iterations, candidates, keep
+        self.keep_ties = keep_ties
         self.max_new_tokens, self.temperature, self.harmful_only, self.seed = (max_new_tokens, temperature,
                                                                                harmful_only, seed)
         self.pairs: list[dict] = []
         self.dataset_metrics: dict[str, float] = {}
 
     def on_predict_start(self) -> None:
-        self.pairs = []
-
-    def violation(self, query: str, completion: str) -> float:
-        return scorers.violation(self.book, query, completion)
+        self.pairs, self.dropped, self.whisperer_errors = [], {"tied": 0, "inverted": 0, "unjudged": 0}, 0
+        self.tied_kept = 0
 
     def predict_step(self, batch, batch_idx) -> list[dict]:
         queries = [e["prompt"] for e in batch["examples"]]
@@ -201,38 +215,53 @@ class PreferencePairsModule(CompletionMixin, PostTrainModule):
             return []
         seed = self.seed * 1_000_003 + batch_idx
         if self.mode == "belief":
-            chosen = self.complete(queries)
+            first = self.complete(queries)
             found = search_beliefs(self.agent, self.complete, self.violation, queries, iterations=self.iterations,
                                    candidates=self.candidates, keep=self.keep, seed=seed)
-            # a query no candidate was scored on (every ear-whisperer reply unusable) gets a tie
-            candidates = [(q, c, r if v >= 0 else c, b)
-                          for q, c, r, b, v in zip(queries, chosen, found.rejected, found.beliefs, found.violations)]
+            self.whisperer_errors += found.errors
+            # a query no candidate was judged on (every ear-whisperer reply or verdict unusable) gets a tie
+            second = [r if v >= 0 else c for c, r, v in zip(first, found.rejected, found.violations)]
+            beliefs = found.beliefs
         else:
             samples = self.complete(queries, temperature=self.temperature, num_samples=2, seed=seed)
-            candidates = []
-            for i, q in enumerate(queries):
-                a, b = samples[2 * i], samples[2 * i + 1]
-                low, high = (a, b) if self.violation(q, a) <= self.violation(q, b) else (b, a)
-                candidates.append((q, low, high, ""))
-        # every query gives a pair, ties included (a pair of equal completions has no DPO gradient)
-        pairs = [self.pair(q, c, r, b) for q, c, r, b in candidates]
+            first, second, beliefs = samples[0::2], samples[1::2], [""] * len(queries)
+        pairs = [p for p in map(self.pair, queries, first, second, beliefs, self.violation(queries, first),
+                                self.violation(queries, second)) if p is not None]
         self.pairs += pairs
         return pairs
 
-    def pair(self, query: str, chosen: str, rejected: str, belief: str) -> dict:
-        def faithfulness(completion: str) -> float:
-            return scorers.score_cot(self.book, query, parse_completion(completion)[0]).faithfulness
+    def faithfulness(self, query: str, completion: str) -> float:
+        return scorers.score_cot(self.book, query, parse_completion(completion)[0]).faithfulness
 
-        return {"prompt": query, "chosen": chosen, "rejected": rejected, "belief": belief,
-                "chosen_violation": self.violation(query, chosen),
-                "rejected_violation": self.violation(query, rejected),
-                "chosen_faithfulness": faithfulness(chosen), "rejected_faithfulness": faithfulness(rejected)}
+    def pair(self, query: str, first: str, second: str, belief: str, v_first, v_second) -> dict | None:
+        """The ranked pair of two completions (belief mode: `first` is y⁺, `second` y⁻), or None when dropped."""
+        if v_first is None or v_second is None:
+            self.dropped["unjudged"] += 1
+            return None
+        f_first, f_second = self.faithfulness(query, first), self.faithfulness(query, second)
+        rank_first = (v_first, -f_first if self.rule_based else 0.0)
+        rank_second = (v_second, -f_second if self.rule_based else 0.0)
+        if rank_first == rank_second:
+            if not self.keep_ties:
+                self.dropped["tied"] += 1
+                return None
+            self.tied_kept += 1
+        if rank_second < rank_first:
+            if self.mode == "belief":
+                self.dropped["inverted"] += 1
+                return None
+            first, second, v_first, v_second, f_first, f_second = second, first, v_second, v_first, f_second, f_first
+        return {"prompt": query, "chosen": first, "rejected": second, "belief": belief,
+                "chosen_violation": v_first, "rejected_violation": v_second,
+                "chosen_faithfulness": f_first, "rejected_faithfulness": f_second}
 
     def on_predict_epoch_end(self) -> None:
         pairs = self.pairs
-        self.dataset_metrics = {}
+        self.dataset_metrics = {"pairs/kept": float(len(pairs)), "pairs/judge_errors": float(self.violation.errors),
+                                "pairs/whisperer_errors": float(self.whisperer_errors),
+                                "pairs/tied_kept": float(self.tied_kept),
+                                **{f"pairs/{k}_dropped": float(v) for k, v in self.dropped.items()}}
         if pairs:
-            self.dataset_metrics["pairs/distinct"] = mean(float(p["chosen"] != p["rejected"]) for p in pairs)
             self.dataset_metrics.update({
                 "pairs/faithfulness_gap": mean(p["chosen_faithfulness"] - p["rejected_faithfulness"] for p in pairs),
                 "pairs/violation_gap": mean(p["rejected_violation"] - p["chosen_violation"] for p in pairs)})

@@ -68,6 +68,8 @@ STAGES = {
                 "stages.pairs_sampling.method.harmful_only=false", "stages.pairs_belief.method.harmful_only=false",
                 "stages.pairs_sampling.method.max_new_tokens=8", "stages.pairs_belief.method.max_new_tokens=8",
                 "stages.pairs_belief.method.iterations=1", "stages.pairs_belief.method.candidates=2",
+                # a barely trained model's pairs mostly tie (dropped by default): keep them so DPO has data
+                "stages.pairs_sampling.method.keep_ties=true", "stages.pairs_belief.method.keep_ties=true",
                 "stages.dpo_sampling.data.batch_size=4", "stages.dpo_belief.data.batch_size=4",
                 "stages.dpo_sampling.trainer.max_epochs=1", "stages.dpo_belief.trainer.max_epochs=1",
                 "stages.score_dpo_sampling.method.max_new_tokens=8", "stages.score_dpo_belief.method.max_new_tokens=8"],

@@ -38,12 +38,13 @@ class SafetyTask:
     def __init__(self, policies=None, train_size: int = 600, eval_size: int = 100,
                  single_fraction: float = 0.3, heldout_fraction: float = 0.3, p_wrapper: float = 0.3,
                  p_distractor: float = 0.3, p_note: float = 0.2, predict_on_eval: bool = False, seed: int = 0,
-                 split_seed: int = 0):
+                 split_seed: int = 0, policies_key: str = "data.task.policies"):
+        # policies_key: the setting the policies came from (experiment=aidsafe: the top-level `policies`)
         for name, p in dict(single_fraction=single_fraction, heldout_fraction=heldout_fraction, p_wrapper=p_wrapper,
                             p_distractor=p_distractor, p_note=p_note).items():
             check(0.0 <= p <= 1.0, f"data.task.{name}", f"must be in [0, 1], got {p}")
         check(train_size > 0 and eval_size > 0, "data.task.train_size", "train_size and eval_size must be > 0")
-        self.book = PolicyBook(list(policies or DEFAULT_POLICIES), key="data.task.policies")
+        self.book = PolicyBook(list(policies or DEFAULT_POLICIES), key=policies_key)
         pairs = list(itertools.combinations(self.book.intents, 2))
         random.Random(split_seed).shuffle(pairs)  # the held-out combinations are the same for every run seed
         cut = int(len(pairs) * heldout_fraction)

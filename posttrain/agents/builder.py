@@ -9,6 +9,12 @@ from posttrain.agents.base import ChatModel
 from posttrain.utils.config import ConfigError, check
 
 
+def rekey(error: ConfigError, key: str) -> ConfigError:
+    """The agent classes name their settings `agent.<field>`; an agent configured elsewhere (a judge) names its key."""
+    text = str(error)
+    return ConfigError(key + text[len("agent"):]) if key != "agent" and text.startswith("agent.") else error
+
+
 def build_agent(cfg, key: str = "agent") -> ChatModel:
     """`cfg` is the agent's config (a `_target_` node), a plain dict of it, or an already built ChatModel (returned
     as is, so a method can take either)."""
@@ -23,6 +29,6 @@ def build_agent(cfg, key: str = "agent") -> ChatModel:
         cause = error.__cause__
         while cause is not None and not isinstance(cause, ConfigError):
             cause = cause.__cause__
-        raise (cause or error) from None
+        raise (rekey(cause, key) if cause else error) from None
     check(isinstance(agent, ChatModel), f"{key}._target_", f"{node._target_} is not a ChatModel")
     return agent

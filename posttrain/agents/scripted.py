@@ -1,16 +1,25 @@
 """Rule-based agents: a synthetic world's agents behind the same chat interface as a language model.
 
 A scripted agent reads the conversation (the same prompts a language model gets) and writes its reply by rules,
-drawing any noise from a `random.Random` seeded per conversation, so a run is reproducible and independent of how
-conversations are batched. Token counts are whitespace-separated words.
+drawing any noise from a `random.Random` seeded by the call's seed and a fingerprint of the conversation's content
+(`conversation_seed`), so a run is reproducible, independent of how conversations are batched, and two different
+conversations never replay the same noise. Token counts are whitespace-separated words.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from abc import ABC, abstractmethod
 
 from posttrain.agents.base import ChatModel, ChatReply, cut_at_stop
 from posttrain.utils.config import ConfigError
+
+
+def conversation_seed(seed: int, messages: list[dict]) -> int:
+    """A seed from the call's seed and the conversation's content (not its position in the batch)."""
+    digest = hashlib.sha256(json.dumps([seed, messages], sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
 class Responder(ABC):
@@ -42,8 +51,8 @@ class ScriptedChatModel(ChatModel):
 
     def _chat(self, conversations, *, max_new_tokens, temperature, seed, stop):
         base = self.seed if seed is None else seed
-        return [self._one(messages, random.Random(base * 1_000_003 + i), max_new_tokens, stop)
-                for i, messages in enumerate(conversations)]
+        return [self._one(messages, random.Random(conversation_seed(base, messages)), max_new_tokens, stop)
+                for messages in conversations]
 
     def _one(self, messages, rng, max_new_tokens, stop) -> ChatReply:
         prompt_tokens = sum(len(m["content"].split()) for m in messages)

@@ -3,7 +3,8 @@ the policies.
 
 For j = 1..J the ear-whisperer agent E is shown the K best beliefs so far with their scores and writes C new ones;
 each candidate b is scored by running the model on `b ⊕ q` for every query q of the batch and rating each
-completion with the violation scorer; a belief's score is its mean violation. For every query the most violating
+completion with the violation scorer (`judge.py`; a completion it could not judge is skipped); a belief's score
+is its mean violation over the judged completions. For every query the most violating
 completion over all candidates is its rejected sample y⁻ (ties: the earlier belief). The belief is a generation-time
 device only: the pair is stored with the plain query.
 """
@@ -31,7 +32,8 @@ class SearchResult:
 
 
 def search_beliefs(agent: ChatModel, complete: Callable[[list[str]], list[str]],
-                   violation: Callable[[str, str], float], queries: list[str], *, iterations: int, candidates: int,
+                   violation: Callable[[list[str], list[str]], list[float | None]], queries: list[str], *,
+                   iterations: int, candidates: int,
                    keep: int, max_chars: int = 48, seed: int = 0, max_new_tokens: int = 128) -> SearchResult:
     best = SearchResult([""] * len(queries), [""] * len(queries), [-1.0] * len(queries))
     scored: list[tuple[str, float]] = []
@@ -48,11 +50,14 @@ def search_beliefs(agent: ChatModel, complete: Callable[[list[str]], list[str]],
             continue
         for belief in beliefs:
             completions = complete([with_belief(belief, q) for q in queries])
-            scores = [violation(q, c) for q, c in zip(queries, completions)]
+            scores = violation(queries, completions)
             for i, (completion, score) in enumerate(zip(completions, scores)):
-                if score > best.violations[i]:
+                if score is not None and score > best.violations[i]:
                     best.rejected[i], best.beliefs[i], best.violations[i] = completion, belief, score
-            mean = sum(scores) / len(scores)
+            judged = [s for s in scores if s is not None]
+            if not judged:
+                continue
+            mean = sum(judged) / len(judged)
             scored.append((belief, mean))
             best.history.append({"iteration": j, "belief": belief, "score": mean})
     return best

@@ -5,8 +5,9 @@
     2. for k = 1..B: agent A_k (two agents, alternating) either declares the CoT complete — deliberation stops —
        or edits it: removes wrong thoughts, appends new ones Δ_k (T_k = T_{k-1} ⊕ Δ_k less the removed) and may
        revise the response; stop at the first completion or at k = B
-    3. (T*, r*) = M_refine(q, P, T_K, r_K), where the refiner may only delete: a thought it writes that is not one
-       of T_K is dropped (`prompts.keep_only_given`)
+    3. (T*, r*) = M_refine(q, P, T_{≤K}, r_K), where T_{≤K} is every thought of every round (T_K followed by the
+       thoughts removed in earlier rounds) and the refiner may only delete: a thought it writes that is not one of
+       T_{≤K} is dropped (`prompts.keep_only_given`)
 
 Every call's reply, parse result and error is kept in the item's log. A reply that cannot be parsed is an error
 of that step: a failed decomposition leaves no intents, a failed initial CoT an empty one, a failed deliberation
@@ -116,6 +117,15 @@ def deliberate(agent: ChatModel, policies: str, queries: list[str], settings: Se
     return items
 
 
+def all_rounds(item: Item, budget: int) -> tuple[tuple[str, ...], str]:
+    """(T_{≤b}, r_b): the thoughts of the state after round b, then those removed in rounds up to b, in order."""
+    states = item.states[:min(budget, len(item.states) - 1) + 1]
+    thoughts = list(states[-1][0])
+    for earlier, _ in states[:-1]:
+        thoughts += [t for t in earlier if t not in thoughts]
+    return tuple(thoughts), states[-1][1]
+
+
 def refine(agent: ChatModel, items: list[Item], policies: str, settings: Settings) -> None:
     """Refines the final state of every item (and, for `quality_budgets`, the state after each budget)."""
     budgets = sorted({settings.budget, *settings.quality_budgets})
@@ -124,24 +134,24 @@ def refine(agent: ChatModel, items: list[Item], policies: str, settings: Setting
         for item, b, state in jobs:
             item.refined[b] = state
         return
-    unique = {}  # (item, state) -> job: a state reached under several budgets is refined once
-    for item, b, state in jobs:
-        unique.setdefault((id(item), tuple(state[0]), state[1]), (item, b, state))
-    todo = list(unique.values())
-    conversations = [prompts.refine_messages(item.prompt, policies, *state) for item, _, state in todo]
-    results = run_stage(agent, [item for item, _, _ in todo], conversations, prompts.REFINE, settings,
+    unique = {}  # (item, T_{≤b}, r_b) -> job: what several budgets show the refiner identically is refined once
+    for item, b, _ in jobs:
+        unique.setdefault((id(item), *all_rounds(item, b)), (item, b))
+    todo = list(unique.items())
+    conversations = [prompts.refine_messages(item.prompt, policies, list(key[1]), key[2]) for key, (item, _) in todo]
+    results = run_stage(agent, [item for _, (item, _) in todo], conversations, prompts.REFINE, settings,
                         settings.seed * 10_007 + 997, prompts.parse_cot)
     done = {}
-    for (item, b, state), (result, entry) in zip(todo, results):
+    for (key, (item, b)), (result, entry) in zip(todo, results):
         entry["budget"] = b
-        if result is None:
-            done[(id(item), tuple(state[0]), state[1])] = (state, 0)
+        if result is None:  # a failed refinement keeps T_b and r_b
+            done[key] = (item.states[min(b, len(item.states) - 1)], 0)
             continue
-        kept, dropped = prompts.keep_only_given(result[0], state[0])
-        done[(id(item), tuple(state[0]), state[1])] = ((kept, result[1]), dropped)
+        kept, dropped = prompts.keep_only_given(result[0], list(key[1]))
+        done[key] = ((kept, result[1]), dropped)
         entry.update(thoughts=kept, response=result[1], dropped_new_thoughts=dropped)
-    for item, b, state in jobs:
-        item.refined[b], dropped = done[(id(item), tuple(state[0]), state[1])]
+    for item, b, _ in jobs:
+        item.refined[b], dropped = done[(id(item), *all_rounds(item, b))]
         if b == settings.budget:
             item.dropped_by_refiner = dropped
 

@@ -41,14 +41,15 @@ from posttrain.utils.config import check
 class SafetyWorldAgents(Responder):
     def __init__(self, policies=None, p_intent: float = 0.75, p_wrong: float = 0.3,
                  p_redundant: float = 0.25, p_fix: float = 0.6, p_deceptive: float = 0.1,
-                 p_false_complete: float = 0.1, p_stall: float = 0.02, p_lump: float = 0.5):
+                 p_false_complete: float = 0.1, p_stall: float = 0.02, p_lump: float = 0.5,
+                 key: str = "scripted.policies"):
         self.probabilities = dict(p_intent=p_intent, p_wrong=p_wrong, p_redundant=p_redundant, p_fix=p_fix,
                                   p_deceptive=p_deceptive, p_false_complete=p_false_complete, p_stall=p_stall,
                                   p_lump=p_lump)
         for name, p in self.probabilities.items():
             check(0.0 <= p <= 1.0, f"scripted.{name}", f"must be a probability, got {p}")
         self.__dict__.update(self.probabilities)
-        self.book = PolicyBook(list(policies or DEFAULT_POLICIES), key="scripted.policies")
+        self.book = PolicyBook(list(policies or DEFAULT_POLICIES), key=key)  # key: the setting the policies came from
 
     def respond(self, messages: list[dict], rng: random.Random) -> str:
         stage, blocks = prompts.stage_of(messages), prompts.sections(messages[-1]["content"])

@@ -10,12 +10,15 @@ from statistics import mean, stdev
 
 DATA = [("faithfulness B=0", "b0/faithfulness"), ("B=1", "b1/faithfulness"), ("B=2", "b2/faithfulness"),
         ("B=4", "b4/faithfulness"), ("unrefined B=4", "b4/faithfulness_raw"), ("redundancy", "data/redundancy"),
-        ("deceptive", "data/deceptive_rate"), ("rounds", "data/rounds")]
+        ("deceptive", "data/deceptive_rate"), ("rounds", "data/rounds"),
+        ("deliberation calls", "data/deliberation_calls")]
 MODELS = [("held-out safe", "heldout/safe_rate"), ("jailbreak safe", "jailbreak/safe_rate"),
           ("benign over-refusal", "benign/over_refusal"), ("held-out acc", "heldout/accuracy"),
           ("jailbreak acc", "jailbreak/accuracy"), ("held-out CoT faith.", "heldout/faithfulness")]
 PAIRS = [("faithfulness gap (chosen − rejected)", "pairs/faithfulness_gap"),
-         ("violation gap (rejected − chosen)", "pairs/violation_gap"), ("distinct pairs", "pairs/distinct")]
+         ("violation gap (rejected − chosen)", "pairs/violation_gap"), ("pairs kept", "pairs/kept"),
+         ("tied, dropped", "pairs/tied_dropped"), ("inverted, dropped", "pairs/inverted_dropped"),
+         ("whisperer errors", "pairs/whisperer_errors")]
 
 
 def cell(values: list[float]) -> str:
@@ -38,7 +41,7 @@ def summarise(paths: list[str]) -> str:
     return "\n\n".join([
         table(runs, DATA, lambda r: "b0/faithfulness" in r),
         table(runs, MODELS, lambda r: "heldout/safe_rate" in r),
-        table(runs, PAIRS, lambda r: "pairs/distinct" in r)])
+        table(runs, PAIRS, lambda r: "pairs/kept" in r)])
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ def fake_model(texts):
             else "ANSWER: refuse poison" for t in texts]
 
 
-def violation(query, completion):
-    return 1.0 if "help poison" in completion else 0.0
+def violation(queries, completions):
+    return [1.0 if "help poison" in c else 0.0 for c in completions]
 
 
 def test_search_finds_a_violating_belief_and_keeps_the_best_completion():

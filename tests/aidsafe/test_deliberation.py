@@ -111,3 +111,39 @@ def test_single_agent_baseline_is_one_call():
     agent = ScriptedChatModel(SafetyWorldAgents())
     items = zero_shot(agent, BOOK.text, ["poison and bake", "poem"], Settings(budget=2, quality_budgets=(0,)))
     assert agent.usage.calls == 2 and all(len(i.log) == 1 and set(i.refined) == {0, 2} for i in items)
+
+
+def test_noise_follows_the_query_not_its_batch_position():
+    agents = SafetyWorldAgents()
+    queries = [f"{a} and {b}" for a in BOOK.intents for b in BOOK.intents if a < b][:24]
+
+    def run(batches):
+        return [(i.prompt, i.log) for batch in batches
+                for i in deliberate(ScriptedChatModel(agents), BOOK.text, batch, Settings(budget=4))]
+
+    whole = run([queries])
+    assert run([queries[:7], queries[7:15], queries[15:]]) == whole
+    assert sorted(run([queries[::-1]])) == sorted(whole)
+    # the same position in a call, different queries: the noise differs (the old per-position seed made every
+    # batch replay it)
+    agent = ScriptedChatModel(lambda messages, rng: f"{rng.random():.9f}")
+    draws = {agent.chat([[{"role": "user", "content": q}]], max_new_tokens=1)[0].text for q in queries}
+    assert len(draws) == len(queries)
+
+
+def test_refiner_reads_the_thoughts_of_every_round():
+    def respond(messages, rng):
+        stage, blocks = prompts.stage_of(messages), prompts.sections(messages[-1]["content"])
+        if stage == prompts.DECOMPOSE:
+            return "- a: benign"
+        if stage == prompts.INITIAL:
+            return "### THOUGHTS\n1. t1\n2. t2\n### RESPONSE\nr"
+        if stage == prompts.DELIBERATE:
+            return ("### VERDICT\nedit\n### REMOVE\n1\n### ADD\n- t3\n### RESPONSE\nr2" if "t1" in blocks["THOUGHTS"]
+                    else "### VERDICT\ncomplete")
+        return f"### THOUGHTS\n{blocks['THOUGHTS']}\n### RESPONSE\n{blocks['RESPONSE']}"  # keeps everything shown
+
+    item = deliberate(ScriptedChatModel(respond), BOOK.text, ["q"], Settings(budget=3, quality_budgets=(0,)))[0]
+    assert item.states[-1] == (["t2", "t3"], "r2") and item.stop_reason == "complete"
+    assert item.refined[3] == (["t2", "t3", "t1"], "r2")  # T_{≤K}: the removed t1 is shown too
+    assert item.refined[0] == (["t1", "t2"], "r")
