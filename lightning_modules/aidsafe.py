@@ -31,6 +31,7 @@ from posttrain.aidsafe.world import DEFAULT_POLICIES, PolicyBook, parse_completi
 from posttrain.generation import generate
 from posttrain.processors.text import left_pad
 from posttrain.utils.config import check, check_choice
+from posttrain.utils.jsonl import read_complete_rows
 
 
 def fingerprint(settings: dict) -> str:
@@ -80,15 +81,8 @@ class DeliberationModule(PostTrainModule):
     def on_predict_start(self) -> None:
         self.records, self.resumed, self.done = [], 0, {}
         path = self.progress_path()
-        if path and os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():  # a line cut by a kill is incomplete JSON: that batch is redone
-                        try:
-                            entry = json.loads(line)
-                        except json.JSONDecodeError:
-                            continue
-                        self.done[entry["batch"]] = entry["records"]
+        if path:  # a line cut by a kill is incomplete JSON: that batch is redone
+            self.done = {entry["batch"]: entry["records"] for entry in read_complete_rows(path)}
 
     def predict_step(self, batch, batch_idx) -> list[dict]:
         queries = [e["prompt"] for e in batch["examples"]]

@@ -8,26 +8,17 @@ resumes and ends as the uninterrupted one would.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 
 from posttrain.envs.prelude import PreludeEnv
 from posttrain.prelude import world
 from posttrain.prelude.agents import PreludeAgent
+from posttrain.utils.jsonl import read_complete_rows
 
 
 def read_log(path: str) -> list[dict]:
     """The complete rows of a log (a half-written last line, from a kill mid-write, is dropped)."""
-    if not os.path.isfile(path):
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
+    return read_complete_rows(path)
 
 
 def check_log(rows: list[dict], env: PreludeEnv, seed: int, name: str, log_path: str) -> None:

@@ -28,18 +28,18 @@ def test_the_experiment_runs_with_a_local_chat_model(tmp_path):
     assert {"heldout/safe_rate", "benign/over_refusal"} <= set(result["module"].eval_history[-1])
 
 
-def test_missing_agent_settings_name_the_key(tmp_path):
-    cfg = compose_config(["experiment=aidsafe", "agent=hf"], tmp_path)
+def config_error(cfg) -> ConfigError | None:
+    """The ConfigError a run of `cfg` stops with, through whatever wraps it."""
     with pytest.raises(Exception) as error:
         train(cfg)
     cause = error.value
     while cause is not None and not isinstance(cause, ConfigError):
         cause = cause.__cause__
+    return cause
+
+
+def test_missing_agent_settings_name_the_key(tmp_path):
+    cause = config_error(compose_config(["experiment=aidsafe", "agent=hf"], tmp_path))
     assert cause is not None and str(cause).startswith("agent.name_or_path: required")
-    bad = compose_config(["experiment=aidsafe", "policies=[/nonexistent/p1.txt]"], tmp_path / "bad")
-    with pytest.raises(Exception) as error:
-        train(bad)
-    cause = error.value
-    while cause is not None and not isinstance(cause, ConfigError):
-        cause = cause.__cause__
+    cause = config_error(compose_config(["experiment=aidsafe", "policies=[/nonexistent/p1.txt]"], tmp_path / "bad"))
     assert cause is not None and str(cause).startswith("policies[0]: policy file '/nonexistent/p1.txt' does not exist")
