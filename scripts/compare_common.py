@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
 from posttrain.pipeline import register_resolvers, train  # noqa: E402
+from posttrain.utils.machine import machine_info  # noqa: E402
 
 
 def run_experiment(experiment: str, name: str, seed: int, out: str, overrides: list[str],
@@ -47,7 +48,7 @@ def write_results(out: str, results: dict[str, dict[int, dict]], **settings) -> 
     """out/results.json: the settings and, per run and seed, its recorded values."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "results.json"), "w") as handle:
-        json.dump({**settings, "results": {m: {str(s): r for s, r in by_seed.items()} for m,
+        json.dump({**settings, "machine": machine_info(), "results": {m: {str(s): r for s, r in by_seed.items()} for m,
                                            by_seed in results.items()}},
                   handle, indent=1)
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from posttrain.pipeline import evaluate, train
 from posttrain.utils.config import ConfigError
@@ -33,7 +34,9 @@ def test_a_saved_model_directory_scores_as_at_the_end_of_training(trained, tmp_p
     assert result["rows"][0]["run"] == "test (evaluated)"  # the stage name (the run name here)
     assert metrics(result["rows"][0]) == pytest.approx(metrics(last), abs=1e-5)
     with open(tmp_path / "results.json") as handle:
-        assert json.load(handle)["rows"] == result["rows"]
+        written = json.load(handle)
+    assert written["rows"] == result["rows"]
+    assert written["machine"]["libraries"]["torch"] == torch.__version__  # what the figures were measured with
 
 
 def test_a_checkpoint_scores_as_at_the_end_of_training(trained, tmp_path):

@@ -341,3 +341,15 @@ def test_a_vlm_checkpoint_without_an_image_processor_is_named(workspace, tmp_pat
         train(compose_config(args, tmp_path / "run"))
     expected = f"model.name_or_path: {tmp_path / 'text_only'} has no image processor"
     assert str(in_chain(err.value, ConfigError)).startswith(expected)
+
+
+def test_install_commands_use_the_constraints_and_ci_installs_as_the_readme_does():
+    with open(README, encoding="utf-8") as handle:
+        first_blocks = re.findall(r"```bash\n(.*?)\n```", handle.read(), re.S)[:2]
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as handle:
+        ci = handle.read()
+    with open(os.path.join(ROOT, "constraints.txt"), encoding="utf-8") as handle:
+        pins = dict(line.split("==") for line in handle.read().split("\n") if line and not line.startswith("#"))
+    assert all("pip install --no-build-isolation -c constraints.txt -e" in block for block in first_blocks)
+    assert 'pip install --quiet --no-build-isolation -c constraints.txt -e ".[test]"' in ci
+    assert f"torch=={pins['torch']}" in first_blocks[0] and f"torch=={pins['torch']}" in ci

@@ -7,6 +7,8 @@ import os
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from posttrain.utils.machine import machine_info
+
 
 def history_rows(name: str, history: list[dict]) -> list[dict]:
     """A module's `eval_history` as rows: `<name> (start)`, `<name> epoch <e>` or `<name> iteration <i>`."""
@@ -35,4 +37,4 @@ def report(cfg: DictConfig, rows: list[dict]) -> None:
     print("\n" + "\n".join(lines) + "\n", flush=True)
     os.makedirs(cfg.paths.output_dir, exist_ok=True)
     with open(os.path.join(cfg.paths.output_dir, "results.json"), "w") as handle:
-        json.dump({"name": cfg.name, "seed": cfg.seed, "rows": rows}, handle, indent=1)
+        json.dump({"name": cfg.name, "seed": cfg.seed, "machine": machine_info(), "rows": rows}, handle, indent=1)
