@@ -111,3 +111,13 @@ def test_appearance_errors_name_the_key():
             plain.reset(seed=0, options={"appearance": "nope"})
     finally:
         plain.close()
+
+
+def test_gymnasium_env_checker_passes_with_appearance_and_geometry():
+    from gymnasium.utils.env_checker import check_env
+
+    env = MetaWorldEnv(tasks=["pick-place-v3"], image_size=32, appearance="in_domain", geometry=True)
+    try:
+        check_env(env, skip_render_check=True)  # includes: seeded resets give identical observations
+    finally:
+        env.close()
