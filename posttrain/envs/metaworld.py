@@ -17,6 +17,15 @@ as the env; `state`, float32 (4,) = gripper xyz and finger opening (Meta-World's
 `object` and `goal` centres, `object_box` [x1, y1, x2, y2] (the projected corners of the object geom's bounding
 box) and `gripper` (the tool centre point). `expert_action()` is Meta-World's scripted policy for the task.
 
+Appearance and geometry (optional, for visual-transfer experiments; the defaults keep everything above unchanged):
+`appearance=` a set name of `posttrain.envs.appearance.APPEARANCE_SETS` (one appearance drawn per reset, after the
+layout, so a seed gives the same layout whatever the appearance) or a mapping of attributes (one fixed appearance)
+sets object, table and background colours and textures and the lighting; the instruction then names the
+appearance's object colour, `info["color"]` is that colour and `info["appearance"]` the attributes. `reset(options=
+{"appearance": ...})` overrides it for one episode. `geometry=True` adds, per view, `<view>_depth` (H, W) float32
+(metres from the camera) and `<view>_segmentation` (H, W) uint8 classes of SEGMENTATION_CLASSES (background, table,
+robot, object, goal), rendered by the same renderers from the same scene update as the image.
+
 Rendering runs headless through EGL: MUJOCO_GL defaults to `egl` here (set before mujoco is first imported);
 `MUJOCO_GL=osmesa` (apt package libosmesa6) is the software fallback.
 """
@@ -39,6 +48,8 @@ from metaworld import policies  # noqa: E402
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # noqa: E402
 from metaworld.sawyer_xyz_env import SawyerXYZEnv  # noqa: E402
 
+from posttrain.envs.appearance import Appearance, apply_appearance, check_set, sample_appearance  # noqa: E402
+from posttrain.envs.appearance import to_appearance as parse_appearance  # noqa: E402
 from posttrain.envs.cameras import Camera, box_corners, pixel_box  # noqa: E402
 from posttrain.envs.splits import SPLITS, split_seeds  # noqa: E402, F401  (split_seeds: re-exported)
 from posttrain.utils.config import ConfigError, check, check_choice, with_defaults  # noqa: E402
@@ -83,6 +94,11 @@ VIEWS = ("scene", "wrist")
 SCENE_CAMERA = {"lookat": (0.0, 0.72, 0.08), "distance": 0.8, "azimuth": 135.0, "elevation": -45.0}
 WRIST_CAMERA = "gripperPOV"
 OBJECT_GEOM = "objGeom"  # every task here names its manipulated object so
+SEGMENTATION_CLASSES = ("background", "table", "robot", "object", "goal")
+# Top-level bodies -> class; any other (floor "world", "RetainingWall") is background. The shelf of shelf-place is
+# the goal's receptacle, so it counts as goal; the fingertip sites belong to the robot, the goal marker site to goal.
+ROOT_CLASSES = {"tablelink": "table", "base": "robot", "mocap": "robot", "obj": "object", "shelf": "goal"}
+GOAL_SITE = "goal"
 # Meta-World's bounds of its first four observation entries (hand xyz, finger opening), which it clips to.
 STATE_SPACE = spaces.Box(np.append(SawyerXYZEnv._HAND_SPACE.low, -1.0).astype(np.float32),
                          np.append(SawyerXYZEnv._HAND_SPACE.high, 1.0).astype(np.float32), dtype=np.float32)
@@ -120,6 +136,8 @@ class Simulation:
         self.cameras = {"scene": free_camera(scene_camera), "wrist": wrist_camera}
         self.renderers: dict[str, mujoco.Renderer] = {}
         self.obs: np.ndarray | None = None  # Meta-World's (39,) observation, what the expert reads
+        self.appearance: Appearance | None = None  # what the model and renderers show, once one was applied
+        self.classes: tuple[np.ndarray, np.ndarray] | None = None  # per geom, per site: class id (built once)
         LIVE.add(self)
 
     def renderer(self, view: str) -> mujoco.Renderer:
@@ -148,6 +166,60 @@ class Simulation:
             renderer.disable_segmentation_rendering()
         return np.where(types == mujoco.mjtObj.mjOBJ_GEOM, ids, -1).astype(np.int32), camera
 
+    def set_appearance(self, appearance: Appearance) -> None:
+        """Apply `appearance` to the model and the renderers made so far (later ones read it at creation);
+        textures already showing are not re-uploaded."""
+        apply_appearance(self.env.model, appearance, self.renderers.values(), self.env.data, previous=self.appearance)
+        self.appearance = appearance
+
+    def render_views(self, view: str, geometry: bool) -> tuple[dict[str, np.ndarray], Camera]:
+        """The view's image and, with `geometry`, its depth (H, W) float32 metres and class map (H, W) uint8, all
+        from one scene update of the view's renderer."""
+        renderer = self.renderer(view)
+        renderer.update_scene(self.env.data, camera=self.cameras[view])
+        camera = Camera.from_scene(renderer.scene, self.size, self.size)
+        out = {"rgb": renderer.render().copy()}
+        if geometry:
+            renderer.enable_depth_rendering()
+            try:
+                out["depth"] = renderer.render().astype(np.float32)
+            finally:
+                renderer.disable_depth_rendering()
+            renderer.enable_segmentation_rendering()
+            try:
+                ids, types = np.moveaxis(renderer.render(), -1, 0)
+            finally:
+                renderer.disable_segmentation_rendering()
+            out["segmentation"] = self.class_map(ids, types)
+        return out, camera
+
+    def class_map(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """MuJoCo's (object id, object type) per pixel -> SEGMENTATION_CLASSES ids (H, W) uint8."""
+        if self.classes is None:
+            self.classes = segmentation_lookup(self.env.model)
+        geom_class, site_class = self.classes
+        out = np.zeros(ids.shape, dtype=np.uint8)  # background where nothing or anything else was drawn
+        geoms, sites = types == mujoco.mjtObj.mjOBJ_GEOM, types == mujoco.mjtObj.mjOBJ_SITE
+        out[geoms] = geom_class[ids[geoms]]
+        out[sites] = site_class[ids[sites]]
+        return out
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """What the images depend on: joint positions and velocities, mocap pose and the site positions Meta-World
+        writes directly (the goal marker), copied."""
+        data = self.env.data
+        return {"qpos": data.qpos.copy(), "qvel": data.qvel.copy(), "mocap_pos": data.mocap_pos.copy(),
+                "mocap_quat": data.mocap_quat.copy(), "site_xpos": data.site_xpos.copy()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Put the simulation back in a `get_state` state (for re-rendering; the expert's cached observation is
+        not updated)."""
+        data = self.env.data
+        data.qpos[:], data.qvel[:] = state["qpos"], state["qvel"]
+        data.mocap_pos[:], data.mocap_quat[:] = state["mocap_pos"], state["mocap_quat"]
+        mujoco.mj_forward(self.env.model, data)
+        data.site_xpos[:] = state["site_xpos"]  # after forward, which recomputes them from the model
+
     def points(self) -> dict[str, np.ndarray]:
         """World positions of what is projected: object centre, object box corners, goal, tool centre point."""
         data, model, geom = self.env.data, self.env.model, self.object_geom
@@ -163,6 +235,21 @@ class Simulation:
         self.renderers.clear()
         self.env.close()
         LIVE.discard(self)
+
+
+def segmentation_lookup(model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
+    """Class id of every geom and every site, from the top-level body it hangs from (ROOT_CLASSES)."""
+    index = {name: i for i, name in enumerate(SEGMENTATION_CLASSES)}
+
+    def root_class(body: int) -> int:
+        while model.body_parentid[body] != 0:
+            body = model.body_parentid[body]
+        return index[ROOT_CLASSES.get(model.body(body).name, "background")]
+
+    geoms = np.array([root_class(model.geom_bodyid[g]) for g in range(model.ngeom)], dtype=np.uint8)
+    sites = np.array([index["goal"] if model.site(s).name == GOAL_SITE else root_class(model.site_bodyid[s])
+                      for s in range(model.nsite)], dtype=np.uint8)
+    return geoms, sites
 
 
 def free_camera(settings: dict) -> mujoco.MjvCamera:
@@ -193,6 +280,9 @@ class MetaWorldEnv(gym.Env):
         scene_camera: the free camera's lookat, distance, azimuth, elevation.
         wrist_camera: a camera of the Meta-World model mounted on the gripper.
         render_mode: rgb_array (`render()` is the scene view), what `gymnasium.make` passes.
+        appearance: None (the look above: object coloured by `colors`), a set name of APPEARANCE_SETS (drawn per
+            reset) or a mapping of appearance attributes (fixed).
+        geometry: also observe each view's depth and segmentation (`<view>_depth`, `<view>_segmentation`).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}  # 12.5 ms of simulated time per step
@@ -201,7 +291,7 @@ class MetaWorldEnv(gym.Env):
                  held_out=("pick-place-v3:purple", "push-v3:orange", "shelf-place-v3:yellow"), split: str = "train",
                  image_size: int = 64, max_steps: int = 150, terminate_on_success: bool = True,
                  scene_camera: dict | None = None, wrist_camera: str = WRIST_CAMERA, render_mode: str = "rgb_array",
-                 where: str = "env"):
+                 where: str = "env", appearance: str | dict | None = None, geometry: bool = False):
         self.tasks, self.colors = list(tasks), list(colors)
         check(bool(self.tasks), f"{where}.tasks", "must name at least one Meta-World task")
         for i, task in enumerate(self.tasks):
@@ -221,15 +311,32 @@ class MetaWorldEnv(gym.Env):
         self.terminate_on_success, self.where = terminate_on_success, where
         self.scene_camera = with_defaults(scene_camera, SCENE_CAMERA, f"{where}.scene_camera")
         self.wrist_camera = wrist_camera
+        self.appearance_set, self.fixed_appearance = self.parse_appearance_option(appearance, f"{where}.appearance")
+        self.appearance: Appearance | None = None  # this episode's, when appearance control is on
+        self.geometry = bool(geometry)
         image = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
-        self.observation_space = spaces.Dict({
-            "scene": image, "wrist": image, "state": STATE_SPACE,
-            "instruction": spaces.Text(200, charset="abcdefghijklmnopqrstuvwxyz -'")})
+        observation = {"scene": image, "wrist": image, "state": STATE_SPACE,
+                       "instruction": spaces.Text(200, charset="abcdefghijklmnopqrstuvwxyz -'")}
+        if self.geometry:
+            for view in VIEWS:
+                observation[f"{view}_depth"] = spaces.Box(0.0, np.inf, (image_size, image_size), np.float32)
+                observation[f"{view}_segmentation"] = spaces.Box(0, len(SEGMENTATION_CLASSES) - 1,
+                                                                 (image_size, image_size), np.uint8)
+        self.observation_space = spaces.Dict(observation)
         self.action_space = spaces.Box(-1.0, 1.0, (4,), np.float32)
         self.render_mode = "rgb_array"
         self.sims: dict[str, Simulation] = {}
         self.task, self.color, self.instruction, self.steps = self.combos[0][0], self.combos[0][1], "", 0
         self.last_obs: dict | None = None
+
+    @staticmethod
+    def parse_appearance_option(value, where: str) -> tuple[str | None, Appearance | None]:
+        """(set name, None) | (None, fixed appearance) | (None, None) for no appearance control."""
+        if value is None or isinstance(value, str):
+            if value is not None:
+                check_set(value, where)
+            return value, None
+        return None, parse_appearance(value, where)
 
     def split_combos(self, split: str) -> list[tuple[str, str]]:
         every = [(t, c) for t in self.tasks for c in self.colors]
@@ -249,26 +356,40 @@ class MetaWorldEnv(gym.Env):
 
     # ---- gymnasium API ---------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """`options` may fix `task` and/or `color` (else drawn among the split's combinations)."""
+        """`options` may fix `task` and/or `color` (else drawn among the split's combinations), and `appearance` (a
+        set name, an Appearance or a mapping of attributes) for this episode."""
         super().reset(seed=seed)
         options = dict(options or {})
         combos = [c for c in self.combos if c[0] == options.get("task", c[0]) and c[1] == options.get("color", c[1])]
         check(bool(combos), "reset.options", f"{options} is no combination of split {self.split!r}: {self.combos}")
         self.task, self.color = combos[int(self.np_random.integers(len(combos)))]
         phrases = self.phrases(self.task)
-        self.instruction = instruction_text(phrases[int(self.np_random.integers(len(phrases)))], self.task,
-                                            self.color)
+        template = phrases[int(self.np_random.integers(len(phrases)))]
         sim = self.sim()
         sim.env.seed(int(self.np_random.integers(2**31 - 1)))  # the layout: Meta-World's seeded randomisation
         sim.obs, _ = sim.env.reset()
         for name, position in sim.env._target_site_config:  # as Meta-World's step does: reset leaves them stale
             sim.env._set_pos_site(name, position)
-        model = sim.env.model
-        model.geom_matid[sim.object_geom] = -1  # a material's colour would override geom_rgba
-        model.geom_rgba[sim.object_geom] = COLORS[self.color]
+        self.appearance = self.episode_appearance(options.get("appearance"))
+        if self.appearance is None:
+            model = sim.env.model
+            model.geom_matid[sim.object_geom] = -1  # a material's colour would override geom_rgba
+            model.geom_rgba[sim.object_geom] = COLORS[self.color]
+        else:  # drawn after the layout: a seed's layout does not depend on the appearance
+            sim.set_appearance(self.appearance)
+            self.color = self.appearance.object_color
+        self.instruction = instruction_text(template, self.task, self.color)
         self.steps = 0
         obs, info = self.observe(success=False)
         return obs, info
+
+    def episode_appearance(self, override) -> Appearance | None:
+        set_name, fixed = self.appearance_set, self.fixed_appearance
+        if override is not None:
+            set_name, fixed = self.parse_appearance_option(override, "reset.options.appearance")
+        if set_name is not None:
+            return sample_appearance(set_name, self.np_random, f"{self.where}.appearance")
+        return fixed
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float32)
@@ -295,13 +416,18 @@ class MetaWorldEnv(gym.Env):
         sim = self.sim()
         points, obs, uv = sim.points(), {}, {}
         for view in VIEWS:
-            obs[view], camera = sim.render(view)
+            rendered, camera = sim.render_views(view, self.geometry)
+            obs[view] = rendered["rgb"]
+            if self.geometry:
+                obs[f"{view}_depth"], obs[f"{view}_segmentation"] = rendered["depth"], rendered["segmentation"]
             uv[view] = projections(points, camera)
         obs["state"] = sim.obs[:4].astype(np.float32)
         obs["instruction"] = self.instruction
         self.last_obs = obs
         info = {"success": success, "task": self.task, "color": self.color, "noun": TASKS[self.task].noun,
                 "projections": uv, "step": self.steps}
+        if self.appearance is not None:
+            info["appearance"] = self.appearance.as_dict()
         return obs, info
 
     def expert_action(self, obs: dict | None = None) -> np.ndarray:
@@ -319,6 +445,10 @@ class MetaWorldEnv(gym.Env):
 
     def object_geom(self) -> int:
         return self.sim().object_geom
+
+    def sim_state(self) -> dict[str, np.ndarray]:
+        """The current task's simulator state (`Simulation.get_state`), enough to re-render this frame."""
+        return self.sim().get_state()
 
 
 def parse_combo(text: str, where: str) -> tuple[str, str]:

@@ -1,0 +1,210 @@
+"""EMMA's AdaMix: per-sample weights over a hybrid real + generated batch that move the behaviour-cloning loss towards
+perceptually or kinematically hard samples.
+
+The paper states only that each batch is re-weighted "according to policy performance" towards perceptually or
+kinematically challenging samples. The formulas here are the reconstruction of ../shared/methods/emma.md §2.2, not
+the authors' (which were not available):
+
+    d_i^perc = ℓ_i / mean ℓ over the renderings of i's source episode   (perceptual_difficulty)
+    d_i^kin  = standardised kinematic complexity of the action chunk     (kinematic_complexity, kinematic_difficulty)
+    d_i      = λ_p · z(d_i^perc) + λ_k · z(d_i^kin)                      (combined_difficulty; z: within the batch)
+    w_i      = (1 − η) + η · |B| · softmax_j(d_j / τ)_i                  (adamix_weights; mean weight 1)
+    L        = (1/|B|) Σ_i stopgrad(w_i) · ℓ_i                           (adamix_loss; uniform during warm-up)
+
+All functions are pure: tensors in, tensors out; the running per-episode loss means live with the caller
+(`update_episode_means` computes the next table).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def motion_and_gripper(actions: torch.Tensor, gripper_dim: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N, H, A) -> the motion dimensions (N, H, A') and the gripper command (N, H), or None without a gripper."""
+    if gripper_dim is None:
+        return actions, None
+    dim = gripper_dim % actions.shape[-1]
+    keep = [d for d in range(actions.shape[-1]) if d != dim]
+    return actions[..., keep], actions[..., dim]
+
+
+def gripper_changes(actions: torch.Tensor, mask: torch.Tensor | None = None, gripper_dim: int = -1) -> torch.Tensor:
+    """Whether the gripper command changes sign (open <-> close: a grasp or a release) inside each chunk.
+
+    Args:
+        actions: (N, H, A) action chunks.
+        mask: (N, H) 1 on real steps, 0 on padding past the episode's end; None: all real.
+    Returns: (N,) bool.
+    """
+    _, grip = motion_and_gripper(actions, gripper_dim)
+    valid = torch.ones_like(grip, dtype=torch.bool) if mask is None else mask.bool()
+    flips = (torch.sign(grip[:, 1:]) != torch.sign(grip[:, :-1])) & valid[:, 1:] & valid[:, :-1]  # (N, H-1)
+    return flips.any(-1)
+
+
+def kinematic_complexity(actions: torch.Tensor, mask: torch.Tensor | None = None,
+                         gripper_dim: int | None = -1) -> torch.Tensor:
+    """How much the commanded motion changes inside a chunk (reconstruction, spec §2.2):
+
+        c_i = mean_t ‖Δa_t‖ + mean_t ‖Δ²a_t‖ + 1[the gripper command changes sign]
+
+    over the motion dimensions (all but the gripper's), Δ taken along the chunk's time axis over real steps only
+    (a mean over none is 0). The gripper enters only through the indicator: its ±1 command would otherwise swamp
+    the end-effector deltas.
+
+    Args:
+        actions: (N, H, A) action chunks (H ≥ 1).
+        mask: (N, H) 1 on real steps, 0 on padding; None: all real.
+        gripper_dim: the gripper's action dimension; None: no gripper (no indicator, every dimension is motion).
+    Returns: (N,) float32.
+    """
+    actions = actions.float()
+    motion, _ = motion_and_gripper(actions, gripper_dim)
+    valid = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device) if mask is None else mask.bool()
+    velocity = motion[:, 1:] - motion[:, :-1]  # (N, H-1, A')
+    valid_v = valid[:, 1:] & valid[:, :-1]
+    jerk = velocity[:, 1:] - velocity[:, :-1]  # (N, H-2, A')
+    valid_j = valid_v[:, 1:] & valid_v[:, :-1]
+    complexity = masked_mean(velocity.norm(dim=-1), valid_v) + masked_mean(jerk.norm(dim=-1), valid_j)
+    if gripper_dim is not None:
+        complexity = complexity + gripper_changes(actions, mask, gripper_dim).float()
+    return complexity
+
+
+def masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N, T) values, (N, T) bool -> (N,) mean over valid entries, 0 where there are none."""
+    valid = valid.to(values.dtype)
+    return (values * valid).sum(-1) / valid.sum(-1).clamp(min=1.0)
+
+
+def kinematic_difficulty(complexity: torch.Tensor, dataset_mean: float, dataset_std: float,
+                         per_sample_loss: torch.Tensor | None = None) -> torch.Tensor:
+    """d^kin: the complexity standardised over the dataset, (c − μ) / σ. With `per_sample_loss` (the spec's option
+    "multiplied by ℓ_i, so that only hard-and-not-yet-learned motions count") it is max((c − μ)/σ, 0) · ℓ_i: the
+    clamp is a reconstructed choice, so that a high loss never makes an easy motion look easier still.
+
+    Args:
+        complexity: (N,) `kinematic_complexity` of the batch's chunks.
+        dataset_mean, dataset_std: the complexity's mean and standard deviation over the training chunks.
+        per_sample_loss: (N,) ℓ_i, or None.
+    """
+    standard = (complexity - dataset_mean) / max(dataset_std, 1e-8)
+    if per_sample_loss is None:
+        return standard
+    return standard.clamp(min=0.0) * per_sample_loss.detach()
+
+
+def group_mean(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Each sample's mean over the samples of its group in the batch: (N,), (N,) int64 -> (N,)."""
+    _, inverse = torch.unique(groups, return_inverse=True)
+    sums = torch.zeros(int(inverse.max()) + 1, dtype=values.dtype, device=values.device).index_add(0, inverse, values)
+    counts = torch.bincount(inverse).to(values.dtype)
+    return (sums / counts)[inverse]
+
+
+def perceptual_difficulty(per_sample_loss: torch.Tensor, reference_loss: torch.Tensor,
+                          eps: float = 1e-8) -> torch.Tensor:
+    """d^perc_i = ℓ_i / ℓ̄_e(i): how much worse the policy does on this rendering of a source episode than on that
+    episode's renderings on average (real and generated alike). > 1: a rendering harder than its siblings.
+
+    Args:
+        per_sample_loss: (N,) ℓ_i.
+        reference_loss: (N,) ℓ̄ of each sample's source episode: a running mean (`update_episode_means`, then
+            indexed by episode) or, in-batch, `group_mean(per_sample_loss, episode)`.
+    """
+    return per_sample_loss.detach() / (reference_loss.detach() + eps)
+
+
+def update_episode_means(means: torch.Tensor, seen: torch.Tensor, episode: torch.Tensor, per_sample_loss: torch.Tensor,
+                         momentum: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next running mean of the loss per source episode: the batch's mean over each episode's samples enters
+    an exponential moving average, m_e ← momentum · m_e + (1 − momentum) · ℓ̄_e^batch (the first sighting sets it).
+
+    Args:
+        means: (E,) running means; seen: (E,) bool, whether each mean was set yet.
+        episode: (N,) int64 source-episode index of each sample; per_sample_loss: (N,).
+    Returns: the new (means, seen); the inputs are not modified.
+    """
+    loss = per_sample_loss.detach().to(means.dtype)
+    sums = torch.zeros_like(means).index_add(0, episode, loss)
+    counts = torch.zeros_like(means).index_add(0, episode, torch.ones_like(loss))
+    present = counts > 0
+    batch_mean = sums / counts.clamp(min=1.0)
+    blended = torch.where(seen, momentum * means + (1.0 - momentum) * batch_mean, batch_mean)
+    return torch.where(present, blended, means), seen | present
+
+
+def standardise(values: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """z(·) within the batch (population std); a constant batch gives zeros."""
+    values = values.float()
+    std = values.std(unbiased=False)
+    return torch.where(std > eps, (values - values.mean()) / std.clamp(min=eps), torch.zeros_like(values))
+
+
+def combined_difficulty(perceptual: torch.Tensor, kinematic: torch.Tensor, lambda_p: float = 0.5,
+                        lambda_k: float = 0.5) -> torch.Tensor:
+    """d_i = λ_p · z(d_i^perc) + λ_k · z(d_i^kin), each standardised within the batch. (N,), (N,) -> (N,)."""
+    return lambda_p * standardise(perceptual) + lambda_k * standardise(kinematic)
+
+
+def adamix_weights(per_sample_loss: torch.Tensor, difficulty: torch.Tensor | None = None, temperature: float = 1.0,
+                   mix_uniform: float = 0.5) -> torch.Tensor:
+    """Per-sample weights, a softmax over the batch's difficulties mixed with uniform:
+
+        w_i = (1 − η) + η · |B| · softmax_j(d_j / τ)_i,      mean_i w_i = 1,  w_i ≥ 1 − η
+
+    detached (no gradient flows through the weights). η = `mix_uniform` (0: uniform weights, 1: the softmax alone),
+    τ = `temperature`. `difficulty` None uses the standardised loss itself, z(ℓ).
+
+    Args:
+        per_sample_loss: (N,) ℓ_i.
+        difficulty: (N,) d_i (e.g. `combined_difficulty`), or None.
+    Returns: (N,) float32.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= mix_uniform <= 1.0:
+        raise ValueError(f"mix_uniform must be in [0, 1], got {mix_uniform}")
+    d = standardise(per_sample_loss.detach()) if difficulty is None else difficulty.detach().float()
+    if d.shape != per_sample_loss.shape or d.dim() != 1:
+        raise ValueError(f"difficulty must have the loss's shape (N,), got {tuple(d.shape)} vs "
+                         f"{tuple(per_sample_loss.shape)}")
+    n = d.numel()
+    return (1.0 - mix_uniform) + mix_uniform * n * torch.softmax(d / temperature, dim=0)
+
+
+def weight_mass(weights: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """The share of the batch's weight on `members` ((N,) bool): Σ_{i∈S} w_i / Σ_i w_i (the AdaMix diagnostics:
+    generated vs real samples, grasp/release chunks). With uniform weights it is the members' share of samples."""
+    weights = weights.detach().float()
+    return (weights * members.float()).sum() / weights.sum().clamp(min=1e-12)
+
+
+def adamix_loss(per_sample_loss: torch.Tensor, difficulty: torch.Tensor | None = None, temperature: float = 1.0,
+                mix_uniform: float = 0.5, step: int = 0, warmup_steps: int = 0,
+                generated: torch.Tensor | None = None, grasp_release: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict]:
+    """L_AdaMix = (1/|B|) Σ_i stopgrad(w_i) · ℓ_i with `adamix_weights`, or the plain mean (w_i = 1) while
+    `step < warmup_steps`, so that the weights follow from losses of a policy that has learned something.
+
+    Args:
+        per_sample_loss: (N,) ℓ_i (with gradient).
+        difficulty: (N,) d_i, or None (z(ℓ)).
+        step, warmup_steps: the optimiser step and the warm-up length.
+        generated, grasp_release: (N,) bool, optional, for the weight-mass diagnostics.
+    Returns: (loss, metrics) with the weights' max, min and the mass on generated and grasp/release samples.
+    """
+    if step < warmup_steps:
+        weights = torch.ones_like(per_sample_loss, dtype=torch.float32).detach()
+    else:
+        weights = adamix_weights(per_sample_loss, difficulty, temperature, mix_uniform)
+    loss = (weights.to(per_sample_loss.dtype) * per_sample_loss).mean()
+    metrics = {"adamix_loss": loss.detach(), "weight_max": weights.max(), "weight_min": weights.min(),
+               "active": torch.tensor(float(step >= warmup_steps))}
+    if generated is not None:
+        metrics["mass_generated"] = weight_mass(weights, generated)
+        metrics["share_generated"] = generated.float().mean()
+    if grasp_release is not None:
+        metrics["mass_grasp_release"] = weight_mass(weights, grasp_release)
+        metrics["share_grasp_release"] = grasp_release.float().mean()
+    return loss, metrics
