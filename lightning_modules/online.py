@@ -182,6 +182,7 @@ def train_on_prompts(module, rollout: Rollout, kept: torch.Tensor, loss_of, sett
         throughput.add(rows)
         parts.append({"loss": loss.detach(), **metrics})
     prompts = rollout.batch_prompts
+    module.num_tokens = getattr(module, "num_tokens", 0) + throughput.train_tokens  # as TRL's `num_tokens`
     log_gathered(module, split, {
         **{name: (value, prompts) for name, value in group_statistics(rollout).items()},
         **{name: (value, len(parts)) for name, value in mean_metrics(parts).items()},
