@@ -10,6 +10,9 @@ Pairs (posttrain vs the TRL trainer a user would pick instead):
              learning rate and batch).
 - grpo-grpo: GRPO on the built-in arithmetic prompts (K samples per prompt, T = 1, no KL term, one update per rollout,
              every group kept) vs TRL's `GRPOTrainer` with the same K, completion length, batch and steps.
+- distillspec-gkd: DistillSpec on-policy (the draft samples each batch's responses at T = 1, then forward KL to the
+             target over them) vs TRL's `GKDTrainer` with λ = 1 (always on-policy) and β = 0 (forward KL): the same
+             draft and target checkpoints, batch, completion length, learning rate and steps.
 
 Each run happens in a fresh process from the same saved checkpoint. Tokens/s counts the prompt and response tokens
 of every sequence trained on, divided by the wall time of the training loop (the sampling included, as both
@@ -30,16 +33,25 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-PAIRS = {"spin-dpo": ("posttrain SPIN", "TRL DPOTrainer"), "grpo-grpo": ("posttrain GRPO", "TRL GRPOTrainer")}
+PAIRS = {"spin-dpo": ("posttrain SPIN", "TRL DPOTrainer"), "grpo-grpo": ("posttrain GRPO", "TRL GRPOTrainer"),
+         "distillspec-gkd": ("posttrain DistillSpec", "TRL GKDTrainer")}
 
 
 def prepare(directory: str, args) -> None:
-    """The shared start: a seeded tiny Llama and its tokenizer, saved where both frameworks load it from."""
+    """The shared start: a seeded tiny Llama and its tokenizer, saved where both frameworks load it from, and a
+    draft with a quarter of its width and one layer (the distillation pair's student; the Llama is its target)."""
     from posttrain.models import save, tiny_llama
 
     model, tokenizer = tiny_llama(hidden_size=args.hidden, num_layers=args.layers, num_heads=4,
                                   intermediate_size=2 * args.hidden, seed=0)
     save(model, tokenizer, directory)
+    draft, tokenizer = tiny_llama(hidden_size=args.hidden // 4, num_layers=1, num_heads=2,
+                                  intermediate_size=args.hidden // 2, seed=1)
+    save(draft, tokenizer, draft_dir(directory))
+
+
+def draft_dir(directory: str) -> str:
+    return os.path.join(directory, "draft")
 
 
 def arithmetic(args) -> tuple[list[dict], object]:
@@ -179,6 +191,82 @@ def grpo_trl(args, out: str) -> dict:
             "steps": trainer.state.global_step}
 
 
+def distillspec_posttrain(args, out: str) -> dict:
+    from lightning_modules.distillspec import DistillSpecModule
+
+    counted = {"tokens": 0}
+    distill_loss = DistillSpecModule.distill_loss
+
+    def counting(self, batch, *rest, **kwargs):  # the attended tokens of each batch trained on, as for GKD
+        counted["tokens"] += int(batch["attention_mask"].sum())
+        return distill_loss(self, batch, *rest, **kwargs)
+
+    DistillSpecModule.distill_loss = counting
+    steps = args.prompts // args.batch
+    result, seconds = run_posttrain("distillspec", [
+        *posttrain_overrides(args), f"model.name_or_path={draft_dir(args.model_dir)}", "data=arithmetic_spin",
+        "+stage@stages.teacher=cached", "stages.teacher.cache=false", "+stages.teacher.trainer.max_epochs=0",
+        "+model@stages.teacher.model=hf", f"stages.teacher.model.name_or_path={args.model_dir}",
+        "+method@stages.teacher.method=sft", "+stages.main.inputs.teacher=teacher",
+        "method.divergence=forward_kl", "method.fixed_fraction=0.0", "method.student_fraction=1.0",
+        "method.evaluate_at_start=false", f"method.generation.max_new_tokens={args.new_tokens}",
+        f"trainer.max_steps={steps}", "trainer.max_epochs=1"], out)
+    return {"seconds": seconds, "tokens": counted["tokens"], "sequences": steps * args.batch,
+            "steps": result["trainer"].global_step}
+
+
+def distillspec_trl(args, out: str) -> dict:
+    """TRL's GKD trainer, always on-policy (λ = 1) with forward KL (β = 0), on the prompts as chat messages whose
+    template writes them exactly as posttrain's prompts."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    examples, encoder = arithmetic(args)
+    tokenizer = encoder.tokenizer
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['content'] }}{% endfor %}"
+                               "{% if not add_generation_prompt %}{{ eos_token }}{% endif %}")
+    prompts = [tokenizer.decode(encoder.prompt(e["prompt"]), skip_special_tokens=True) for e in examples]
+    messages = [[{"role": "user", "content": p}, {"role": "assistant", "content": e["response"]}]
+                for p, e in zip(prompts, examples)]
+    steps = args.prompts // args.batch
+    config = GKDConfig(output_dir=out, per_device_train_batch_size=args.batch, max_steps=steps, lmbda=1.0, beta=0.0,
+                       temperature=1.0, max_new_tokens=args.new_tokens, seq_kd=False, learning_rate=args.lr,
+                       max_length=64, report_to=[], save_strategy="no", logging_steps=10, disable_tqdm=True,
+                       use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=args.seed)
+    timer = LoopTimer.make(TrainerCallback)
+    counter = TokenCounter.make(TrainerCallback)
+    trainer = GKDTrainer(model=AutoModelForCausalLM.from_pretrained(draft_dir(args.model_dir)),
+                         teacher_model=AutoModelForCausalLM.from_pretrained(args.model_dir), args=config,
+                         train_dataset=Dataset.from_dict({"messages": messages}), processing_class=tokenizer,
+                         callbacks=[timer, counter])
+    counter.watch(trainer)
+    trainer.train()
+    return {"seconds": timer.seconds, "tokens": counter.tokens, "sequences": steps * args.batch,
+            "steps": trainer.state.global_step}
+
+
+class TokenCounter:
+    """Counts the attended tokens of every batch `GKDTrainer.compute_loss` trains on (after its on-policy sampling)."""
+
+    @staticmethod
+    def make(base):
+        class Counter(base):
+            tokens = 0
+
+            def watch(self, trainer):
+                compute_loss = trainer.compute_loss
+
+                def counted(model, inputs, *args, **kwargs):
+                    self.tokens += int(inputs["attention_mask"].sum())
+                    return compute_loss(model, inputs, *args, **kwargs)
+
+                trainer.compute_loss = counted
+
+        return Counter()
+
+
 class LoopTimer:
     """A `transformers` callback timing `Trainer.train`'s loop from its first to its last step."""
 
@@ -197,7 +285,8 @@ class LoopTimer:
 
 
 RUNS = {"posttrain SPIN": spin_posttrain, "TRL DPOTrainer": spin_trl,
-        "posttrain GRPO": grpo_posttrain, "TRL GRPOTrainer": grpo_trl}
+        "posttrain GRPO": grpo_posttrain, "TRL GRPOTrainer": grpo_trl,
+        "posttrain DistillSpec": distillspec_posttrain, "TRL GKDTrainer": distillspec_trl}
 
 
 def child(args) -> None:
@@ -255,12 +344,12 @@ def main() -> None:
 
     from posttrain.utils.machine import machine_info
 
-    header = (f"{'pair':10}  {'run':18}  {'steps':>5}  {'seconds':>8}  {'tokens/s':>9}  {'seqs/s':>7}  "
+    header = (f"{'pair':15}  {'run':18}  {'steps':>5}  {'seconds':>8}  {'tokens/s':>9}  {'seqs/s':>7}  "
               f"{'peak MiB':>9}")
     print(header)
     for r in rows:
         tps = f"{r['tokens_per_s']:9.0f}" if r["tokens_per_s"] else f"{'-':>9}"
-        print(f"{r['pair']:10}  {r['run']:18}  {r['steps']:5d}  {r['seconds']:8.2f}  {tps}  "
+        print(f"{r['pair']:15}  {r['run']:18}  {r['steps']:5d}  {r['seconds']:8.2f}  {tps}  "
               f"{r['sequences_per_s']:7.1f}  {r['peak_bytes'] / 2**20:9.0f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
