@@ -344,12 +344,12 @@ def main() -> None:
 
     from posttrain.utils.machine import machine_info
 
-    header = (f"{'pair':15}  {'run':18}  {'steps':>5}  {'seconds':>8}  {'tokens/s':>9}  {'seqs/s':>7}  "
+    header = (f"{'pair':15}  {'run':21}  {'steps':>5}  {'seconds':>8}  {'tokens/s':>9}  {'seqs/s':>7}  "
               f"{'peak MiB':>9}")
     print(header)
     for r in rows:
         tps = f"{r['tokens_per_s']:9.0f}" if r["tokens_per_s"] else f"{'-':>9}"
-        print(f"{r['pair']:15}  {r['run']:18}  {r['steps']:5d}  {r['seconds']:8.2f}  {tps}  "
+        print(f"{r['pair']:15}  {r['run']:21}  {r['steps']:5d}  {r['seconds']:8.2f}  {tps}  "
               f"{r['sequences_per_s']:7.1f}  {r['peak_bytes'] / 2**20:9.0f}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as handle:
