@@ -29,7 +29,10 @@ class SFTDataModule(L.LightningDataModule):
         eval_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        eval_splits: list[str] | None = None,
     ):
+        """`eval_splits`: the held-out splits validation runs on, in order (default: the task's own, e.g. `val`,
+        `test_ood`); e.g. `[dev]` for a warm-up that stops on a validation split the evaluation never uses."""
         super().__init__()
         check(batch_size > 0, "data.batch_size", f"must be > 0, got {batch_size}")
         check(train_size is None or train_size > 0, "data.train_size", f"must be > 0 or null, got {train_size}")
@@ -37,7 +40,8 @@ class SFTDataModule(L.LightningDataModule):
         self.train_size, self.eval_size, self.num_workers, self.seed = train_size, eval_size, num_workers, seed
         # what every batch is encoded with, also handed to the methods that encode or decode text of this data
         self.processor = make_processor(tokenizer, max_length=max_length, prompt_template=prompt_template)
-        self.eval_splits = tuple(task.eval_splits)
+        self.eval_splits = tuple(task.eval_splits if eval_splits is None else eval_splits)
+        check(bool(self.eval_splits) or eval_splits is None, "data.eval_splits", "must name at least one split")
         self.splits: dict[str, list[dict]] = {}
 
     def setup(self, stage: str | None = None) -> None:

@@ -1,11 +1,12 @@
 """OTR vs SFT from the same start, the same data and the same number of optimizer steps, over several seeds.
 
-    OMP_NUM_THREADS=1 python scripts/compare_otr.py [--seeds 0 1] [hydra overrides ...]
+    OMP_NUM_THREADS=1 python scripts/compare_otr.py [--seeds 0 1 2] [hydra overrides ...]
 
 Each seed runs `experiment=otr` (cached SFT warm-up on task A, then OTR as the main stage and SFT as the control
 stage on task B) and the final evaluation of each stage becomes one row of the printed table: exact-match accuracy,
 reference NLL and predictive entropy on `val` (B), `test_ood` (B, shifted) and `retain` (A), as far as the run logs
-them, followed by the mean over seeds. Ablations pass overrides, e.g. `method.beta=0 stages.control=null` (no control).
+them, followed by the mean ± sd over seeds (sample standard deviation). Ablations pass overrides, e.g.
+`method.beta=0 stages.control=null` (no control).
 Writes <out>/results.json (default logs/compare_otr).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +23,7 @@ sys.path.insert(0, ROOT)
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from posttrain.pipeline import register_resolvers, train  # noqa: E402
+from posttrain.utils.machine import machine_info  # noqa: E402
 
 SPLITS = ("val", "test_ood", "retain")
 NAMES = ("accuracy", "nll", "entropy")
@@ -58,9 +61,14 @@ def cell(value) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def mean(values: list) -> float | None:
+def mean_sd(values: list) -> str:
+    """`mean ± sd` over seeds (sample standard deviation; the mean alone for one seed)."""
     values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def table(rows: list[dict]) -> str:
@@ -70,7 +78,7 @@ def table(rows: list[dict]) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        body.append([method, "mean", "", *(cell(mean([r.get(m) for r in mine])) for m in metrics)])
+        body.append([method, "mean ± sd", "", *(mean_sd([r.get(m) for r in mine]) for m in metrics)])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -90,7 +98,7 @@ def merged_rows(paths: list[str]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default=os.path.join(ROOT, "logs", "compare_otr"))
     parser.add_argument("--merge", nargs="+", metavar="RESULTS_JSON",
                         help="run nothing: print one table of the rows of earlier results.json files")
@@ -105,7 +113,8 @@ def main() -> None:
     print("\n" + text + "\n", flush=True)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as handle:
-        json.dump({"overrides": args.overrides, "rows": rows, "table": text}, handle, indent=1)
+        json.dump({"overrides": args.overrides, "machine": machine_info(), "rows": rows, "table": text}, handle,
+                  indent=1)
 
 
 if __name__ == "__main__":

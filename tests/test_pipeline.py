@@ -60,7 +60,8 @@ def test_a_control_stage_trains_from_the_same_start(tmp_path):
     cfg = compose_config(["experiment=otr", "debug=tiny", "stages.warmup.trainer.max_epochs=1",
                           "trainer.max_epochs=1"], tmp_path)
     result = train(cfg)
-    assert [r["run"] for r in result["rows"]] == ["sft (start)", "test epoch 1", "sft epoch 1"]
+    # the warm-up's dev validation on its way to the target, its row on stage 2's splits, then main and control
+    assert [r["run"] for r in result["rows"]] == ["sft (start) epoch 1", "sft (start)", "test epoch 1", "sft epoch 1"]
     start = load_stage_model(result["stages"]["warmup"].planned.directory, cfg.model)
     main, control = result["stages"]["main"].module.model, result["stages"]["control"].module.model
     for name, param in start.named_parameters():  # both moved away from the one start, each its own way
@@ -71,7 +72,8 @@ def test_a_control_stage_trains_from_the_same_start(tmp_path):
 def test_warmup_data_overrides_data_for_the_warmup_only(tmp_path):
     two_stage = ["experiment=otr", "debug=tiny"]
     planned = {p.stage.key: p for p in plan(compose_config(two_stage, tmp_path))}
-    assert planned["warmup"].data.task.operations == ["+"] and planned["main"].data.task.operations == ["-"]
+    assert planned["warmup"].data.task.operations == ["+", "+", "+", "-"]
+    assert planned["main"].data.task.operations == ["-"]
     plain = compose_config([*two_stage, "stages.warmup.data=null"], tmp_path)
     assert {p.stage.key: p for p in plan(plain)}["warmup"].data.task.operations == ["-"]  # default: the run's data
     other = compose_config([*two_stage, "stages.warmup.data.task.digits=[1,1]"], tmp_path)
@@ -82,8 +84,9 @@ def test_warmup_data_overrides_data_for_the_warmup_only(tmp_path):
 def test_two_stage_rows_report_retention_and_entropy(tmp_path):
     rows = train(compose_config(["experiment=otr", "debug=tiny", "stages.control=null",
                                  "stages.warmup.trainer.max_epochs=1", "trainer.max_epochs=1"], tmp_path))["rows"]
-    assert rows[0]["run"] == "sft (start)" and rows[-1]["run"].startswith("test epoch")
-    for row in (rows[0], rows[-1]):  # the start is scored on stage 2's splits: task B and the retained task A
+    start = next(r for r in rows if r["run"] == "sft (start)")
+    assert rows[-1]["run"].startswith("test epoch")
+    for row in (start, rows[-1]):  # the start is scored on stage 2's splits: task B and the retained task A
         for split in ("val", "test_ood", "retain"):
             for name in ("accuracy", "nll", "entropy"):
                 assert f"{split}/{name}" in row, (row["run"], split, name)
@@ -226,3 +229,25 @@ def test_a_cached_model_comes_back_in_the_configured_dtype(value_head, tmp_path)
         torch.testing.assert_close(tiny.score(ids, torch.ones_like(ids)), model.score(ids, torch.ones_like(ids)))
     else:
         torch.testing.assert_close(tiny(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_a_stage_trains_to_a_target_on_its_dev_split_and_its_callbacks_are_in_the_key(tmp_path):
+    tiny = ["experiment=otr", "debug=tiny", "stages.control=null", "trainer.max_epochs=1",
+            "stages.warmup.trainer.max_epochs=5"]
+    # any accuracy exceeds -1: the warm-up stops at its first validation, on dev, never on val/test_ood/retain
+    rows = train(compose_config([*tiny, "stages.warmup.callbacks.stop_at_target.stopping_threshold=-1"],
+                                tmp_path))["rows"]
+    warmup = [r for r in rows if r["run"].startswith("sft (start) epoch")]
+    assert [r["run"] for r in warmup] == ["sft (start) epoch 1"] and "dev/accuracy" in warmup[0]
+    assert not any(k.startswith(("val/", "test_ood/", "retain/")) for k in warmup[0])
+    start = next(r for r in rows if r["run"] == "sft (start)")
+    assert start["step"] == warmup[0]["step"] == 2 and "retain/accuracy" in start  # 2 steps per epoch (debug=tiny)
+    # unreachable: it runs to its cap
+    rows = train(compose_config([*tiny, "stages.warmup.callbacks.stop_at_target.stopping_threshold=2"],
+                                tmp_path / "cap"))["rows"]
+    assert [r["run"] for r in rows if r["run"].startswith("sft (start) epoch")][-1] == "sft (start) epoch 5"
+    base = keys(compose_config(tiny, tmp_path))["warmup"]
+    other = keys(compose_config([*tiny, "stages.warmup.callbacks.stop_at_target.stopping_threshold=0.3"], tmp_path))
+    assert other["warmup"] != base
+    with pytest.raises(ConfigError, match=r"stages\.warmup\.callbacks"):
+        plan(compose_config([*tiny, "stages.warmup.callbacks=3"], tmp_path))

@@ -1,10 +1,15 @@
 """Built-in verifiable task: n-digit addition, subtraction and multiplication, seeded.
 
 Splits: `train` and `val` share the in-distribution digit range; `test_ood` uses more digits.
-Every held-out problem is distinct from every training problem. With `retain_operations`, a `retain` split holds
-problems of an earlier task A (e.g. addition, while this task B is subtraction): it is exactly the `val` split of
+Every held-out problem is distinct from every training problem. `dev_size` > 0 adds a `dev` split (drawn last, so
+the other splits do not change with it, and distinct from `train` and `val`): a validation split a stage can stop
+on (e.g. a warm-up trained to a target accuracy) without ever looking at `val`.
+With `retain_operations`, a `retain` split holds problems of an earlier task A (e.g. addition, while this task B is
+subtraction): it is exactly the `val` split of
 `ArithmeticTask(operations=retain_operations, digits=retain_digits, seed=seed)`, so a model warmed up on that task
-is scored on A problems it never trained on, and the drop of `retain/accuracy` measures forgetting.
+is scored on A problems it never trained on, and the drop of `retain/accuracy` measures forgetting. When A mixes
+operations (e.g. mostly addition and some of B's subtraction), `retain_keep` keeps only A's val problems of those
+operations (e.g. `[+]`: the capability B does not train), still problems A never trained on.
 `carries` restricts addition to problems with no carry ("none") or at least one ("only"), e.g. A = addition without
 carries, B = addition with carries: B then differs from A only at the carry digits.
 """
@@ -45,6 +50,8 @@ class ArithmeticTask:
         retain_size: int = 1000,
         carries: str = "any",
         retain_carries: str = "any",
+        dev_size: int = 0,
+        retain_keep: Sequence[str] = (),
     ):
         for op in operations:
             check(op in _OPS, "data.task.operations", f"unknown operation {op!r}; choose from {sorted(_OPS)}")
@@ -53,7 +60,7 @@ class ArithmeticTask:
         check(1 <= ood_digits[0] <= ood_digits[1], "data.task.ood_digits",
               f"must be [min, max], got {list(ood_digits)}")
         for key, size in (("train_size", train_size), ("val_size", val_size), ("test_ood_size", test_ood_size),
-                          ("retain_size", retain_size)):
+                          ("retain_size", retain_size), ("dev_size", dev_size)):
             check(size >= 0, f"data.task.{key}", f"must be >= 0, got {size}")
         for key, value in (("carries", carries), ("retain_carries", retain_carries)):
             check(value in CARRIES, f"data.task.{key}", f"must be one of {list(CARRIES)}, got {value!r}")
@@ -68,9 +75,12 @@ class ArithmeticTask:
             "train": self._draw(rng, self.digits, train_size, exclude={e["prompt"] for e in held_out}),
             "test_ood": self._draw(rng, self.ood_digits, test_ood_size, exclude=set()),
         }
+        if dev_size:
+            seen = {e["prompt"] for split in ("val", "train") for e in self._splits[split]}
+            self._splits["dev"] = self._draw(rng, self.digits, dev_size, exclude=seen)
         if retain_operations:
             self._splits["retain"] = retain_split(retain_operations, retain_digits or digits, retain_size, seed,
-                                                  retain_carries)
+                                                  retain_carries, retain_keep)
             self.eval_splits = (*self.eval_splits, "retain")
 
     def examples(self, split: str) -> list[dict]:
@@ -107,15 +117,23 @@ class ArithmeticTask:
 
 
 def retain_split(operations: Sequence[str], digits: Sequence[int], size: int, seed: int,
-                 carries: str = "any") -> list[dict]:
+                 carries: str = "any", keep: Sequence[str] = ()) -> list[dict]:
     """The `val` split of task A = ArithmeticTask(operations, digits, seed, carries): A problems that A's train split
-    excludes.
+    excludes; with `keep`, only its problems of those operations (so fewer than `size`).
 
     `val` is drawn first from the seeded generator, so its first `size` problems do not depend on A's other sizes.
     """
     for op in operations:
         check(op in _OPS, "data.task.retain_operations", f"unknown operation {op!r}; choose from {sorted(_OPS)}")
     check(1 <= digits[0] <= digits[1], "data.task.retain_digits", f"must be [min, max], got {list(digits)}")
+    for op in keep:
+        check(op in operations, "data.task.retain_keep", f"{op!r} is not one of retain_operations {list(operations)}")
     task_a = ArithmeticTask(operations=operations, digits=digits, train_size=0, val_size=size, test_ood_size=0,
                             seed=seed, carries=carries)
-    return task_a.examples("val")
+    examples = task_a.examples("val")
+    return [e for e in examples if operation(e["prompt"]) in keep] if keep else examples
+
+
+def operation(prompt: str) -> str:
+    """The operation of a prompt "<a><op><b>=" (operands are non-negative, so the operator is the only sign)."""
+    return next(ch for ch in prompt if ch in _OPS)

@@ -1,6 +1,7 @@
 """Cache keys: a stage's output is reused when everything it depends on, fully resolved, is the same.
 
-The key hashes the stage's method, data, evaluation data, output kind, its own model (start: model) or the key of
+The key hashes the stage's method, data, evaluation data, output kind, its own callbacks (e.g. a stop at a target
+accuracy), its own model (start: model) or the key of
 the stage it starts from (recursively), the keys of its input stages, the trainer it runs (the top-level `trainer`
 with its overrides; settings that only decide logging and progress display are left out), the settings of the
 validation that scores `evaluate_on` (`VALIDATION_SETTINGS` of `validator_config`) and the seed. Every
@@ -51,6 +52,8 @@ def stage_key(cfg: DictConfig, stage: Stage, data: DictConfig, model: DictConfig
         "validation": {k: validator.get(k) for k in VALIDATION_SETTINGS} if validator is not None else None,
         "seed": cfg.seed,
     }
+    if stage.node.get("callbacks"):  # a stage's own callbacks can change what it learns (only then in the key, so
+        content["callbacks"] = resolved(stage.node.callbacks)  # the keys of stages without any stay as they were)
     text = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

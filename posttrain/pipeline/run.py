@@ -193,11 +193,15 @@ class Pipeline:
 
 
 def make_trainer(cfg: DictConfig, stage: Stage) -> L.Trainer:
-    """The stage's trainer: checkpoints in checkpoints/<stage>, logs named <stage>; callbacks that need a logger
-    (LearningRateMonitor) are left out when there is none (logger=none)."""
+    """The stage's trainer: checkpoints in checkpoints/<stage>, logs named <stage>; the top-level callbacks and the
+    stage's own (`stages.<key>.callbacks`); callbacks that need a logger (LearningRateMonitor) are left out when there
+    is none (logger=none)."""
     loggers = [instantiate(logger_cfg, name=stage.key) for logger_cfg in (cfg.get("logger") or {}).values()]
     callbacks = []
-    for callback_cfg in (cfg.get("callbacks") or {}).values():
+    configs = [*(cfg.get("callbacks") or {}).values(), *(stage.node.get("callbacks") or {}).values()]
+    for callback_cfg in configs:
+        if callback_cfg is None:  # a callback removed with `~` or null
+            continue
         callback = instantiate(callback_cfg)
         if isinstance(callback, ModelCheckpoint):
             callback.dirpath = os.path.join(cfg.paths.output_dir, "checkpoints", stage.key)

@@ -63,3 +63,28 @@ def test_carries_filter_and_carry_free_retain_split():
     assert not any(has_carry(*map(int, e["prompt"][:-1].split("+"))) for e in task.examples("retain"))
     with pytest.raises(ConfigError, match="data.task.carries"):
         ArithmeticTask(operations=["-"], carries="only")
+
+
+def test_dev_split_is_disjoint_and_leaves_the_other_splits_unchanged():
+    kwargs = dict(operations=["+"], digits=[1, 2], train_size=300, val_size=50, test_ood_size=20, seed=4)
+    plain, with_dev = ArithmeticTask(**kwargs), ArithmeticTask(**kwargs, dev_size=60)
+    for split in ("train", "val", "test_ood"):
+        assert with_dev.examples(split) == plain.examples(split)
+    dev = {e["prompt"] for e in with_dev.examples("dev")}
+    assert len(dev) == 60
+    assert not dev & {e["prompt"] for e in with_dev.examples("train") + with_dev.examples("val")}
+    assert with_dev.eval_splits == ("val", "test_ood")  # dev is validated on only where a datamodule asks for it
+    with pytest.raises(ConfigError, match="data.task.dev_size"):
+        ArithmeticTask(train_size=10, val_size=5, test_ood_size=5, dev_size=-1)
+
+
+def test_retain_keep_filters_a_mixed_task_a_to_its_kept_operations():
+    ops = ["+", "+", "+", "-"]
+    task_a = ArithmeticTask(operations=ops, digits=[1, 2], train_size=300, val_size=80, test_ood_size=0, seed=2)
+    task_b = ArithmeticTask(operations=["-"], digits=[2, 2], ood_digits=[1, 1], train_size=50, val_size=10,
+                            test_ood_size=10, seed=2, retain_operations=ops, retain_digits=[1, 2], retain_size=80,
+                            retain_keep=["+"])
+    expected = [e for e in task_a.examples("val") if "+" in e["prompt"]]
+    assert 0 < len(expected) < 80 and task_b.examples("retain") == expected
+    with pytest.raises(ConfigError, match="data.task.retain_keep"):
+        ArithmeticTask(train_size=10, val_size=5, test_ood_size=5, retain_operations=["+"], retain_keep=["-"])
