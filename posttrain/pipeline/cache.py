@@ -51,6 +51,8 @@ def stage_key(cfg: DictConfig, stage: Stage, data: DictConfig, model: DictConfig
         "validation": {k: validator.get(k) for k in VALIDATION_SETTINGS} if validator is not None else None,
         "seed": cfg.seed,
     }
+    if stage.node.get("callbacks") is not None:  # a stage's own callbacks (early stopping) change what it learns
+        content["callbacks"] = resolved(stage.node.callbacks)
     text = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

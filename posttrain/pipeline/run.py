@@ -194,10 +194,11 @@ class Pipeline:
 
 def make_trainer(cfg: DictConfig, stage: Stage) -> L.Trainer:
     """The stage's trainer: checkpoints in checkpoints/<stage>, logs named <stage>; callbacks that need a logger
-    (LearningRateMonitor) are left out when there is none (logger=none)."""
+    (LearningRateMonitor) are left out when there is none (logger=none); the stage's own callbacks are added."""
     loggers = [instantiate(logger_cfg, name=stage.key) for logger_cfg in (cfg.get("logger") or {}).values()]
     callbacks = []
-    for callback_cfg in (cfg.get("callbacks") or {}).values():
+    configs = [*(cfg.get("callbacks") or {}).values(), *(stage.node.get("callbacks") or {}).values()]
+    for callback_cfg in configs:
         callback = instantiate(callback_cfg)
         if isinstance(callback, ModelCheckpoint):
             callback.dirpath = os.path.join(cfg.paths.output_dir, "checkpoints", stage.key)

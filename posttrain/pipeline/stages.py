@@ -9,6 +9,8 @@
         start: model          # `model` (built fresh) or an earlier stage whose output model it trains a copy of
         cache: false          # true: reuse the output of an identical earlier run (posttrain/pipeline/cache.py)
         trainer: {...}        # overrides over the top-level `trainer` for this stage (e.g. max_epochs)
+        callbacks: {...}      # {name: callback config}: added to the top-level callbacks for this stage only
+                              # (e.g. early stopping on the validation split)
         inputs: {...}         # {constructor kwarg: stage}: that stage's output (a model, a reward model or a
                               # dataset file) is passed to the method; {data.<key>: stage}: the dataset stage's
                               # file becomes that key of this stage's own `data` (e.g. data.task.train_path)
@@ -31,8 +33,8 @@ from posttrain.utils.config import ConfigError, check, check_choice
 
 OUTPUTS = ("model", "reward_model", "dataset", "dataset_dir")
 DATASETS = ("dataset", "dataset_dir")  # outputs handed on as a path
-FIELDS = ("method", "name", "data", "model", "start", "cache", "trainer", "inputs", "evaluate_on", "output",
-          "ckpt_path", "save_dir")
+FIELDS = ("method", "name", "data", "model", "start", "cache", "trainer", "callbacks", "inputs", "evaluate_on",
+          "output", "ckpt_path", "save_dir")
 DATA_INPUT = "data."  # an `inputs` key with this prefix sets a key of the stage's own data config
 
 
