@@ -17,7 +17,9 @@ from torchmetrics import MeanMetric
 
 from posttrain.generation import generate
 from posttrain.metrics import ExactMatch
-from posttrain.models.forward import label_logprobs, label_logprobs_and_entropy
+from posttrain.models.forward import label_logprobs, label_logprobs_and_entropy, sequence_logprobs
+from posttrain.processors import pack
+from posttrain.support import support_measures
 from posttrain.utils.config import check
 
 
@@ -131,3 +133,75 @@ class GenerationEvaluator(nn.Module):
                        max_new_tokens=self.max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
                        pad_token_id=self.tokenizer.pad_token_id, image_inputs=batch.get("image_inputs"), **sampling)
         return self.tokenizer.batch_decode(out.token_lists(), skip_special_tokens=True)
+
+
+class SupportEvaluator(GenerationEvaluator):
+    """GenerationEvaluator plus exact measures of the model's answer distribution against a known data distribution.
+
+    Examples that carry `support` ([[response, p_data(response|prompt)], ...], e.g.
+    `datamodules.tasks.DecompositionTask`) are also scored by `posttrain.support.support_measures`: `<split>/valid`
+    (the probability that a sample at temperature 1 is in the support), `<split>/tv` (total variation) and
+    `<split>/kl` (KL(p_data ‖ p_θ), nats), each the mean over prompts, computed from one teacher-forced pass over
+    every support string (no sampling noise). Data without `support` gets GenerationEvaluator's metrics only.
+
+    Args (beyond GenerationEvaluator's):
+        support_batch_size: rows (prompt, support string) per forward pass.
+    """
+
+    MEASURES = ("valid", "tv", "kl")
+
+    def __init__(self, reward: Callable | None = None, max_new_tokens: int = 16, support_batch_size: int = 2048,
+                 **kwargs):
+        super().__init__(reward=reward, max_new_tokens=max_new_tokens, **kwargs)
+        check(support_batch_size > 0, "method.evaluator.support_batch_size", f"must be > 0, got {support_batch_size}")
+        self.support_batch_size = support_batch_size
+        self.measures = nn.ModuleDict()  # "<split>/<measure>" -> MeanMetric over prompts
+
+    def setup(self, splits: Sequence[str], tokenizer, is_correct: Callable | None = None) -> None:
+        super().setup(splits, tokenizer, is_correct)
+        for split in splits:
+            for name in self.MEASURES:
+                if f"{split}/{name}" not in self.measures:
+                    self.measures[f"{split}/{name}"] = MeanMetric()
+
+    @torch.no_grad()
+    def update(self, model, batch: dict, split: str, seed: int) -> None:
+        super().update(model, batch, split, seed)
+        examples = batch["examples"]
+        if not all("support" in e for e in examples):
+            return
+        measures = support_measures(self.support_logprobs(model, batch), self.support_probs(examples))
+        for name, values in measures.items():
+            self.measures[f"{split}/{name}"].update(values.float())
+
+    def support_probs(self, examples: Sequence[dict]) -> torch.Tensor:
+        """(P, K) p_data of each example's support strings, zero-padded to the largest support K."""
+        width = max(len(e["support"]) for e in examples)
+        return torch.tensor([[p for _, p in e["support"]] + [0.0] * (width - len(e["support"])) for e in examples],
+                            dtype=torch.float64)
+
+    def support_logprobs(self, model, batch: dict) -> torch.Tensor:
+        """(P, K) log p_θ(y_k | x_p) of each example's support strings (eos included), -inf on padding columns."""
+        examples, tokenizer = batch["examples"], self.tokenizer
+        ids, mask = batch["prompt_input_ids"].tolist(), batch["prompt_attention_mask"].tolist()
+        prompts = [[t for t, m in zip(row, row_mask) if m] for row, row_mask in zip(ids, mask)]  # unpadded
+        rows = [(i, k, prompts[i], tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
+                for i, e in enumerate(examples) for k, (text, _) in enumerate(e["support"])]
+        width = max(len(e["support"]) for e in examples)
+        device = batch["prompt_input_ids"].device
+        out = torch.full((len(examples), width), float("-inf"), dtype=torch.float64, device=device)  # (P, K)
+        for start in range(0, len(rows), self.support_batch_size):
+            chunk = rows[start:start + self.support_batch_size]
+            packed = pack([r[2] for r in chunk], [r[3] for r in chunk], tokenizer.pad_token_id, max_length=10**6)
+            logps = sequence_logprobs(model, {k: v.to(device) for k, v in packed.items()})  # (rows,)
+            index = torch.tensor([[r[0], r[1]] for r in chunk], device=device)
+            out[index[:, 0], index[:, 1]] = logps.double()
+        return out
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        results = super().compute()
+        for key, metric in self.measures.items():
+            if metric.update_called:
+                results[key] = metric.compute()
+                metric.reset()
+        return results
