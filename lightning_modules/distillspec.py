@@ -8,9 +8,10 @@ gradient. The loss is the token-averaged divergence of `distillspec_loss` at the
 
 Validation adds to the draft's accuracy and NLL: `<split>/expected_acceptance` = 1 - TVD(p, q) averaged over the
 reference responses, and, per decoding mode, the measured speculative decoding of held-out prompts with the target:
-`spec/<mode>_acceptance_rate` (α), `spec/<mode>_tokens_per_call` (τ at γ = `speculative.gamma`),
-`spec/sample_expected_acceptance` (Σ min(p, q) at the same positions) and `spec/<mode>_speedup` (wall-clock time of
-target-only decoding over speculative decoding, both run alternately in the same process, medians of the repeats).
+`spec/<mode>_acceptance_rate` (α), `spec/<mode>_tokens_per_call_g<γ>` (τ at each γ of `speculative.gamma`),
+`spec/sample_expected_acceptance` (Σ min(p, q) at the same positions), `spec/<mode>_speedup_g<γ>` (wall-clock time
+of target-only decoding over speculative decoding, all run in turn in the same process, medians of the repeats) and
+`spec/<mode>_speedup` with `spec/<mode>_best_gamma`, the best γ's.
 """
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ class DistillSpecModule(PostTrainModule):
         student_fraction: λ2, among generated batches the probability that the draft (rather than the target)
             generates. λ1 = 0, λ2 = 1 is the paper's recommended on-policy setting; λ1 = 1 is supervised KD.
         generation: {temperature, max_new_tokens} of the generated training data.
-        speculative: {gamma, modes, temperature, lenience, num_prompts, batch_size, repeats, max_new_tokens} of the
-            speculative decoding measured at each validation on the first held-out split.
+        speculative: {gamma (one or a list: the best is reported), modes, temperature, lenience, num_prompts,
+            batch_size, repeats, max_new_tokens} of the speculative decoding measured at each validation on the
+            first held-out split.
         evaluate_at_start: also record the start draft's validation (the sanity check) as the "(start)" row.
         seed: seeds the data-source draws and the sampling, per step, so a resumed run draws the same data.
     """
@@ -69,7 +71,7 @@ class DistillSpecModule(PostTrainModule):
         self.generation_cfg = with_defaults(generation, GENERATION_DEFAULTS, "method.generation")
         check(self.generation_cfg["temperature"] >= 0, "method.generation.temperature", "must be >= 0")
         self.spec_cfg = with_defaults(speculative, SPECULATIVE_DEFAULTS, "method.speculative")
-        check(self.spec_cfg["gamma"] >= 1, "method.speculative.gamma", "must be >= 1")
+        gamma_list(self.spec_cfg["gamma"])
         for mode in self.spec_cfg["modes"]:
             check_choice(mode, SPEC_MODES, "method.speculative.modes")
         check(self.spec_cfg["repeats"] >= 1, "method.speculative.repeats", "must be >= 1")
@@ -163,7 +165,8 @@ class DistillSpecModule(PostTrainModule):
 
     @torch.no_grad()
     def measure_speculative(self) -> dict:
-        """Runs speculative decoding with the draft and target-only decoding, alternately, on held-out prompts."""
+        """Runs target-only decoding and speculative decoding with the draft at every γ, in turn within each repeat,
+        on held-out prompts (so load from other processes hits them alike); medians of the repeats."""
         datamodule, cfg = self.trainer.datamodule, self.spec_cfg
         encoder = datamodule.processor
         examples = datamodule.splits[datamodule.eval_splits[0]][: cfg["num_prompts"]]
@@ -174,28 +177,65 @@ class DistillSpecModule(PostTrainModule):
         generator = torch.Generator(device=self.device).manual_seed(self.seed + 17)
         common = {"max_new_tokens": cfg["max_new_tokens"], "eos_token_id": encoder.eos_id,
                   "pad_token_id": encoder.pad_id, "generator": generator}
+        gammas = gamma_list(cfg["gamma"])
         metrics = {}
         for mode in cfg["modes"]:
             temperature = 0.0 if mode == "greedy" else cfg["temperature"]
-            target_times, spec_times, totals = [], [], torch.zeros(5, dtype=torch.float64)
+            times = {g: [] for g in [0, *gammas]}  # 0: target-only
+            totals = {g: torch.zeros(5, dtype=torch.float64) for g in gammas}
             for _ in range(cfg["repeats"]):
                 start = time.perf_counter()
                 for b in batches:
                     generate(self.teacher, b["prompt_input_ids"], b["prompt_attention_mask"], temperature=temperature,
                              **common)
-                target_times.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                for b in batches:
-                    out = speculative_generate(self.teacher, self.model, b["prompt_input_ids"],
-                                               b["prompt_attention_mask"], gamma=cfg["gamma"], mode=mode,
-                                               temperature=max(temperature, 1e-6), lenience=cfg["lenience"], **common)
-                    totals += torch.tensor([out.accepted.sum(), out.decided.sum(), out.lengths.sum(),
-                                            out.target_calls.sum(), out.expected_acceptance.sum()], dtype=torch.float64)
-                spec_times.append(time.perf_counter() - start)
-            accepted, decided, tokens, calls, expected = totals.tolist()
-            metrics[f"spec/{mode}_acceptance_rate"] = accepted / max(decided, 1)
-            metrics[f"spec/{mode}_tokens_per_call"] = tokens / max(calls, 1)
-            metrics[f"spec/{mode}_speedup"] = statistics.median(target_times) / statistics.median(spec_times)
-            if mode != "greedy":
-                metrics[f"spec/{mode}_expected_acceptance"] = expected / max(decided, 1)
+                times[0].append(time.perf_counter() - start)
+                for g in gammas:
+                    start = time.perf_counter()
+                    for b in batches:
+                        out = speculative_generate(self.teacher, self.model, b["prompt_input_ids"],
+                                                   b["prompt_attention_mask"], gamma=g, mode=mode,
+                                                   temperature=max(temperature, 1e-6), lenience=cfg["lenience"],
+                                                   **common)
+                        totals[g] += torch.tensor([out.accepted.sum(), out.decided.sum(), out.lengths.sum(),
+                                                   out.target_calls.sum(), out.expected_acceptance.sum()],
+                                                  dtype=torch.float64)
+                    times[g].append(time.perf_counter() - start)
+            metrics.update(speculative_summary(mode, times, totals))
         return metrics
+
+
+def gamma_list(gamma) -> list[int]:
+    """`method.speculative.gamma` as a list: one block size or several (the best one is reported)."""
+    gammas = [gamma] if isinstance(gamma, int) else list(gamma)
+    check(len(gammas) > 0 and all(isinstance(g, int) and g >= 1 for g in gammas), "method.speculative.gamma",
+          f"must be an integer >= 1 or a non-empty list of them, got {gamma}")
+    return gammas
+
+
+def speculative_summary(mode: str, times: dict, totals: dict) -> dict:
+    """The `spec/<mode>_*` metrics from interleaved timings.
+
+    Args:
+        times: {0: target-only seconds per repeat, γ: speculative seconds per repeat}.
+        totals: {γ: float64 (5,) sums of accepted, decided, emitted tokens, target calls, Σ min(p, q)}.
+    Returns:
+        per γ `tokens_per_call_g<γ>` (τ) and `speedup_g<γ>` (median target-only time / median speculative time);
+        `acceptance_rate` (α) and, when sampling, `expected_acceptance` pooled over every γ; `speedup` and
+        `best_gamma` at the γ with the largest speedup.
+    """
+    target = statistics.median(times[0])
+    pooled = sum(totals.values())
+    accepted, decided, _, _, expected = pooled.tolist()
+    metrics = {f"spec/{mode}_acceptance_rate": accepted / max(decided, 1)}
+    if mode != "greedy":
+        metrics[f"spec/{mode}_expected_acceptance"] = expected / max(decided, 1)
+    speedups = {}
+    for g, total in totals.items():
+        _, _, tokens, calls, _ = total.tolist()
+        speedups[g] = target / statistics.median(times[g])
+        metrics[f"spec/{mode}_tokens_per_call_g{g}"] = tokens / max(calls, 1)
+        metrics[f"spec/{mode}_speedup_g{g}"] = speedups[g]
+    best = max(speedups, key=speedups.get)
+    metrics[f"spec/{mode}_speedup"] = speedups[best]
+    metrics[f"spec/{mode}_best_gamma"] = float(best)
+    return metrics

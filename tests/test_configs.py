@@ -52,7 +52,8 @@ STAGES = {
     # warm-up on its own QA + coin-flip critic data; the evaluator's self-critique on 2 questions with N up to 4
     "llava_critic_r1": [*ONLINE, "~reward.alpha", "stages.warmup.data.train_size=8", "stages.warmup.data.batch_size=4",
                         "method.evaluator.self_critique_questions=2", "method.evaluator.self_critique_n=[1,2,4]"],
-    "distillspec": [*WARMUP, "trainer.max_epochs=1", "stages.teacher.trainer.max_epochs=1",
+    "distillspec": [*WARMUP, "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",
+                    "stages.teacher.trainer.max_epochs=1",
                     "method.speculative.num_prompts=2", "method.speculative.repeats=1",
                     "method.speculative.max_new_tokens=4"],
     # the coin flip verifies about half of the sampled answers, so the SFT stage gets a file of ~16 examples

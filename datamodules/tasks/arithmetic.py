@@ -12,6 +12,9 @@ operations (e.g. mostly addition and some of B's subtraction), `retain_keep` kee
 operations (e.g. `[+]`: the capability B does not train), still problems A never trained on.
 `carries` restricts addition to problems with no carry ("none") or at least one ("only"), e.g. A = addition without
 carries, B = addition with carries: B then differs from A only at the carry digits.
+`response_format="worked"` (addition only) answers with the column-by-column working (`worked_addition`): tens of
+tokens, most of them copied from the prompt or fixed by the template and a few computed, and the answer to match
+is the whole worked response.
 """
 from __future__ import annotations
 
@@ -22,6 +25,27 @@ from posttrain.utils.config import check
 
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 CARRIES = ("any", "none", "only")
+FORMATS = ("answer", "worked")
+
+
+def worked_addition(a: int, b: int) -> str:
+    """Column addition of non-negative a + b written out, least significant column first, e.g.
+
+        worked_addition(47, 38) == "7+8=15 carry 1, 4+3+1=8 carry 0, so 47+38=85"
+
+    Every column reads "x+y[+c]=s carry k" (the incoming carry c only when it is 1; a shorter operand's missing
+    digits are 0), then "so a+b=sum". The operands' digits, the template and the restated problem are predictable
+    from the prompt; only the column sums, the carries and the final sum are computed.
+    """
+    check(a >= 0 and b >= 0, "a, b", f"must be non-negative, got {a}, {b}")
+    width = max(len(str(a)), len(str(b)))
+    xs, ys = str(a).zfill(width)[::-1], str(b).zfill(width)[::-1]  # least significant digit first
+    carry, columns = 0, []
+    for x, y in zip(xs, ys):
+        total = int(x) + int(y) + carry
+        columns.append(f"{x}+{y}{'+1' if carry else ''}={total} carry {total // 10}")
+        carry = total // 10
+    return f"{', '.join(columns)}, so {a}+{b}={a + b}"
 
 
 def has_carry(a: int, b: int) -> bool:
@@ -52,6 +76,7 @@ class ArithmeticTask:
         retain_carries: str = "any",
         dev_size: int = 0,
         retain_keep: Sequence[str] = (),
+        response_format: str = "answer",
     ):
         for op in operations:
             check(op in _OPS, "data.task.operations", f"unknown operation {op!r}; choose from {sorted(_OPS)}")
@@ -66,6 +91,11 @@ class ArithmeticTask:
             check(value in CARRIES, f"data.task.{key}", f"must be one of {list(CARRIES)}, got {value!r}")
         check(carries == "any" or set(operations) == {"+"}, "data.task.carries",
               f"only applies to addition, got operations {list(operations)}")
+        check(response_format in FORMATS, "data.task.response_format",
+              f"must be one of {list(FORMATS)}, got {response_format!r}")
+        check(response_format == "answer" or set(operations) == {"+"}, "data.task.response_format",
+              f"'worked' only applies to addition, got operations {list(operations)}")
+        self.response_format = response_format
         self.operations, self.digits, self.ood_digits = tuple(operations), tuple(digits), tuple(ood_digits)
         self.carries = carries
         rng = random.Random(seed)
@@ -102,7 +132,7 @@ class ArithmeticTask:
             if prompt in seen or (self.carries != "any" and has_carry(a, b) != (self.carries == "only")):
                 continue
             seen.add(prompt)
-            answer = str(_OPS[op](a, b))
+            answer = worked_addition(a, b) if self.response_format == "worked" else str(_OPS[op](a, b))
             out.append({"prompt": prompt, "response": answer, "answer": answer})
         return out
 

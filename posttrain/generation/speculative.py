@@ -58,7 +58,10 @@ class SpeculativeOutput:
 
 
 class _CachedLM:
-    """A causal LM with a column-aligned KV cache, a 2-D attention mask with holes and per-row positions."""
+    """A causal LM with a column-aligned KV cache, a 2-D attention mask with holes and per-row positions.
+
+    The loop calls it 1 + γ times per verification step, so it keeps per-row counts of valid tokens (the next
+    position) instead of re-summing the mask, and reuses one column of ones for the draft's single-token feeds."""
 
     def __init__(self, model, batch: int, device):
         self.model = model
@@ -66,13 +69,11 @@ class _CachedLM:
         self.keep_arg = _accepts(model, "logits_to_keep")
         self.cache = None
         self.mask = torch.zeros((batch, 0), dtype=torch.long, device=device)  # (B, C)
+        self.count = torch.zeros((batch, 1), dtype=torch.long, device=device)  # (B, 1) valid tokens in the cache
+        self.ones = torch.ones((batch, 1), dtype=torch.long, device=device)  # (B, 1)
         self.calls = 0
 
-    def feed(self, tokens: torch.Tensor, valid: torch.Tensor, keep: int) -> torch.Tensor:
-        """Appends k columns (masked where not valid); returns the logits of the last `keep` columns (B, keep, V)."""
-        valid = valid.long()  # (B, k)
-        positions = (self.mask.sum(-1, keepdim=True) + valid.cumsum(-1) - 1).clamp(min=0)  # (B, k) valid tokens before
-        self.mask = torch.cat([self.mask, valid], dim=-1)  # (B, C + k)
+    def _forward(self, tokens: torch.Tensor, positions: torch.Tensor, keep: int) -> torch.Tensor:
         extra = {"logits_to_keep": keep} if self.keep_arg else {}
         out = self.model(input_ids=tokens, attention_mask=self.mask, position_ids=positions, use_cache=True,
                          **{self.cache_arg: self.cache}, **extra)
@@ -80,11 +81,31 @@ class _CachedLM:
         self.calls += 1
         return out.logits[:, -keep:]
 
-    def keep_prefix(self, fed: int, keep: torch.Tensor) -> None:
-        """Of the last `fed` columns, row b keeps the first keep[b]; columns no row keeps are cropped."""
-        cols = torch.arange(fed, device=self.mask.device)  # (fed,)
-        self.mask[:, -fed:] *= (cols[None] < keep[:, None]).long()  # (B, fed)
-        drop = fed - int(keep.max())
+    def feed(self, tokens: torch.Tensor, valid: torch.Tensor, keep: int) -> torch.Tensor:
+        """Appends k columns (masked where not valid); returns the logits of the last `keep` columns (B, keep, V)."""
+        valid = valid.long()  # (B, k)
+        positions = (self.count + valid.cumsum(-1) - 1).clamp(min=0)  # (B, k) valid tokens before
+        self.count = self.count + valid.sum(-1, keepdim=True)
+        self.mask = torch.cat([self.mask, valid], dim=-1)  # (B, C + k)
+        return self._forward(tokens, positions, keep)
+
+    def feed_one(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Appends one valid column (B, 1); returns its logits (B, V)."""
+        positions = self.count  # (B, 1)
+        self.count = self.count + 1
+        self.mask = torch.cat([self.mask, self.ones], dim=-1)  # (B, C + 1)
+        return self._forward(tokens, positions, 1)[:, -1]
+
+    def keep_prefix(self, fed: int, keep: torch.Tensor, drop: int) -> None:
+        """Of the last `fed` columns (all valid), row b keeps the first keep[b]; the last `drop` columns, which no
+        row keeps, are cropped."""
+        if drop < fed:  # some row keeps part of the block: rejected columns become holes
+            cols = torch.arange(fed, device=self.mask.device)  # (fed,)
+            removed = (cols[None] >= keep[:, None]).long()  # (B, fed)
+            self.mask[:, -fed:] -= removed
+            self.count = self.count - removed.sum(-1, keepdim=True)
+        else:
+            self.count = self.count - fed
         if drop > 0:
             self.cache.crop(-drop)  # transformers 5: a negative count removes that many trailing positions
             self.mask = self.mask[:, :-drop]
@@ -145,6 +166,8 @@ def speculative_generate(
     calls = torch.zeros(batch, dtype=torch.long, device=device)
     expected = torch.zeros(batch, dtype=torch.float64, device=device)
     verify_seconds = 0.0
+    steps = torch.arange(gamma + 1, device=device)[None]  # (1, γ+1)
+    draft_valid = torch.ones((batch, gamma), dtype=torch.bool, device=device)  # (B, γ)
     t_model, d_model = _CachedLM(target, batch, device), _CachedLM(draft, batch, device)
     t_pending, t_valid = prompt_input_ids, prompt_attention_mask.bool()  # (B, P) tokens not yet in the target cache
     d_pending, d_valid = t_pending, t_valid
@@ -158,11 +181,11 @@ def speculative_generate(
                 drafts.append(d)
                 probs.append(q)
                 if i < gamma - 1:
-                    logits = d_model.feed(d[:, None], torch.ones_like(d[:, None], dtype=torch.bool), keep=1)[:, -1]
+                    logits = d_model.feed_one(d[:, None])
             drafts_t = torch.stack(drafts, 1)  # (B, γ)
             probs_t = torch.stack(probs, 1)  # (B, γ, V)
             fed = torch.cat([t_pending, drafts_t], 1)  # (B, k + γ)
-            fed_valid = torch.cat([t_valid, torch.ones_like(drafts_t, dtype=torch.bool)], 1)
+            fed_valid = torch.cat([t_valid, draft_valid], 1)
             target_logits = t_model.feed(fed, fed_valid, keep=gamma + 1)  # (B, γ+1, V)
             tick = time.perf_counter()
             tokens, n, exp = speculative_verify(drafts_t, probs_t, target_logits, temperature=temperature,
@@ -170,7 +193,6 @@ def speculative_generate(
             verify_seconds += time.perf_counter() - tick
             # append up to n + 1 tokens per alive row, stopping at eos and at max_new_tokens
             emitted = tokens.clamp(min=0)  # (B, γ+1)
-            steps = torch.arange(gamma + 1, device=device)[None]  # (1, γ+1)
             count = n + 1  # (B,)
             if eos_token_id is not None:
                 is_eos = (emitted == eos_token_id) & (steps < count[:, None])  # (B, γ+1)
@@ -189,16 +211,17 @@ def speculative_generate(
             accepted += step_accepted
             decided += step_decided
             calls += alive.long()
-            dec_mask = torch.arange(gamma, device=device)[None] < step_decided[:, None]  # (B, γ)
+            dec_mask = steps[:, :gamma] < step_decided[:, None]  # (B, γ)
             expected += (exp.double() * dec_mask).sum(-1)
             length += kept
             alive = alive & ~(hit & (kept == count)) & (length < max_new_tokens)
             # cut both caches back to the accepted prefix; the extra token is the next pending one
-            t_model.keep_prefix(gamma, n)
+            longest = int(n.max())  # the one host sync of the step besides alive.any()
+            t_model.keep_prefix(gamma, n, gamma - longest)
             if gamma > 1:
-                d_model.keep_prefix(gamma - 1, torch.clamp(n, max=gamma - 1))
+                d_model.keep_prefix(gamma - 1, torch.clamp(n, max=gamma - 1), gamma - 1 - min(longest, gamma - 1))
             extra_tok = tokens[rows, n][:, None]  # (B, 1)
-            t_pending, t_valid = extra_tok, torch.ones_like(extra_tok, dtype=torch.bool)
+            t_pending, t_valid = extra_tok, draft_valid[:, :1]
             d_pending = torch.cat([drafts_t[:, -1:], extra_tok], 1)  # (B, 2): d_γ only where all γ were accepted
             d_valid = torch.cat([(n == gamma)[:, None], t_valid], 1)
     tokens = out[:, :max_new_tokens]  # (B, L)

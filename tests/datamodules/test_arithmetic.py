@@ -88,3 +88,31 @@ def test_retain_keep_filters_a_mixed_task_a_to_its_kept_operations():
     assert 0 < len(expected) < 80 and task_b.examples("retain") == expected
     with pytest.raises(ConfigError, match="data.task.retain_keep"):
         ArithmeticTask(train_size=10, val_size=5, test_ood_size=5, retain_operations=["+"], retain_keep=["-"])
+
+
+def test_worked_addition_by_hand():
+    from datamodules.tasks.arithmetic import worked_addition
+
+    # 7+8 = 15 (carry 1), 4+3+1 = 8 (carry 0)
+    assert worked_addition(47, 38) == "7+8=15 carry 1, 4+3+1=8 carry 0, so 47+38=85"
+    # the shorter operand's missing digit is 0, the last carry is written out and the sum gains a digit
+    assert worked_addition(347, 85) == "7+5=12 carry 1, 4+8+1=13 carry 1, 3+0+1=4 carry 0, so 347+85=432"
+    assert worked_addition(50, 50) == "0+0=0 carry 0, 5+5=10 carry 1, so 50+50=100"
+    with pytest.raises(ConfigError, match="a, b"):
+        worked_addition(-1, 3)
+
+
+def test_worked_format_answers_are_the_working_and_only_for_addition():
+    task = ArithmeticTask(digits=[2, 2], ood_digits=[3, 3], train_size=50, val_size=20, test_ood_size=10,
+                          response_format="worked")
+    for e in task.examples("val") + task.examples("test_ood"):
+        a, b = e["prompt"][:-1].split("+")
+        assert e["response"] == e["answer"] and e["answer"].endswith(f", so {a}+{b}={int(a) + int(b)}")
+        assert 40 <= len(e["answer"]) <= 68  # tens of tokens: 2 columns (3 for test_ood) and the restated sum
+    # the problems are those of the plain format with the same seed
+    plain = ArithmeticTask(digits=[2, 2], ood_digits=[3, 3], train_size=50, val_size=20, test_ood_size=10)
+    assert [e["prompt"] for e in plain.examples("train")] == [e["prompt"] for e in task.examples("train")]
+    with pytest.raises(ConfigError, match="data.task.response_format"):
+        ArithmeticTask(response_format="verbose")
+    with pytest.raises(ConfigError, match="data.task.response_format"):
+        ArithmeticTask(operations=["*"], response_format="worked")
