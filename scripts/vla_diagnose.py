@@ -1,10 +1,13 @@
 """Where does a trained VLA policy fail: fitting, generalisation, or execution?
 
-    OMP_NUM_THREADS=1 python scripts/vla_diagnose.py --model DIR --demos DEMOS_DIR [--prompt unified]
-        [--tasks pick-place-v3 push-v3] [--held-out 6] [--episodes 4] [--execute 4 1]
+    OMP_NUM_THREADS=1 python scripts/vla_diagnose.py --model DIR | --ckpt last.ckpt --demos DEMOS_DIR
+        [--prompt unified] [--tasks pick-place-v3 push-v3] [--held-out 6] [--episodes 4] [--execute 4 1]
+        [-- key=value ...]
 
-`DIR` is a saved VLA (a stage's `save_dir`, `VLAModel.save_pretrained`), `DEMOS_DIR` the demonstrations it was
-trained on (the normalisation statistics and the training episodes' reset seeds come from there). Prints:
+`DIR` is a saved VLA (a stage's `save_dir`, `VLAModel.save_pretrained`), or `last.ckpt` an arm's Lightning
+checkpoint (`<run>/checkpoints/<stage>/last.ckpt`; the model is built from `experiment=internvla_m1` and the given
+overrides, then loaded), `DEMOS_DIR` the demonstrations it was trained on (the normalisation statistics and the
+training episodes' reset seeds come from there). Prints:
 
 1. Open-loop action error, in the environment's units, of the sampled chunk against the expert's next actions,
    on training frames and on frames of fresh expert episodes of held-out layouts (`val` split seeds no
@@ -30,6 +33,25 @@ from datamodules.robot import RobotDataModule  # noqa: E402
 from posttrain.envs import make_env  # noqa: E402
 from posttrain.envs.demos import action_chunk, collect_demos  # noqa: E402
 from posttrain.models.vla import load_vla  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def model_from_checkpoint(path: str, overrides: list[str]):
+    """The VLA of an InternVLAModule checkpoint: built from the experiment's model config, weights and statistics
+    loaded from the checkpoint's `model.` entries."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from posttrain.pipeline.run import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=internvla_m1", *overrides])
+    model, processor = instantiate(cfg.model)
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    return model, processor
 
 
 def observation(episode, t: int) -> dict:
@@ -85,7 +107,8 @@ def closed_loop(model, data, env, seeds: list[int], execute: int, max_steps: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="a saved VLA directory")
+    parser.add_argument("--ckpt", help="an arm's Lightning checkpoint instead")
     parser.add_argument("--demos", required=True)
     parser.add_argument("--prompt", default="unified", help="the spatial prompt the policy was trained with")
     parser.add_argument("--tasks", nargs="+", default=["pick-place-v3", "push-v3"])
@@ -97,10 +120,11 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, nargs="+", default=[None], help="guidance scales (default: the model's)")
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("overrides", nargs="*", help="config overrides the checkpoint's model was built with")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    model, processor = load_vla(args.model)
+    model, processor = load_vla(args.model) if args.model else model_from_checkpoint(args.ckpt, args.overrides)
     model.eval()
     data = RobotDataModule(processor, path=args.demos, chunk=model.chunk, spatial_prompt=args.prompt)
     data.setup("fit")
