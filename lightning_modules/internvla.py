@@ -8,6 +8,7 @@ L = L_act + w · L_vlm, the planner and the action modules at their own learning
 from __future__ import annotations
 
 import copy
+import time
 
 import torch
 
@@ -45,6 +46,9 @@ class InternVLAModule(PostTrainModule):
         self.vlm_weight, self.vlm_lr, self.action_lr, self.seed = vlm_weight, vlm_lr, action_lr, seed
         self.pss_every, self.pss_window = pss_every, pss_window
         self.pss_grads: dict[str, list[torch.Tensor]] = {"vlm": [], "action": []}
+        # training throughput since this process started fitting: robot frames, wall and CPU seconds of the steps
+        self.throughput = {"frames": 0, "wall": 0.0, "cpu": 0.0}
+        self.step_clock = (0.0, 0.0)
 
     # ---- setup ------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -75,6 +79,22 @@ class InternVLAModule(PostTrainModule):
     # ---- training -----------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx) -> None:
         torch.manual_seed(self.seed * 1_000_003 + self.global_step)  # dropout and noise: a function of the step
+        self.step_clock = (time.perf_counter(), time.process_time())
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        wall, cpu = self.step_clock
+        self.throughput["frames"] += int(batch["robot"]["actions"].shape[0])
+        self.throughput["wall"] += time.perf_counter() - wall
+        self.throughput["cpu"] += time.process_time() - cpu
+
+    def progress_info(self) -> dict:
+        """Training throughput so far, in every evaluation row: robot frames per wall second and per CPU second of
+        this process (the load-independent measure on a shared machine); steps only, evaluations excluded."""
+        seen = self.throughput
+        if seen["frames"] == 0:
+            return {}
+        return {"perf/train_frames_per_s": seen["frames"] / max(seen["wall"], 1e-9),
+                "perf/train_frames_per_cpu_s": seen["frames"] / max(seen["cpu"], 1e-9)}
 
     def action_loss(self, robot: dict) -> tuple[torch.Tensor, dict]:
         model, repeats = self.model, self.model.repeats

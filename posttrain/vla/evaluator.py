@@ -20,11 +20,16 @@ Observations become the model's inputs through `encode(observations, seeds)`, wh
 data (`RobotDataModule.encode_observations`: the same processor, spatial prompt, views and state normalisation as
 the training frames).
 
+The evaluation's cost is reported beside it: `perf/eval_episodes_per_min` and `perf/eval_env_steps_per_s`
+(closed-loop episodes per wall minute and environment steps per wall second, renders, physics and model calls
+together).
+
 The scene view of the first `media_episodes` episodes of each episode split becomes a frame grid (one row per
 episode, every `media_every`-th step) written to TensorBoard at each evaluation.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -69,6 +74,7 @@ class ClosedLoopEvaluator(nn.Module):
         self.frames: dict[str, list[list[np.ndarray]]] = {}
         self.grids: dict[str, torch.Tensor] = {}
         self.tokenizer, self.encode = None, None
+        self.clock = {"episodes": 0, "steps": 0, "wall": 0.0}  # closed-loop cost since the last compute
 
     def setup(self, splits, tokenizer, is_correct=None) -> None:
         self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a VLM processor's tokenizer
@@ -97,6 +103,7 @@ class ClosedLoopEvaluator(nn.Module):
 
     def play(self, model, seeds: list[int], split: str, seed: int) -> None:
         """Plays one episode per seed (in lockstep) and records success and length."""
+        started = time.perf_counter()
         envs, device = self.environments(split, len(seeds)), next(model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)
         observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
@@ -122,6 +129,9 @@ class ClosedLoopEvaluator(nn.Module):
             self.metric(split, "success").update(float(success[i]))
             self.metric(split, "steps").update(float(steps[i]))
         recorded.extend(films[i] for i in filming)
+        self.clock["episodes"] += len(envs)
+        self.clock["steps"] += sum(steps)
+        self.clock["wall"] += time.perf_counter() - started
 
     def predict(self, model, observations: list[dict], seeds: list[int], generator) -> torch.Tensor:
         """Action chunks (N, H, A) in environment units for the observations."""
@@ -158,6 +168,11 @@ class ClosedLoopEvaluator(nn.Module):
             results.update({f"{name}/{k}": torch.tensor(v) for k, v in self.grounding_metrics(examples,
                                                                                              completions).items()})
         self.answers = {}
+        if self.clock["episodes"]:  # the evaluation's cost: episodes (renders, physics, model calls) per wall minute
+            wall = max(self.clock["wall"], 1e-9)
+            results["perf/eval_episodes_per_min"] = torch.tensor(60.0 * self.clock["episodes"] / wall)
+            results["perf/eval_env_steps_per_s"] = torch.tensor(self.clock["steps"] / wall)
+        self.clock = {"episodes": 0, "steps": 0, "wall": 0.0}
         self.grids = {split: frame_grid(films) for split, films in self.frames.items() if films}
         self.frames = {}
         return results

@@ -116,6 +116,10 @@ def test_the_demonstration_stage_writes_a_cached_folder(tmp_path):
     assert demos.output.startswith(str(tmp_path / "cache" / "demos-")) and os.path.isdir(demos.output)
     assert len(read_demos(demos.output).episodes) == 2
     assert demos.rows[0]["dataset/examples"] == 2 and demos.rows[0]["dataset/expert_success"] == 1.0
+    row = demos.rows[0]  # the cost: steps/s = demos/min / 60 x the mean episode length, over the same wall time
+    steps_per_episode = row["perf/sim_steps_per_s"] * 60 / row["perf/demos_per_min"]
+    assert steps_per_episode == pytest.approx(row["dataset/frames"] / 2)
+    assert row["perf/demos_per_cpu_min"] > 0
     again = train(compose_config([*overrides, f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "again"))
     assert again["stages"]["demos"].module is None and again["stages"]["demos"].output == demos.output
 

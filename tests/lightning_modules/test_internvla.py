@@ -81,6 +81,9 @@ def test_two_steps_change_planner_and_action_modules_and_evaluate_in_closed_loop
     history = module.eval_history[-1]
     assert {"val/success", "val/steps", "test_paraphrase/success", "grounding/box_iou50"} <= set(history)
     assert 0 <= history["val/success"] <= 1 and 1 <= history["val/steps"] <= 6
+    perf = ("perf/train_frames_per_s", "perf/train_frames_per_cpu_s", "perf/eval_episodes_per_min")
+    assert all(history[k] > 0 for k in perf)
+    assert module.throughput["frames"] == 2 * 4  # two steps of four frames timed
     assert module.model.statistics["action_q99"]
 
 
@@ -94,7 +97,11 @@ def test_closed_loop_evaluator_plays_the_episodes_and_grids_their_frames(demos):
     specs = next(iter(dm.val_dataloader()[1]))
     evaluator.update(module.model.eval(), specs, "test_paraphrase", seed=0)
     results = evaluator.compute()
-    assert set(results) == {"test_paraphrase/success", "test_paraphrase/steps"}
+    assert set(results) == {"test_paraphrase/success", "test_paraphrase/steps", "perf/eval_episodes_per_min",
+                            "perf/eval_env_steps_per_s"}
+    # steps/s over episodes/s is the mean episode length: both rates are over the same wall time
+    rate = results["perf/eval_env_steps_per_s"] / results["perf/eval_episodes_per_min"] * 60
+    assert float(rate) == pytest.approx(float(results["test_paraphrase/steps"]), rel=1e-5)
     grid = evaluator.grids["test_paraphrase"]
     assert grid.shape[0] == 3 and grid.shape[1] == 2 * 33 + 1  # two episodes, 32-pixel frames
     envs = evaluator.envs["test_paraphrase"]

@@ -28,5 +28,6 @@ def test_killed_internvla_run_resumes_to_the_same_result(tmp_path):
     assert resumed["stages"]["grounding"].module is None  # stage 1 from the cache
     assert resumed["trainer"].global_step == 4
     assert_same_parameters(resumed["module"].model, reference["module"].model)
-    assert resumed["rows"] == reference["rows"]
+    without_timings = lambda rows: [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]  # noqa: E731
+    assert without_timings(resumed["rows"]) == without_timings(reference["rows"])  # wall-clock rates aside
     assert {"val/success", "grounding/box_iou50"} <= set(resumed["rows"][-1])
