@@ -227,7 +227,8 @@ def group_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-
 
 def group_statistics(rollout: Rollout) -> dict:
     """The logged rollout metrics: reward mean, accuracy and all-correct/all-wrong group fractions (by the verdicts'
-    correctness, so a graded reward's all-formatted-but-wrong group counts as all wrong), lengths, parsing, and
+    correctness, so a graded reward's all-formatted-but-wrong group counts as all wrong), the fraction of groups
+    whose rewards differ (`groups_mixed`: the only ones with a nonzero advantage), lengths, parsing, and
     `sampled_nll`, the mean −log π_old of the sampled tokens: an estimate of the policy's per-token entropy, whose
     fall shows the sampling distribution collapsing."""
     rows = rollout.batch_prompts * rollout.num_samples  # statistics of the step's own batch only
@@ -241,6 +242,7 @@ def group_statistics(rollout: Rollout) -> dict:
         "accuracy": (rewards > 0.5).float().mean() if rollout.correct is None else rate.mean(),
         "groups_all_correct": (rate == 1).float().mean(),
         "groups_all_wrong": (rate == 0).float().mean(),
+        "groups_mixed": (rewards.amax(-1) > rewards.amin(-1)).float().mean(),  # the groups with an advantage
         "response_length": lengths.mean(),
         "sampled_nll": -(rollout.old_logps[:rows] * mask).sum() / mask.sum().clamp(min=1),
         "truncated": (~rollout.finished[:rows]).float().mean(),

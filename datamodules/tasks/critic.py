@@ -96,15 +96,18 @@ class ShapesCriticTask:
         tie_fraction: share of training items whose two responses are both right (worded differently), label "tie".
         remove_rationale: the SFT target keeps only the label (the paper); false: `<think>what the image shows
             </think>\\boxed{label}`.
-        random_labels: every training label is a coin flip (the warm-up's format-only items).
+        random_labels: share of training items whose label is a coin flip (true: every item, the judging format
+            without the judging; 0.5: labels right on about 3/4 of the items, a weak judge's supervision).
     Held-out splits: `val` (critic pairs, both orders, no ties) and `qa` (the same scenes' questions).
     """
 
     eval_splits = ("val", "qa")
 
     def __init__(self, style: str = "short", judge_template: str | None = None, format_suffix: str | None = None,
-                 tie_fraction: float = 0.0, remove_rationale: bool = True, random_labels: bool = False, **shapes):
+                 tie_fraction: float = 0.0, remove_rationale: bool = True, random_labels: float = 0.0, **shapes):
         check(0.0 <= tie_fraction < 1.0, "data.task.tie_fraction", f"must be in [0, 1), got {tie_fraction}")
+        random_labels = float(random_labels)  # true / false: every label / none
+        check(0.0 <= random_labels <= 1.0, "data.task.random_labels", f"must be in [0, 1], got {random_labels}")
         self.shapes = ShapesTask(**shapes)
         self.prompt = CriticPrompt.of(style, judge_template, format_suffix)
         self.tie_fraction, self.remove_rationale, self.random_labels = tie_fraction, remove_rationale, random_labels
@@ -138,7 +141,7 @@ class ShapesCriticTask:
             wrong = rng.choice([c for c in answer_choices(example["kind"], self.shapes.max_count) if c != answer])
             other, preferred = target(reasoning(example, wrong), wrong), "1" if correct_first else "2"
         responses = (right, other) if correct_first else (other, right)
-        if self.random_labels:
+        if self.random_labels >= 1.0 or (self.random_labels > 0.0 and rng.random() < self.random_labels):
             preferred = rng.choice(("1", "2"))
         rationale = "" if self.remove_rationale else reasoning(example, answer)
         return critic_item(example["image"], example["prompt"], responses, preferred, self.prompt, rationale,

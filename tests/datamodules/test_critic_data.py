@@ -7,6 +7,7 @@ import pytest
 from datamodules.jsonl import DataError
 from datamodules.tasks.critic import CriticJsonlTask, ShapesCriticTask, ShapesQATask, WarmupTask
 from posttrain.rewards.parsing import parse_boxed
+from posttrain.utils.config import ConfigError
 from tests.vlm import shape_image
 
 SHAPES = dict(grid=2, kinds=["colour"], objects=[1, 2], ood_objects=[3, 3], train_size=200, val_size=20,
@@ -48,6 +49,12 @@ def test_ties_rationales_and_random_labels():
     coin = ShapesCriticTask(random_labels=True, **SHAPES).examples("train")
     right = sum(parse_boxed(e["responses"][int(e["preferred"]) - 1]) == e["qa_answer"] for e in coin)
     assert 70 <= right <= 130  # labels are coin flips: about half name the right response
+    assert coin == ShapesCriticTask(random_labels=1.0, **SHAPES).examples("train")  # true is the fraction 1
+    half = ShapesCriticTask(random_labels=0.5, **SHAPES).examples("train")
+    right = sum(parse_boxed(e["responses"][int(e["preferred"]) - 1]) == e["qa_answer"] for e in half)
+    assert 130 <= right <= 170  # half the items keep the true label, half of the others flip to it: about 3/4
+    with pytest.raises(ConfigError, match="data.task.random_labels"):
+        ShapesCriticTask(random_labels=1.5, **SHAPES)
 
 
 def test_qa_and_warmup_tasks():

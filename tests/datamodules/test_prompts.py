@@ -84,7 +84,7 @@ def test_group_statistics_count_a_graded_rewards_correctness_and_the_sampled_nll
                       correct=torch.tensor([False, False, True, False]))
     stats = group_statistics(rollout)
     assert stats["groups_all_wrong"] == 0.5 and stats["groups_all_correct"] == 0
-    assert stats["accuracy"] == 0.25
+    assert stats["accuracy"] == 0.25 and stats["groups_mixed"] == 0.5  # prompt 1's rewards differ (1.0, 0.0)
     torch.testing.assert_close(stats["sampled_nll"], torch.tensor(12.0 / 7))  # (1 + 3 + 2 + 1.5 + 4.5) / 7
     # without recorded correctness the rewards are it (0/1 verifiers): 0.1 then reads as not all wrong
     plain = group_statistics(dataclasses.replace(rollout, correct=None))
