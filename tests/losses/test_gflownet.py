@@ -94,14 +94,16 @@ def test_gradients_reach_every_input_that_matters():
 
 
 # ---- cross-check against torchgfn ------------------------------------------------------------------------------------
-# The literals below come from torchgfn 2.4.1 (run outside the project: it pins numpy < 2) on a 1-d HyperGrid of
-# height 4, a chain where state x moves to x + 1 or exits: P_F("+1" | x) = sigmoid(MOVE_LOGIT[x]) against an exit
-# logit of 0 (x = 3 may only exit), rewards R(x) = REWARD[x], 6 trajectories sampled after torch.manual_seed(6)
-# with these move counts. LogPartitionVarianceGFlowNet(constant_pb=True).loss gave VAR_TB; ModifiedDBGFlowNet
-# .loss on the trajectories' transitions gave DB; SubTBGFlowNet with logF(x) = log R(x) − log P_F(exit | x) (the
-# terminable-state flow) gave per-sub-trajectory residuals by get_scores, and SUBTB is the mean over trajectories
-# of the sum of the squared residuals of the sub-trajectories that end at a state (torchgfn also scores the ones
-# that end at its sink state, with log R as the target; the spec's sum has no such terms).
+# The literals below come from torchgfn 2.4.1, run outside the project (it pins numpy < 2) by
+# scripts/torchgfn_reference.py, which says how to set it up: a 1-d HyperGrid of height 4, a chain where state x
+# moves to x + 1 or exits: P_F("+1" | x) = sigmoid(MOVE_LOGIT[x]) against an exit logit of 0 (x = 3 may only exit),
+# rewards R(x) = REWARD[x], 6 trajectories sampled after torch.manual_seed(6) with these move counts.
+# LogPartitionVarianceGFlowNet(constant_pb=True).loss gave VAR_TB; ModifiedDBGFlowNet.loss on the trajectories'
+# transitions gave DB; SubTBGFlowNet with logF(x) = log R(x) − log P_F(exit | x) (the terminable-state flow) gave
+# per-sub-trajectory residuals by get_scores, and SUBTB is the mean over trajectories of the sum of the squared
+# residuals of the sub-trajectories that end at a state (torchgfn also scores the ones that end at its sink state,
+# with log R as the target; the spec's sum has no such terms). Rerun there, it printed 1.4401350021362305,
+# 3.7697246074676514 and 8.31103229522705.
 MOVE_LOGIT = [0.3, -0.2, 0.8]
 REWARD = [20.0, 50.0, 100.0, 7.0]
 TORCHGFN_LENGTHS = [1, 0, 3, 2, 1, 0]
