@@ -31,12 +31,14 @@ PPO_DEFAULTS = {"epochs": 2, "clip_eps": 0.2}
 class GFlowVLMModule(PostTrainModule):
     def __init__(self, model, tokenizer, env: dict, loss: str = "db", lam: float = 0.4, num_samples: int = 4,
                  buffer_size: int = 4, off_policy: str = "auto", generation: dict | None = None,
-                 markovian: bool = False, grad_clip: float | None = 1.0, chunk: int = 32, ppo: dict | None = None,
+                 markovian: bool = False, outside_support: str = "one_sided", grad_clip: float | None = 1.0,
+                 chunk: int = 32, ppo: dict | None = None,
                  seed: int = 0, optimizer=None, scheduler=None, evaluator=None):
         check_choice(loss, (*LOSSES, "ppo"), "method.loss")
         check(lam >= 0, "method.lam", f"must be >= 0, got {lam}")
         check(num_samples >= 1, "method.num_samples", f"must be >= 1, got {num_samples}")
         check_choice(off_policy, ("auto", "none", "on_failure", "always"), "method.off_policy")
+        check_choice(outside_support, ("one_sided", "floor"), "method.outside_support")
         super().__init__(model, tokenizer, optimizer, scheduler,
                          evaluator if evaluator is not None else EpisodeEvaluator(env))
         self.save_hyperparameters(ignore=["model", "tokenizer", "evaluator"])
@@ -45,6 +47,7 @@ class GFlowVLMModule(PostTrainModule):
         make_env(self.env_config)  # an unknown env id or argument stops here, naming the key
         self.loss_name, self.lam, self.num_samples = loss, lam, num_samples
         self.grad_clip, self.chunk = grad_clip, chunk
+        self.outside_support = outside_support
         self.augmentation = AUGMENTATION.get(env["id"], "none") if off_policy == "auto" else off_policy
         gen = online.generation_settings(generation)
         self.settings = EpisodeSettings(temperature=gen["temperature"], max_new_tokens=gen["max_new_tokens"],
@@ -84,10 +87,12 @@ class GFlowVLMModule(PostTrainModule):
         tensors = trajectory_tensors(self.model, self.processor, trajectories, self.lam, self.chunk,
                                      termination=self.loss_name != "tb", temperature=self.settings.temperature)
         args = (tensors["log_pf"], tensors["log_pterm"], tensors["log_reward"], tensors["lengths"])
+        # one_sided: residuals into histories with an invalid answer only lower them; floor: squared against 1e-10
+        outside = tensors["outside"] if self.outside_support == "one_sided" else None
         if self.loss_name == "tb":
-            loss, metrics = LOSSES["tb"](*args, groups=torch.tensor([t.task for t in trajectories]))
+            loss, metrics = LOSSES["tb"](*args, groups=torch.tensor([t.task for t in trajectories]), outside=outside)
         else:
-            loss, metrics = LOSSES[self.loss_name](*args)
+            loss, metrics = LOSSES[self.loss_name](*args, outside=outside)
         online.update(self, loss, self.grad_clip)
         return {"loss": loss.detach(), **metrics, "buffer": float(len(self.buffer))}
 

@@ -7,10 +7,14 @@ and, on the first `diversity_tasks` tasks of each batch, `success_sampled` and `
 S_i the number of distinct successful thought+action sequences of task i, Div = Σ_i S_i / #{i: S_i ≥ 1} (1 at least;
 0 when no task has a success). With `tv_samples` > 0 (NumberLine only; ignored elsewhere), `val/tv_terminal`: the
 total-variation distance between the policy's sampled terminal action sequences on a short-horizon task and
-R(x)/ΣR (`terminal_distance`).
+R(x)/ΣR (`terminal_distance`), and `val/tv_final`: the same on the environment's own step budget (the horizon
+the policy is trained on), over the final number of the sampled episodes against R(x)/ΣR summed over the terminal
+objects that end on each number (`final_number_rewards`; every action sequence of up to 10 steps is too many
+objects for 128 samples, the final numbers are few).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import Counter
 
@@ -37,7 +41,7 @@ class EpisodeEvaluator(nn.Module):
         self.greedy = EpisodeSettings(temperature=0.0, max_new_tokens=max_new_tokens, markovian=markovian)
         self.sampled = EpisodeSettings(temperature=temperature, max_new_tokens=max_new_tokens, markovian=markovian)
         self.metrics = nn.ModuleDict()
-        self.processor, self.tv = None, None
+        self.processor, self.tv, self.tv_final = None, None, None
 
     def setup(self, splits, tokenizer, is_correct=None) -> None:
         self.processor = make_processor(tokenizer, self.max_length)
@@ -72,6 +76,7 @@ class EpisodeEvaluator(nn.Module):
                 metrics["solved_tasks"].update(float(distinct >= 1))
         if self.tv_samples > 0 and self.env_config["id"] == "numberline" and split == "val" and self.tv is None:
             self.tv = self.terminal_distance(model, generator)
+            self.tv_final = self.final_number_distance(model, generator)
 
     def compute(self) -> dict[str, torch.Tensor]:
         results = {}
@@ -89,7 +94,8 @@ class EpisodeEvaluator(nn.Module):
                 metric.reset()
         if self.tv is not None:
             results["val/tv_terminal"] = torch.tensor(self.tv)
-            self.tv = None
+            results["val/tv_final"] = torch.tensor(self.tv_final)
+            self.tv, self.tv_final = None, None
         return results
 
     def terminal_distance(self, model, generator: torch.Generator) -> float:
@@ -100,9 +106,45 @@ class EpisodeEvaluator(nn.Module):
         trajs = run_episodes(model, self.processor, envs, [self.tv_task] * self.tv_samples, self.sampled, generator)
         counts = Counter(tuple(s.action for s in t.steps) if not t.invalid_steps() else None for t in trajs)
         target = terminal_rewards(make_env(self.env_config, max_steps=self.tv_max_steps), self.tv_task)
-        total = sum(target.values())
-        support = set(target) | set(counts)
-        return 0.5 * sum(abs(counts.get(x, 0) / len(trajs) - target.get(x, 0.0) / total) for x in support)
+        return total_variation(counts, len(trajs), target)
+
+    def final_number_distance(self, model, generator: torch.Generator) -> float:
+        """TV between the final numbers of `tv_samples` sampled episodes of task `tv_task` on the environment's
+        own step budget (an episode with an invalid answer counts outside the support) and R(x)/ΣR summed over
+        the terminal objects that end on each number."""
+        envs = self.envs("val", self.tv_samples)
+        trajs = run_episodes(model, self.processor, envs, [self.tv_task] * self.tv_samples, self.sampled, generator)
+        counts = Counter(env.current if not t.invalid_steps() else None for env, t in zip(envs, trajs))
+        return total_variation(counts, len(trajs), final_number_rewards(make_env(self.env_config), self.tv_task))
+
+
+def total_variation(counts: Counter, samples: int, rewards: dict) -> float:
+    """½ Σ_x |counts(x)/samples − R(x)/ΣR| over the union of both supports."""
+    total = sum(rewards.values())
+    support = set(rewards) | set(counts)
+    return 0.5 * sum(abs(counts.get(x, 0) / samples - rewards.get(x, 0.0) / total) for x in support)
+
+
+def final_number_rewards(env, task: int) -> dict[int, float]:
+    """Σ R(x) over the terminal objects x of a NumberLine task (action sequences within its step budget, as
+    `terminal_rewards`) grouped by the number they end on; by dynamic programming over (number, steps taken), since
+    the terminal objects below a state depend only on those two."""
+
+    @functools.cache
+    def below(current: int, steps: int) -> tuple[tuple[int, float], ...]:
+        mass = Counter()
+        for action in range(len(env.admissible())):
+            env.reset(seed=task)
+            env.current, env.steps = current, steps  # place the environment in this state, then play its rules
+            _, _, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                mass[info["current"]] += info["gfn_reward"]
+            else:
+                mass.update(dict(below(info["current"], steps + 1)))
+        return tuple(sorted(mass.items()))
+
+    env.reset(seed=task)
+    return dict(below(env.current, 0))
 
 
 def terminal_rewards(env, task: int) -> dict[tuple, float]:

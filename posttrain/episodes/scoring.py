@@ -8,6 +8,7 @@ For trajectory b with m_b moves (steps before a final "[DONE]"):
                          the agent's own "[DONE]" answer, or 0 where termination was forced (time limit, the game ended)
     log_reward (B, M+1)  log R(z_{0:i}⊤)
     lengths (B,)         m_b
+    outside (B, M+1)     bool: state i's history holds an invalid answer (outside R's support; its R is the floor)
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def trajectory_tensors(model, processor, trajectories: list[Trajectory], lam: fl
     log_pf = torch.zeros(batch, width, device=device)  # (B, M)
     log_pterm = torch.zeros(batch, width + 1, device=device)  # (B, M+1)
     log_reward = torch.zeros(batch, width + 1, device=device, dtype=torch.float64)  # (B, M+1)
+    outside = torch.zeros(batch, width + 1, dtype=torch.bool, device=device)  # (B, M+1)
     lengths = torch.tensor([len(t.moves) for t in trajectories], device=device)  # (B,)
     step_at, move_at = 0, 0
     for b, traj in enumerate(trajectories):
@@ -78,9 +80,12 @@ def trajectory_tensors(model, processor, trajectories: list[Trajectory], lam: fl
         if traj.done:
             log_pterm[b, m] = step_pf[step_at + m]
         log_reward[b, :m + 1] = torch.tensor(traj.state_rewards, dtype=torch.float64).log()
+        invalid = [s.action is None for s in traj.moves]  # (m,): state i follows moves 1..i
+        outside[b, 1:m + 1] = torch.tensor(invalid, dtype=torch.int64, device=device).cumsum(0) > 0
+        outside[b, m + 1:] = outside[b, m]
         step_at, move_at = step_at + len(traj.steps), move_at + m
     return {"log_pf": log_pf, "log_pterm": log_pterm, "log_reward": log_reward.float(), "lengths": lengths,
-            "step_log_pf": step_pf}
+            "outside": outside, "step_log_pf": step_pf}
 
 
 def offsets(trajectories: list[Trajectory]) -> list[int]:

@@ -148,3 +148,42 @@ def test_augmentation_rules():
     ok, failed = Trajectory(task=0, success=True), Trajectory(task=0, success=False)
     assert needs_augmentation("on_failure", [ok, failed]) and not needs_augmentation("on_failure", [ok])
     assert needs_augmentation("always", [ok]) and not needs_augmentation("none", [failed])
+
+
+def test_outside_marks_the_states_after_an_invalid_answer(policy):
+    model, processor = policy
+    env = make_env({"id": "numberline", "max_steps": 5})
+    episode = Episode(env, 5, images=False)
+    good = format_output("x", "+")
+    for text in (good, "garbage", good, format_output("x", "[DONE]")):
+        episode.advance("p", text, processor.response(text), processor)
+    valid = expert_trajectory(make_env({"id": "numberline"}), 1, processor, EpisodeSettings())
+    out = trajectory_tensors(model, processor, [episode.trajectory, valid], lam=0.4)
+    m = len(valid.moves)
+    assert out["outside"][0].tolist() == [False, False, True, True]  # moves: +, garbage, +; then [DONE]
+    assert not out["outside"][1, :m + 1].any()
+
+
+# seed 16: target 3, current 2; with a budget of 2 steps the terminal objects and their R = 100/(|3 − y| + 1) are
+# [DONE] (y=2: 50), (+, [DONE]) (3: 100), (−, [DONE]) (1: 100/3), and the four two-move sequences the time limit
+# ends: ++ (4: 50), +− (2: 50), −+ (2: 50), −− (0: 25)
+TERMINAL_BY_HAND = {("[DONE]",): 50.0, ("+", "[DONE]"): 100.0, ("-", "[DONE]"): 100 / 3, ("+", "+"): 50.0,
+                    ("+", "-"): 50.0, ("-", "+"): 50.0, ("-", "-"): 25.0}
+
+
+def test_terminal_objects_and_their_final_numbers_by_hand():
+    from posttrain.episodes.evaluate import final_number_rewards, terminal_rewards
+    env = make_env({"id": "numberline", "max_steps": 2})
+    env.reset(seed=16)
+    assert (env.target, env.current) == (3, 2)
+    assert terminal_rewards(env, 16) == pytest.approx(TERMINAL_BY_HAND)
+    assert final_number_rewards(env, 16) == pytest.approx({0: 25.0, 1: 100 / 3, 2: 150.0, 3: 100.0, 4: 50.0})
+
+
+def test_total_variation_by_hand():
+    from collections import Counter
+
+    from posttrain.episodes.evaluate import total_variation
+    # 4 samples: 2 at y=3, 1 at y=2, 1 invalid (None, outside the support); R: {2: 1, 3: 3}
+    tv = total_variation(Counter({3: 2, 2: 1, None: 1}), 4, {2: 1.0, 3: 3.0})
+    assert tv == pytest.approx(0.5 * (abs(0.5 - 0.75) + abs(0.25 - 0.25) + 0.25))

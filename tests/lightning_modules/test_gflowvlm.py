@@ -51,5 +51,6 @@ def test_tiny_vlm_plays_numberline_from_images_two_steps(tmp_path):
     assert policy and all(s.image is not None and s.image.shape == (64, 64, 3) for t in policy for s in t.steps)
     assert all("state:" not in s.prompt for t in held for s in t.steps)
     final = module.eval_history[-1]
-    assert {"val/success", "test_ood/success", "val/invalid", "val/div@2", "val/tv_terminal"} <= set(final)
-    assert 0 <= final["val/tv_terminal"] <= 1
+    assert {"val/success", "test_ood/success", "val/invalid", "val/div@2", "val/tv_terminal",
+            "val/tv_final"} <= set(final)
+    assert 0 <= final["val/tv_terminal"] <= 1 and 0 <= final["val/tv_final"] <= 1

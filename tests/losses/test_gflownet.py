@@ -94,14 +94,16 @@ def test_gradients_reach_every_input_that_matters():
 
 
 # ---- cross-check against torchgfn ------------------------------------------------------------------------------------
-# The literals below come from torchgfn 2.4.1 (run outside the project: it pins numpy < 2) on a 1-d HyperGrid of
-# height 4, a chain where state x moves to x + 1 or exits: P_F("+1" | x) = sigmoid(MOVE_LOGIT[x]) against an exit
-# logit of 0 (x = 3 may only exit), rewards R(x) = REWARD[x], 6 trajectories sampled after torch.manual_seed(6)
-# with these move counts. LogPartitionVarianceGFlowNet(constant_pb=True).loss gave VAR_TB; ModifiedDBGFlowNet
-# .loss on the trajectories' transitions gave DB; SubTBGFlowNet with logF(x) = log R(x) − log P_F(exit | x) (the
-# terminable-state flow) gave per-sub-trajectory residuals by get_scores, and SUBTB is the mean over trajectories
-# of the sum of the squared residuals of the sub-trajectories that end at a state (torchgfn also scores the ones
-# that end at its sink state, with log R as the target; the spec's sum has no such terms).
+# The literals below come from torchgfn 2.4.1, run outside the project (it pins numpy < 2) by
+# scripts/torchgfn_reference.py, which says how to set it up: a 1-d HyperGrid of height 4, a chain where state x
+# moves to x + 1 or exits: P_F("+1" | x) = sigmoid(MOVE_LOGIT[x]) against an exit logit of 0 (x = 3 may only exit),
+# rewards R(x) = REWARD[x], 6 trajectories sampled after torch.manual_seed(6) with these move counts.
+# LogPartitionVarianceGFlowNet(constant_pb=True).loss gave VAR_TB; ModifiedDBGFlowNet.loss on the trajectories'
+# transitions gave DB; SubTBGFlowNet with logF(x) = log R(x) − log P_F(exit | x) (the terminable-state flow) gave
+# per-sub-trajectory residuals by get_scores, and SUBTB is the mean over trajectories of the sum of the squared
+# residuals of the sub-trajectories that end at a state (torchgfn also scores the ones that end at its sink state,
+# with log R as the target; the spec's sum has no such terms). Rerun there, it printed 1.4401350021362305,
+# 3.7697246074676514 and 8.31103229522705.
 MOVE_LOGIT = [0.3, -0.2, 0.8]
 REWARD = [20.0, 50.0, 100.0, 7.0]
 TORCHGFN_LENGTHS = [1, 0, 3, 2, 1, 0]
@@ -133,3 +135,55 @@ def test_losses_match_torchgfn_on_a_chain():
     assert db.item() == pytest.approx(TORCHGFN_DB, rel=1e-5)
     subtb, _ = subtb_loss(*args)
     assert subtb.item() == pytest.approx(TORCHGFN_SUBTB, rel=1e-5)
+
+
+# ---- histories outside R's support (an invalid answer): one-sided residuals ------------------------------------------
+# trajectory 0 of LOG_PF above is valid; trajectory 1's single move is an invalid answer, so its state 1 is outside
+OUTSIDE = torch.tensor([[False, False, False], [False, True, True]])
+
+
+def test_db_residual_into_the_outside_only_lowers_a_path_that_is_too_likely():
+    a0, a1 = potentials_by_hand()
+    inside = [(a0[0] - a0[1]) ** 2, (a0[1] - a0[2]) ** 2]
+    residual = a1[0] - a1[1]  # log 10 + 1.0 − log 20 − 0.2 > 0: the path into the outside is too likely
+    assert residual > 0
+    loss, metrics = db_loss(LOG_PF, LOG_PTERM, LOG_R, LENGTHS, outside=OUTSIDE)
+    assert loss.item() == pytest.approx((sum(inside) + residual**2) / 3, rel=1e-5)
+    # the same path already unlikely enough (log P_F = −5, residual < 0): no term at all, not a push upwards
+    low = LOG_PF.clone()
+    low[1, 0] = -5.0
+    assert a1[0] - (math.log(20) + 5.0) < 0
+    loss, _ = db_loss(low, LOG_PTERM, LOG_R, LENGTHS, outside=OUTSIDE)
+    assert loss.item() == pytest.approx(sum(inside) / 3, rel=1e-5)
+    squared, _ = db_loss(low, LOG_PTERM, LOG_R, LENGTHS)  # the floor's squared residual would raise it
+    assert squared.item() > loss.item()
+
+
+def test_subtb_drops_pairs_that_start_outside_and_relus_those_that_end_there():
+    # one trajectory of 3 moves, the second an invalid answer: states 2 and 3 are outside
+    log_pf = torch.tensor([[-0.5, -40.0, -0.2]])
+    log_pterm = torch.tensor([[-2.0, -1.0, -3.0, -0.1]])
+    log_r = torch.log(torch.tensor([[20.0, 50.0, 1e-10, 1e-10]]))
+    outside = torch.tensor([[False, False, True, True]])
+    s = [0.0, -0.5, -40.5, -40.7]
+    a = [math.log(20) + 2.0 - s[0], math.log(50) + 1.0 - s[1], math.log(1e-10) + 3.0 - s[2],
+         math.log(1e-10) + 0.1 - s[3]]
+    expected = (a[0] - a[1]) ** 2  # both inside: squared
+    expected += sum(max(a[i] - a[j], 0.0) ** 2 for i in (0, 1) for j in (2, 3))  # into the outside: relu
+    loss, metrics = subtb_loss(log_pf, log_pterm, log_r, torch.tensor([3]), outside=outside)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert metrics["pairs"].item() == 5  # (2, 3) starts outside: dropped
+    assert any(a[i] - a[j] < 0 for i in (0, 1) for j in (2, 3))  # so the relu did cut a term
+
+
+def test_var_tb_mean_is_over_the_valid_trajectories_and_invalid_ones_only_go_down():
+    log_pf = torch.tensor([[-1.0], [-2.0], [-40.0], [-1.0]])
+    log_r = torch.log(torch.tensor([[1.0, 100.0], [1.0, 50.0], [1.0, 1e-10], [1.0, 1e-10]]))
+    outside = torch.tensor([[False, False], [False, False], [False, True], [False, True]])
+    zeta = [-1.0 - math.log(100), -2.0 - math.log(50), -40.0 - math.log(1e-10), -1.0 - math.log(1e-10)]
+    mean = (zeta[0] + zeta[1]) / 2  # the valid ones estimate −log Z
+    assert zeta[2] < mean < zeta[3]  # the unlikely invalid answer is below it, the likely one above
+    terms = [(zeta[0] - mean) ** 2, (zeta[1] - mean) ** 2, 0.0, (zeta[3] - mean) ** 2]
+    loss, _ = var_tb_loss(log_pf, torch.zeros(4, 2), log_r, torch.ones(4, dtype=torch.long), torch.zeros(4),
+                          outside=outside)
+    assert loss.item() == pytest.approx(sum(terms) / 4, rel=1e-5)
