@@ -97,6 +97,9 @@ EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreem
              "pairwise_rm": PAIR_METRICS,
              "bt_rm": PAIR_METRICS | {"val/reward_tau_within", "val/reward_tau_across"},
              "dpo": PAIR_METRICS | {"val/accuracy", "test_ood/accuracy", "val/rewards/margins", "val/logps/accuracies"},
+             # the decomposition task: exact measures of the answer distribution next to greedy exact match
+             "spin": {f"{split}/{name}" for split in ("val", "test")
+                      for name in ("accuracy", "nll", "valid", "tv", "kl")},
              "cipher": {"dataset/examples", "cost/oracle", "cost/cipher_5", "cost/cipher_1", "cost/no_learning"},
              "internvla_m1": {"val/success", "test_combos/success", "test_paraphrase/success", "val/steps",
                               "grounding/box_iou50", "grounding/point_acc"},

@@ -3,7 +3,8 @@
 The key hashes the stage's method, data, evaluation data, output kind, its own callbacks (e.g. a stop at a target
 accuracy), its own model (start: model) or the key of
 the stage it starts from (recursively), the keys of its input stages, the trainer it runs (the top-level `trainer`
-with its overrides; settings that only decide logging and progress display are left out), the settings of the
+with its overrides; settings that only decide logging and progress display are left out), the stage's own callbacks
+(when it has any), the settings of the
 validation that scores `evaluate_on` (`VALIDATION_SETTINGS` of `validator_config`) and the seed. Every
 interpolation is resolved first, so `${method.optimizer}` and `${seed}` hash as their values.
 """
