@@ -220,8 +220,8 @@ def speculative_summary(mode: str, times: dict, totals: dict) -> dict:
         totals: {γ: float64 (5,) sums of accepted, decided, emitted tokens, target calls, Σ min(p, q)}.
     Returns:
         per γ `tokens_per_call_g<γ>` (τ) and `speedup_g<γ>` (median target-only time / median speculative time);
-        `acceptance_rate` (α) and, when sampling, `expected_acceptance` pooled over every γ; `speedup` and
-        `best_gamma` at the γ with the largest speedup.
+        `acceptance_rate` (α) and, when sampling, `expected_acceptance` pooled over every γ; `speedup`,
+        `tokens_per_call` and `best_gamma` at the γ with the largest speedup.
     """
     target = statistics.median(times[0])
     pooled = sum(totals.values())
@@ -236,6 +236,7 @@ def speculative_summary(mode: str, times: dict, totals: dict) -> dict:
         metrics[f"spec/{mode}_tokens_per_call_g{g}"] = tokens / max(calls, 1)
         metrics[f"spec/{mode}_speedup_g{g}"] = speedups[g]
     best = max(speedups, key=speedups.get)
+    metrics[f"spec/{mode}_tokens_per_call"] = metrics[f"spec/{mode}_tokens_per_call_g{best}"]
     metrics[f"spec/{mode}_speedup"] = speedups[best]
     metrics[f"spec/{mode}_best_gamma"] = float(best)
     return metrics

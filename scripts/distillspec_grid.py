@@ -12,13 +12,15 @@ and the sampled speculative evaluation; the target, the undistilled draft and th
 
 The first cell of every seed also records the undistilled draft (its validation before training). Prints one table:
 greedy α / τ / speedup and sampled α / τ / speedup / 1 - TVD at the decided positions (the paper's α estimate),
-then the mean over seeds. Writes logs/distillspec_grid/results.json.
+then the mean ± sd over seeds. Writes logs/distillspec_grid/results.json. With `--vary-draft` the seed also sets
+`model.seed`, so the draft's initialisation and warm-up differ between seeds too (the target stays shared).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,15 +33,20 @@ from posttrain.pipeline import register_resolvers, train  # noqa: E402
 # data source -> (λ1 = method.fixed_fraction, λ2 = method.student_fraction)
 SOURCES = {"fixed": (1.0, 1.0), "student": (0.0, 1.0), "teacher": (0.0, 0.0)}
 METRICS = {"greedy α": "spec/greedy_acceptance_rate", "greedy τ": "spec/greedy_tokens_per_call",
-           "greedy ×": "spec/greedy_speedup", "sample α": "spec/sample_acceptance_rate",
-           "sample τ": "spec/sample_tokens_per_call", "sample ×": "spec/sample_speedup",
+           "greedy ×": "spec/greedy_speedup", "greedy γ": "spec/greedy_best_gamma",
+           "sample α": "spec/sample_acceptance_rate", "sample τ": "spec/sample_tokens_per_call",
+           "sample ×": "spec/sample_speedup", "sample γ": "spec/sample_best_gamma",
            "sample 1−TVD": "spec/sample_expected_acceptance", "val 1−TVD": "val/expected_acceptance",
            "draft acc": "val/accuracy"}
 
 
-def run_cell(divergence: str, source: str, seed: int, with_start: bool, overrides: list[str], out: str) -> list[dict]:
-    """Trains one cell; returns its final row (and, with `with_start`, the undistilled draft's row first)."""
+def run_cell(divergence: str, source: str, seed: int, with_start: bool, overrides: list[str], out: str,
+             vary_draft: bool = False) -> list[dict]:
+    """Trains one cell; returns its final row (and, with `with_start`, the undistilled draft's row first).
+    With `vary_draft` the seed also initialises the draft (`model.seed`), so each seed has its own warm-up."""
     fixed, student = SOURCES[source]
+    if vary_draft:
+        overrides = [f"model.seed={seed}", *overrides]
     register_resolvers()
     with initialize_config_dir(config_dir=os.path.join(ROOT, "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
@@ -66,12 +73,17 @@ def table(rows: list[dict]) -> str:
     for key in dict.fromkeys(label(r) for r in rows):
         mine = [r for r in rows if label(r) == key]
         if len(mine) > 1:
-            body.append([key, "mean", *(f"{sum(r[m] for r in mine) / len(mine):.3f}" if all(m in r for r in mine)
-                                        else "" for m in METRICS.values())])
+            body.append([key, "mean ± sd", *(mean_sd([r[m] for r in mine]) if all(m in r for r in mine)
+                                             else "" for m in METRICS.values())])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     return "\n".join(lines + ["| " + " | ".join(c.ljust(w) for c, w in zip(b, widths)) + " |" for b in body])
+
+
+def mean_sd(values: list[float]) -> str:
+    """"mean ± sample standard deviation" to 3 decimals."""
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
 def label(row: dict) -> str:
@@ -84,12 +96,14 @@ def main() -> None:
     parser.add_argument("--divergences", nargs="+", default=["forward_kl", "reverse_kl", "jsd", "tvd"])
     parser.add_argument("--sources", nargs="+", default=["fixed", "student"], choices=list(SOURCES))
     parser.add_argument("--out", default=os.path.join(ROOT, "logs", "distillspec_grid"))
+    parser.add_argument("--vary-draft", action="store_true",
+                        help="the seed also initialises the draft (model.seed): one warm-up per seed")
     parser.add_argument("overrides", nargs="*", help="hydra overrides applied to every cell")
     args = parser.parse_args()
     rows: list[dict] = []
     for seed in args.seeds:
         for i, (divergence, source) in enumerate((d, s) for d in args.divergences for s in args.sources):
-            rows += run_cell(divergence, source, seed, i == 0, args.overrides, args.out)
+            rows += run_cell(divergence, source, seed, i == 0, args.overrides, args.out, args.vary_draft)
             print("\n" + table(rows) + "\n", flush=True)  # partial tables survive an interrupted grid
             os.makedirs(args.out, exist_ok=True)
             with open(os.path.join(args.out, "results.json"), "w") as handle:

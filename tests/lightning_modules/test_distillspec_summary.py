@@ -19,6 +19,7 @@ def test_summary_by_hand():
     assert m["spec/sample_speedup_g3"] == pytest.approx(2.0)
     assert m["spec/sample_speedup_g5"] == pytest.approx(2.5)
     assert m["spec/sample_speedup"] == pytest.approx(2.5) and m["spec/sample_best_gamma"] == 5.0
+    assert m["spec/sample_tokens_per_call"] == pytest.approx(4.0)  # τ at the best γ
     greedy = speculative_summary("greedy", times, totals)
     assert "spec/greedy_expected_acceptance" not in greedy  # Σ min(p, q) of one-hot drafts is α itself
 
