@@ -175,7 +175,9 @@ def test_a_cached_stage_is_reused_and_a_changed_one_retrains(tmp_path, monkeypat
     assert again.rows == warm.rows and second["rows"] == first["rows"]
     renamed = train(compose_config([*base, cache, "stages.warmup.name=warm"], tmp_path / "renamed"))
     assert renamed["stages"]["warmup"].module is None  # the name is not in the key
-    assert [row["run"] for row in renamed["stages"]["warmup"].rows] == ["warm"] * len(warm.rows)
+    # the warm-up's per-epoch rows and its final row, relabelled
+    assert [row["run"] for row in renamed["stages"]["warmup"].rows] == [
+        row["run"].replace("sft (start)", "warm") for row in warm.rows]
     changed = train(compose_config([*base, cache, "stages.warmup.method.optimizer.lr=1e-2"], tmp_path / "third"))
     assert changed["stages"]["warmup"].module is not None
     assert changed["stages"]["warmup"].planned.directory != warm.planned.directory
