@@ -62,13 +62,18 @@ def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, top_k: int
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """`model` in eval mode (no dropout) inside the block; its previous mode is restored after."""
+    """`model` in eval mode (no dropout) inside the block; its previous mode is restored after.
+
+    A model already in eval mode is left alone: `Module.eval()` walks every submodule (about 4 ms for a 12-layer
+    tiny Llama on a CPU), which speculative decoding would otherwise pay twice per call."""
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train(True)
 
 
 def _accepts(model, name: str) -> bool:

@@ -161,3 +161,18 @@ def test_bad_arguments_name_the_key(models, kwargs, key):
     with pytest.raises(ConfigError, match=key):
         speculative_generate(target, drafts["random"], batch["prompt_input_ids"], batch["prompt_attention_mask"],
                              **args)
+
+
+def test_eval_mode_restores_training_and_leaves_eval_models_alone():
+    from posttrain.generation import eval_mode
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    with eval_mode(model):
+        assert not model.training and not model[1].training
+    assert model.training and model[1].training
+    model.eval()
+    calls = []
+    model.train = lambda mode=True: calls.append(mode)  # an eval model is neither switched nor restored
+    with eval_mode(model):
+        pass
+    assert calls == [] and not model.training
