@@ -1,7 +1,7 @@
 """Speculative decoding throughput on CPU: target-only decoding against speculative decoding with the undistilled and
 the distilled draft of `python train.py experiment=distillspec`, at batch sizes 1 and 8, greedy and sampled.
 
-    python benchmarks/bench_speculative.py [--prompts 32] [--gamma 4] [--repeats 5] [--threads 1]
+    python benchmarks/bench_speculative.py [--prompts 16] [--gamma 3] [--repeats 5] [--threads 1]
 
 All decoders run alternately in one process (each repeat calls every decoder once; medians), so load from other
 processes on a shared machine hits them alike. Prints a table and writes benchmarks/results/bench_speculative.json.
@@ -32,10 +32,10 @@ from posttrain.generation import generate, speculative_generate  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
-    parser.add_argument("--prompts", type=int, default=32)
-    parser.add_argument("--gamma", type=int, default=4)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--gamma", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

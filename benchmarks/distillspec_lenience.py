@@ -39,7 +39,7 @@ def main() -> None:
     task, examples, encoder, prompts = held_out(tokenizer, args.prompts)
     chunks = batches(prompts, encoder.pad_id, args.batch)
     target = models["target"]
-    common = {"max_new_tokens": 16, "eos_token_id": encoder.eos_id, "pad_token_id": encoder.pad_id}
+    common = {"max_new_tokens": 64, "eos_token_id": encoder.eos_id, "pad_token_id": encoder.pad_id}
 
     def accuracy(token_lists):
         texts = tokenizer.batch_decode(token_lists, skip_special_tokens=True)
