@@ -59,7 +59,8 @@ def observation(episode, t: int) -> dict:
             "instruction": episode.instruction}
 
 
-def open_loop(model, data, episodes, mean_action: np.ndarray, generator, batch: int = 32) -> dict:
+def open_loop(model, data, episodes, mean_action: np.ndarray, generator, batch: int = 32,
+              cfg_scale: float | None = None) -> dict:
     """Mean squared error per action dimension (first action; whole chunk) of the policy and the two references."""
     frames = [(e, t) for e in episodes for t in range(len(e))]
     errors = {"policy_first": [], "policy_chunk": [], "mean_first": [], "previous_first": []}
@@ -67,7 +68,8 @@ def open_loop(model, data, episodes, mean_action: np.ndarray, generator, batch: 
         part = frames[start: start + batch]
         inputs = data.encode_observations([observation(e, t) for e, t in part], [0] * len(part))
         chunks = model.act(inputs["prompt_input_ids"], inputs["prompt_attention_mask"], inputs["image_inputs"],
-                           inputs["views"], inputs["state"], generator=generator).numpy()  # (B, H, A)
+                           inputs["views"], inputs["state"], generator=generator,
+                           cfg_scale=cfg_scale).numpy()  # (B, H, A)
         for (episode, t), chunk in zip(part, chunks):
             target, mask = action_chunk(episode.action, t, model.chunk)  # (H, A), (H,)
             errors["policy_first"].append((chunk[0] - target[0]) ** 2)
@@ -118,6 +120,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=4, help="closed-loop episodes per set")
     parser.add_argument("--execute", type=int, nargs="+", default=[4])
     parser.add_argument("--cfg", type=float, nargs="+", default=[None], help="guidance scales (default: the model's)")
+    parser.add_argument("--spacing", default=None, help="DDIM timestep spacing (leading | trailing; default: the "
+                        "model's, diffusers' leading)")
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("overrides", nargs="*", help="config overrides the checkpoint's model was built with")
@@ -126,6 +130,15 @@ def main() -> None:
 
     model, processor = load_vla(args.model) if args.model else model_from_checkpoint(args.ckpt, args.overrides)
     model.eval()
+    if args.spacing:  # VLAModel.sample builds its DDIM sampler from the training schedule's config
+        import posttrain.models.vla as vla
+
+        class Spaced(vla.DDIMScheduler):
+            @classmethod
+            def from_config(cls, config, **kwargs):
+                return super().from_config(config, timestep_spacing=args.spacing, **kwargs)
+
+        vla.DDIMScheduler = Spaced
     data = RobotDataModule(processor, path=args.demos, chunk=model.chunk, spatial_prompt=args.prompt)
     data.setup("fit")
     generator = torch.Generator().manual_seed(0)
@@ -136,17 +149,18 @@ def main() -> None:
     val_env = make_env(env_config, split="val")
     held_out, _ = collect_demos(val_env, [1_000_000 + 500 + i for i in range(args.held_out)])
     print("open-loop mean squared action error per dimension (dx, dy, dz, grip); first action of the chunk")
-    for name, episodes in (("train frames", data.demos.episodes[: args.train_episodes]),
-                           ("held-out frames", held_out)):
-        errors = open_loop(model, data, episodes, mean_action, generator)
-        print(f"  {name:16s} " + "  ".join(f"{k}={np.round(v, 3).tolist()} (mean {v.mean():.3f})"
-                                           for k, v in errors.items()), flush=True)
+    for cfg in args.cfg:
+        for name, episodes in (("train frames", data.demos.episodes[: args.train_episodes]),
+                               ("held-out frames", held_out)):
+            errors = open_loop(model, data, episodes, mean_action, generator, cfg_scale=cfg)
+            print(f"  cfg {cfg} {name:16s} " + "  ".join(f"{k}={np.round(v, 3).tolist()} (mean {v.mean():.3f})"
+                                                      for k, v in errors.items()), flush=True)
 
     train_env = make_env(env_config, split="train")
     train_seeds = [e.seed for e in data.demos.episodes[: args.episodes]]
     val_seeds = [1_000_000 + i for i in range(args.episodes)]
     print("closed loop (success, steps, closest gripper-object distance m, final object-goal distance m)")
-    for cfg in args.cfg:
+    for cfg in args.cfg if args.episodes else ():
         for execute in args.execute:
             for name, env, seeds in (("train layouts", train_env, train_seeds),
                                      ("held-out layouts", val_env, val_seeds)):
