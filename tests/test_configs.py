@@ -49,7 +49,7 @@ STAGES = {
               "+stages.warmup.trainer.limit_train_batches=2",
               "trainer.limit_train_batches=1", "method.reward_batch_size=4",
               "+stages.control.trainer.limit_train_batches=2"],
-    # warm-up on its own QA + coin-flip critic data; the evaluator's self-critique on 2 questions with N up to 4
+    # warm-up on its own QA + true-label critic data; the evaluator's self-critique on 2 questions with N up to 4
     "llava_critic_r1": [*ONLINE, "~reward.alpha", "stages.warmup.data.train_size=8", "stages.warmup.data.batch_size=4",
                         "method.evaluator.self_critique_questions=2", "method.evaluator.self_critique_n=[1,2,4]"],
     "distillspec": [*WARMUP, "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",

@@ -11,8 +11,9 @@ orders (rows 2k and 2k + 1 are pair k, swapped), so accuracy is over balanced la
     ShapesCriticTask   critic items over shapes questions: one correct response and one plausible error, the
                        correct one's position balanced and shuffled; optional ties (both right, worded differently);
                        held out: `val` (pairs, both orders) and `qa` (the val questions, to score the policy)
-    WarmupTask         QA training examples plus a few critic items whose labels are coin flips: the tiny base
-                       learns the judging format, not the judging (an instruction-tuned base's starting point)
+    WarmupTask         QA training examples plus critic items (true or coin-flip labels, by `random_labels`): the
+                       tiny base learns the judging format and, with true labels, a weak judge (an instruction-tuned
+                       base's starting point)
     CriticJsonlTask    jsonl lines {"image", "question", "response_1", "response_2", "preferred"}
 """
 from __future__ import annotations
@@ -154,7 +155,7 @@ class ShapesCriticTask:
 
 class WarmupTask:
     """The warm-up's training set: every QA example of `qa` plus the first `judge_items` training items of `judge`
-    (a ShapesCriticTask with random_labels), shuffled together; held-out splits are `qa`'s."""
+    (a ShapesCriticTask), shuffled together; held-out splits are `qa`'s."""
 
     def __init__(self, qa: ShapesQATask, judge: ShapesCriticTask, judge_items: int = 200, seed: int = 0):
         check(judge_items >= 0, "data.task.judge_items", f"must be >= 0, got {judge_items}")
