@@ -158,3 +158,15 @@ def test_select_and_concat_rollouts_keep_groups_aligned():
         assert not merged.mask[rows, width - 1:].any() and not merged.attention_mask[rows, width:].any()
     # statistics describe the step's own batch only (the added groups are all mixed by construction)
     assert group_statistics(merged)["reward_mean"] == first.rewards.mean()
+
+
+def test_eval_splits_choose_the_validation_splits():
+    """A warm-up trained to a target validates on the task's dev split alone, never on val or test_ood."""
+    _, tok = tiny_llama()
+    task = ArithmeticTask(digits=[1, 2], ood_digits=[2, 3], train_size=40, val_size=8, test_ood_size=8, dev_size=6)
+    dm = PromptDataModule(tok, task, batch_size=4, max_length=64, eval_splits=["dev"])
+    dm.setup("fit")
+    loaders = dm.val_dataloader()
+    assert dm.eval_splits == ("dev",) and len(loaders) == 1
+    assert [e["prompt"] for b in loaders[0] for e in b["examples"]] == [e["prompt"] for e in task.examples("dev")]
+    assert arithmetic_datamodule(tok).eval_splits == ("val", "test_ood")  # the task's own by default
