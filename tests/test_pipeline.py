@@ -253,3 +253,13 @@ def test_a_stage_trains_to_a_target_on_its_dev_split_and_its_callbacks_are_in_th
     assert other["warmup"] != base
     with pytest.raises(ConfigError, match=r"stages\.warmup\.callbacks"):
         plan(compose_config([*tiny, "stages.warmup.callbacks=3"], tmp_path))
+
+
+def test_the_printed_table_leaves_a_scored_stages_epoch_validations_to_results_json():
+    from posttrain.pipeline.report import printed_rows
+
+    rows = [{"run": "sft (start) epoch 1"}, {"run": "sft (start) epoch 2"}, {"run": "sft (start)"},
+            {"run": "spin (start)"}, {"run": "spin iteration 1"}, {"run": "sft epoch 1"}, {"run": "sft epoch 2"}]
+    # the warm-up's stopping curve is left out; a stage without a final row keeps its epochs
+    assert [r["run"] for r in printed_rows(rows)] == ["sft (start)", "spin (start)", "spin iteration 1",
+                                                     "sft epoch 1", "sft epoch 2"]
