@@ -253,7 +253,7 @@ def test_spin_alone_runs_its_own_number_of_epochs(tmp_path):
         ("+method.generation.top_kk=5", "method.generation.top_kk"),
         ("+method.evaluator.sampled_kk=2", "method.evaluator"),
         ("data.batch_size=0", "data.batch_size"),
-        ("data.task.operations=[/]", "data.task.operations"),
+        ("data.task.numbers=[5,20]", "data.task.numbers"),
         ("method.num_iterations=0", "method.num_iterations"),
     ],
 )

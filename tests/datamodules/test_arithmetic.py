@@ -116,3 +116,8 @@ def test_worked_format_answers_are_the_working_and_only_for_addition():
         ArithmeticTask(response_format="verbose")
     with pytest.raises(ConfigError, match="data.task.response_format"):
         ArithmeticTask(operations=["*"], response_format="worked")
+
+
+def test_an_unknown_operation_names_the_key():
+    with pytest.raises(ConfigError, match=r"data\.task\.operations"):
+        ArithmeticTask(operations=["/"], train_size=10, val_size=5, test_ood_size=5)
