@@ -44,6 +44,9 @@ def test_readme_critic_command_on_a_saved_vlm_and_jsonl(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = [f"model.name_or_path={tmp_path / 'vlm'}" if a.startswith("model.name_or_path=") else a
             for a in arguments(readme_critic_command())]
+    as_written = compose_config(args, tmp_path / "composed")  # every line read: the tiny run's 240 / 64 are the shapes'
+    assert as_written.data.train_size is None and as_written.data.eval_size is None
+    assert as_written.stages.critic_sft.data.train_size is None
     cfg = compose_config([*args, *SIZE], tmp_path / "run")
     result = train(cfg)
     assert set(result["stages"]) == {"main", "critic_sft"}
