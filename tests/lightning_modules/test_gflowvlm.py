@@ -2,8 +2,12 @@
 weights, evaluations), and the tiny VLM plays the episodes from images."""
 import pytest
 import torch
+from hydra.utils import instantiate
 
+from posttrain.episodes.rollout import answer_tokens
 from posttrain.pipeline import train
+from posttrain.pipeline.stages import resolved
+from posttrain.processors import make_processor
 from tests.helpers import Killed, assert_same_parameters, compose_config
 
 # the main stage alone (DB), a small model, episodes of two steps and short answers, cheap evaluations
@@ -54,3 +58,24 @@ def test_tiny_vlm_plays_numberline_from_images_two_steps(tmp_path):
     assert {"val/success", "test_ood/success", "val/invalid", "val/div@2", "val/tv_terminal",
             "val/tv_final"} <= set(final)
     assert 0 <= final["val/tv_terminal"] <= 1 and 0 <= final["val/tv_final"] <= 1
+
+
+def test_blackjack_gets_its_own_warmup_length_answer_budget_and_held_out_hands(tmp_path):
+    # the warm-up budget, the answer budget and the held-out size follow env.id; NumberLine keeps 8 epochs, 48 tokens
+    # and 16 tasks
+    numberline = compose_config(["experiment=gflowvlm"], tmp_path)
+    blackjack = compose_config(["experiment=gflowvlm", "env=blackjack"], tmp_path)
+    assert (numberline.stages.warmup.trainer.max_epochs, numberline.data.eval_size) == (8, 16)
+    assert (blackjack.stages.warmup.trainer.max_epochs, blackjack.data.eval_size) == (48, 256)
+    assert resolved(blackjack.stages.warmup.data)["eval_size"] == 256  # the start is scored on the same hands
+    # every answer the expert teaches fits the generation budget (cut, a stand or [DONE] would be unparsable):
+    # Blackjack's longest is {"thoughts": "sum 21 dealer 10", "action": "[DONE]"} and eos
+    for cfg, thoughts, actions in ((numberline, ["cur 5 tgt 0"], ["+", "-", "[DONE]"]),
+                                   (blackjack, [f"sum {s} dealer {d}" for s in (4, 21) for d in ("A", "10")],
+                                    ["stand", "hit", "[DONE]"])):
+        processor = make_processor(instantiate(cfg.model)[1], 2048)
+        longest = max(len(answer_tokens(processor, t, a)[0]) for t in thoughts for a in actions)
+        for stage in ("main", "ppo"):
+            method = resolved(cfg.stages[stage].method)
+            assert longest <= method["generation"]["max_new_tokens"] == method["evaluator"]["max_new_tokens"]
+        assert longest <= resolved(cfg.stages.warmup.method)["evaluator"]["max_new_tokens"]
