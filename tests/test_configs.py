@@ -83,6 +83,13 @@ STAGES = {
                      "stages.grounding.data.batch_size=4", "data.grounding_batch_size=2", "data.eval_episodes=1",
                      "data.eval_batch_size=1", "method.evaluator.max_steps=4", "method.evaluator.sample_steps=2",
                      "method.evaluator.max_new_tokens=8"],
+    # 2 single-appearance demonstrations, a 2-episode render pool, 2 generator steps, one edit per episode (probes
+    # 5 steps, no filter), every arm 2 steps and one 4-step episode per appearance split
+    "emma": ["stages.demos.data.count=2", "stages.pool.data.count=2", "stages.pool.method.stride=10",
+             "stages.generator.trainer.max_steps=2", "stages.generator.data.batch_size=4", "emma.prompts=1",
+             "emma.steps=2", "stages.generated.method.probe_steps=5", "stages.generated.method.filter=null",
+             "stages.generated.method.sample_steps=2", "data.eval_episodes=1", "data.eval_batch_size=1",
+             "method.evaluator.max_steps=4", "model.sample_steps=2"],
     "rs_sft": [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "stages.generate.method.num_samples=4",
                "stages.generate.method.max_per_prompt=4", "stages.main.data.batch_size=4"],
 }
@@ -101,6 +108,8 @@ EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreem
              "spin": {f"{split}/{name}" for split in ("val", "test")
                       for name in ("accuracy", "nll", "valid", "tv", "kl")},
              "cipher": {"dataset/examples", "cost/oracle", "cost/cipher_5", "cost/cipher_1", "cost/no_learning"},
+             "emma": {f"{split}/success" for split in ("in_domain", "held_out_objects", "held_out_background",
+                                                       "held_out_lighting")},
              "internvla_m1": {"val/success", "test_combos/success", "test_paraphrase/success", "val/steps",
                               "grounding/box_iou50", "grounding/point_acc"},
              "llava_critic_r1": {"val/critic_accuracy", "val/critic_format", "val/position_bias", "qa/policy_accuracy",
@@ -120,6 +129,7 @@ FROZEN = {
     # the critic is a value model on a copy of the reward model: its (untied) lm-head is unused
     "pairwise_rl": {"critic.backbone.lm_head.weight"},
     "bt_ppo": {"critic.backbone.lm_head.weight"},
+    "emma": {"model.planner.lm_head.weight"},  # no co-training: the planner's LM head is unused (frozen)
 }
 FROZEN_CONTROL = {"pairwise_rm": FROZEN["bt_rm"]}  # its control is a Bradley–Terry RM
 
@@ -188,7 +198,8 @@ def test_every_stage_of_the_experiment_runs_two_steps_and_changes_every_paramete
 # Mixed precision: the model's parameters in bfloat16 under bf16-mixed autocast, for every experiment (stages with a
 # model config of their own, e.g. DistillSpec's teacher, are set to it too).
 BF16 = ["model.dtype=bfloat16", "trainer.precision=bf16-mixed"]
-BF16_STAGE_MODELS = {"distillspec": ["stages.teacher.model.dtype=bfloat16"]}
+BF16_STAGE_MODELS = {"distillspec": ["stages.teacher.model.dtype=bfloat16"],
+                     "emma": ["stages.generator.model.dtype=bfloat16"]}
 
 
 def network_dtypes(network) -> set[torch.dtype]:

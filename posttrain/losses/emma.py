@@ -208,3 +208,37 @@ def adamix_loss(per_sample_loss: torch.Tensor, difficulty: torch.Tensor | None =
         metrics["mass_grasp_release"] = weight_mass(weights, grasp_release)
         metrics["share_grasp_release"] = grasp_release.float().mean()
     return loss, metrics
+
+
+def per_sample_action_loss(predicted: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor | None,
+                           repeats: int) -> torch.Tensor:
+    """ℓ_i, the action expert's ε-loss of each sample (what AdaMix weights):
+
+        ℓ_i = (1/R) Σ_r mean_{h real, a} (ε_{i,r} − ε̂_{i,r})²
+
+    over its R noisings, the chunk's real steps and the action dimensions (the mean of these over the batch is
+    `posttrain.losses.internvla.action_diffusion_loss` when every chunk has the same number of real steps).
+
+    Args:
+        predicted, noise: (B·R, H, A), rows of one sample consecutive (`repeat_interleave`).
+        mask: (B·R, H) 1 on real steps; None: all. repeats: R.
+    Returns: (B,).
+    """
+    squared = (predicted.float() - noise.float()).pow(2).mean(-1)  # (B·R, H)
+    valid = torch.ones_like(squared) if mask is None else mask.to(squared.dtype)
+    per_row = (squared * valid).sum(-1) / valid.sum(-1).clamp(min=1.0)  # (B·R,)
+    return per_row.view(-1, repeats).mean(-1)
+
+
+def transfer_loss(predicted: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The generator's denoising loss (spec §2.1, `L_DT`), over both views' pixels at once:
+
+        L_DT = E_{t, ε} ‖ y − f_φ(x_t([V_scene, V_wrist]), t, [G_scene, G_wrist], E(attributes)) ‖²
+
+    with y = ε or the velocity v = √ᾱ_t ε − √(1−ᾱ_t) x_0 (the scheduler's prediction type).
+
+    Args:
+        predicted, target: (N, 3V, H, W).
+    """
+    loss = (predicted.float() - target.float()).pow(2).mean()
+    return loss, {"mse": loss.detach()}

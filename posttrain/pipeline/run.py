@@ -173,9 +173,10 @@ class Pipeline:
         if stage.node.get("model") is None:
             return self.fresh_model()
         model, tokenizer = instantiate(stage.node.model)
-        check(len(tokenizer) == len(self.tokenizer), f"{stage.where}.model",
-              f"its vocabulary ({len(tokenizer)}) differs from the model's ({len(self.tokenizer)}); the models of "
-              f"one run share the tokenizer")
+        if tokenizer is not None:  # None: a network without a vocabulary (e.g. EMMA's transfer model)
+            check(len(tokenizer) == len(self.tokenizer), f"{stage.where}.model",
+                  f"its vocabulary ({len(tokenizer)}) differs from the model's ({len(self.tokenizer)}); the models "
+                  f"of one run share the tokenizer")
         return model
 
     def fresh_model(self):

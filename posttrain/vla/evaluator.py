@@ -49,6 +49,9 @@ class ClosedLoopEvaluator(nn.Module):
         max_steps: episode length limit; execute_steps: actions of each chunk executed (None: all of them).
         grounding_metrics: (examples, completions) -> {metric: value} for the grounding splits.
         grounding_splits: {split: name its metrics are logged under}; default {grounding: grounding}.
+        split_envs: {episode split: env overrides} for splits that are not the environment's own, e.g.
+            {held_out_objects: {split: val, appearance: held_out_objects}} (EMMA's appearance sets); a split not
+            named here is the environment's split of that name.
         sample_steps, cfg_scale: DDIM steps and guidance scale of the closed-loop policy (None: the model's).
         media_episodes, media_every: frame grids of the first episodes of each split, every that many steps.
     """
@@ -56,7 +59,8 @@ class ClosedLoopEvaluator(nn.Module):
     def __init__(self, env: dict, max_steps: int = 150, execute_steps: int | None = None,
                  grounding_metrics: Callable | None = None, max_new_tokens: int = 32, media_episodes: int = 2,
                  media_every: int = 4, sample_steps: int | None = None, cfg_scale: float | None = None,
-                 grounding_splits: Mapping[str, str] | None = None):
+                 grounding_splits: Mapping[str, str] | None = None,
+                 split_envs: Mapping[str, Mapping] | None = None):
         super().__init__()
         check(max_steps > 0, "method.evaluator.max_steps", f"must be > 0, got {max_steps}")
         check(execute_steps is None or execute_steps > 0, "method.evaluator.execute_steps",
@@ -64,6 +68,7 @@ class ClosedLoopEvaluator(nn.Module):
         self.env_config, self.max_steps, self.execute_steps = dict(env), max_steps, execute_steps
         self.grounding_metrics, self.max_new_tokens = grounding_metrics, max_new_tokens
         self.grounding_splits = dict(grounding_splits or {"grounding": "grounding"})
+        self.split_envs = {str(k): dict(v) for k, v in (split_envs or {}).items()}
         self.answers: dict[str, tuple[list[dict], list[str]]] = {}  # split -> (examples, completions)
         self.media_episodes, self.media_every = media_episodes, media_every
         self.sampling = {k: v for k, v in (("steps", sample_steps), ("cfg_scale", cfg_scale)) if v is not None}
@@ -98,7 +103,9 @@ class ClosedLoopEvaluator(nn.Module):
     def environments(self, split: str, count: int) -> list:
         pool = self.envs.setdefault(split, [])
         while len(pool) < count:
-            pool.append(make_env(self.env_config, where="method.evaluator.env", split=split))
+            overrides = dict(self.split_envs.get(split, {}))
+            env_split = overrides.pop("split", split)
+            pool.append(make_env(self.env_config, where="method.evaluator.env", split=env_split, **overrides))
         return pool[:count]
 
     def play(self, model, seeds: list[int], split: str, seed: int) -> None:

@@ -13,8 +13,10 @@ from posttrain.losses.emma import (
     group_mean,
     kinematic_complexity,
     kinematic_difficulty,
+    per_sample_action_loss,
     perceptual_difficulty,
     standardise,
+    transfer_loss,
     update_episode_means,
     weight_mass,
 )
@@ -124,3 +126,20 @@ def test_weight_mass_diagnostics():
     torch.testing.assert_close(metrics["mass_generated"], torch.tensor(1.25 / 2.0))
     torch.testing.assert_close(metrics["mass_grasp_release"], torch.tensor(0.75 / 2.0))
     torch.testing.assert_close(metrics["share_generated"], torch.tensor(0.5))
+
+
+def test_per_sample_action_loss_by_hand():
+    # two samples, R = 2 noisings each, H = 2 steps, A = 1; the second sample's last step is padding
+    predicted = torch.tensor([[[1.0], [3.0]], [[0.0], [1.0]], [[2.0], [5.0]], [[4.0], [9.0]]])
+    noise = torch.zeros_like(predicted)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    losses = per_sample_action_loss(predicted, noise, mask, repeats=2)
+    # sample 0: rows (1 + 9)/2 = 5 and (0 + 1)/2 = 0.5 -> 2.75; sample 1: rows 4 and 16 (padding left out) -> 10
+    assert torch.allclose(losses, torch.tensor([2.75, 10.0]))
+    everything = per_sample_action_loss(predicted, noise, None, repeats=4)
+    assert torch.allclose(everything, torch.tensor([(5 + 0.5 + 14.5 + 48.5) / 4]))
+
+
+def test_transfer_loss_is_the_mean_squared_error():
+    loss, metrics = transfer_loss(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 1.0]]))
+    assert loss.item() == pytest.approx(2.5) and metrics["mse"].item() == pytest.approx(2.5)

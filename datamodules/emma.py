@@ -1,0 +1,151 @@
+"""EMMA's data (docs/methods/emma.md):
+
+- `RenderPoolData`: frames of the render pool for training the transfer model: `pixels` (B, 3V, H, W) in [-1, 1]
+  (both views stacked), `geometry` (B, V·(1+K), H, W) and attribute `tokens` (B, A).
+- `DemoEpisodes`: the (index, episode) pairs of a demonstrations folder, for the stages that edit them.
+- `MixedRobotDataModule`: `RobotDataModule`'s frames of the real demonstrations plus those of an edited folder (a
+  data-engine stage's output), shuffled together (the closed-loop splits, e.g. appearance sets, are the evaluator's
+  `split_envs`); every sample also carries its `source` episode (the real
+  episode it renders; AdaMix's perceptual reference) and whether it is `generated`. Actions are normalised by the
+  real demonstrations' statistics (the edited episodes' actions are the same).
+"""
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.robot import Frames, RobotCollator, RobotDataModule
+from datamodules.sampler import train_loader
+from posttrain.emma.generator import geometry_tensor, pixels_tensor
+from posttrain.emma.pool import read_pool
+from posttrain.envs.demos import Demos, action_chunk, read_demos
+from posttrain.envs.metaworld import VIEWS
+from posttrain.losses.emma import kinematic_complexity
+from posttrain.utils.config import check
+from posttrain.vla.normalize import normalize_actions
+
+
+class PoolFrames(Dataset):
+    def __init__(self, pool: dict[str, np.ndarray]):
+        self.pool = pool
+
+    def __len__(self) -> int:
+        return len(self.pool["state"])
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class RenderPoolData(L.LightningDataModule):
+    """Args: pool: the render pool folder (a stage's output); batch_size; seed (the shuffling order)."""
+
+    def __init__(self, tokenizer=None, pool: str | None = None, batch_size: int = 16, seed: int = 0):
+        super().__init__()
+        check(batch_size > 0, "data.batch_size", f"must be > 0, got {batch_size}")
+        self.path, self.batch_size, self.seed, self.pool, self.meta = pool, batch_size, seed, None, None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.pool is None:
+            check(bool(self.path), "data.pool", "the render pool folder is required")
+            self.pool, self.meta = read_pool(self.path)
+
+    def collate(self, rows: list[int]) -> dict:
+        pool = self.pool
+        return {"pixels": pixels_tensor({v: pool[v][rows] for v in VIEWS}),
+                "geometry": geometry_tensor({v: pool[f"{v}_depth"][rows].astype(np.float32) for v in VIEWS},
+                                            {v: pool[f"{v}_segmentation"][rows] for v in VIEWS}),
+                "tokens": torch.as_tensor(pool["tokens"][rows])}
+
+    def train_dataloader(self) -> DataLoader:
+        return train_loader(PoolFrames(self.pool), self.batch_size, self.seed, self.collate)
+
+
+class DemoEpisodes(L.LightningDataModule):
+    """Args: path: a demonstrations folder; batch_size: episodes per predict batch."""
+
+    def __init__(self, tokenizer=None, path: str | None = None, batch_size: int = 2, limit: int | None = None):
+        super().__init__()
+        self.path, self.batch_size, self.limit = path, batch_size, limit
+
+    def predict_dataloader(self) -> DataLoader:
+        check(bool(self.path), "data.path", "the demonstrations folder is required")
+        episodes = list(enumerate(read_demos(self.path).episodes))[: self.limit]
+        return DataLoader(episodes, batch_size=self.batch_size, shuffle=False, collate_fn=list)
+
+
+class SourcedFrames(Frames):
+    """`Frames` whose samples also name their source episode and whether they are generated."""
+
+    def __init__(self, *args, sources: list[int], generated: list[bool], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sources, self.generated = sources, generated
+
+    def __getitem__(self, i: int) -> dict:
+        e, _ = self.positions[i]
+        return {**super().__getitem__(i), "source": self.sources[e], "generated": self.generated[e]}
+
+
+class SourcedCollator(RobotCollator):
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = super().__call__(examples)
+        batch["source"] = torch.tensor([e["source"] for e in examples], dtype=torch.long)  # (B,)
+        batch["generated"] = torch.tensor([e["generated"] for e in examples], dtype=torch.bool)  # (B,)
+        return batch
+
+
+class MixedRobotDataModule(RobotDataModule):
+    """`RobotDataModule` (no co-training) over real + edited demonstrations.
+
+    Args (besides RobotDataModule's):
+        edited_path: a folder of edited episodes (an EMMA data-engine stage's output, with `source_episodes` in its
+            meta/info.json); None: the real demonstrations alone.
+    """
+
+    def __init__(self, tokenizer, edited_path: str | None = None, **kwargs):
+        super().__init__(tokenizer, **kwargs)
+        check(not self.cotrain, "data.cotrain", "EMMA's arms do not co-train with grounding data")
+        self.edited_path = edited_path
+        self.source_count = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.demos is not None:
+            return
+        super().setup(stage)
+        real = self.demos
+        count = len(real.episodes)
+        episodes, sources, generated = list(real.episodes), list(range(count)), [False] * count
+        if self.edited_path:
+            edited = read_demos(self.edited_path)
+            check(edited.info.get("image_size") == real.info["image_size"], "data.edited_path",
+                  f"{self.edited_path} has frames of {edited.info.get('image_size')}, the demonstrations "
+                  f"{real.info['image_size']}")
+            origin = edited.info.get("source_episodes")
+            check(origin is not None and len(origin) == len(edited.episodes), "data.edited_path",
+                  f"{self.edited_path} does not name the source episode of each edited one (meta/info.json "
+                  f"source_episodes)")
+            episodes += edited.episodes
+            sources += [int(s) for s in origin]
+            generated += [True] * len(edited.episodes)
+        self.demos = Demos(episodes, real.info, real.stats, real.directory)
+        self.source_count = len(real.episodes)
+        positions = self.demos.frames()[: self.train_size]
+        self.frames = SourcedFrames(self.demos, positions, self.chunk, self.views, self.planner_view, self.prompt_type,
+                                    sources=sources, generated=generated)
+
+    def kinematic_statistics(self, gripper_dim: int = -1) -> tuple[float, float]:
+        """Mean and standard deviation of `kinematic_complexity` over the real demonstrations' normalised chunks."""
+        frames = self.frames
+        chunks, masks = [], []
+        for episode in self.demos.episodes[: self.source_count]:
+            for t in range(len(episode)):
+                actions, mask = action_chunk(episode.action, t, self.chunk)
+                chunks.append(normalize_actions(torch.from_numpy(actions), frames.q01, frames.q99))
+                masks.append(torch.from_numpy(mask))
+        values = kinematic_complexity(torch.stack(chunks), torch.stack(masks), gripper_dim)
+        return float(values.mean()), float(values.std(unbiased=False))
+
+    def train_dataloader(self):
+        return train_loader(self.frames, self.batch_size, self.seed, SourcedCollator(self.processor),
+                            self.num_workers)
