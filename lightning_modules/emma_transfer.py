@@ -42,7 +42,7 @@ class TransferModule(PostTrainModule):
         predicted = self.model(x_t, timesteps, batch["geometry"], batch["tokens"])
         loss, metrics = transfer_loss(predicted, self.model.target(x0, noise, timesteps))
         self.log_metrics("train", {"loss": loss, **metrics}, batch_size=x0.shape[0])
-        self.recent = (self.recent + [float(loss)])[-20:]
+        self.recent = (self.recent + [float(loss.detach())])[-20:]
         return loss
 
     def on_fit_end(self) -> None:
