@@ -85,6 +85,19 @@ def test_edited_folder_names_its_sources_and_mixes_with_the_real_demonstrations(
     assert np.isfinite(mean) and std >= 0
 
 
+def test_an_edited_folder_of_other_demonstrations_is_refused_naming_the_key(tmp_path):
+    real = read_demos(write_toy_demos(tmp_path / "real", episodes=2))
+    assert not np.array_equal(real.episodes[0].action, real.episodes[1].action)
+    appearances = engine.edit_appearances("in_domain", 2, seed=0)
+    for name, sources in (("swapped", [1, 0]), ("missing", [0, 2])):  # other actions; no such source episode
+        engine.write_edited(real.episodes, sources, appearances, "oracle", str(tmp_path / name))
+        data = MixedRobotDataModule(tokenizer_for_tests(), path=str(tmp_path / "real"),
+                                    edited_path=str(tmp_path / name), chunk=2, batch_size=4,
+                                    spatial_prompt="none", episode_splits=["val"])
+        with pytest.raises(ConfigError, match=r"data\.edited_path.*source_episodes"):
+            data.setup("fit")
+
+
 def tokenizer_for_tests():
     from posttrain.models.vlm import tiny_vlm
 
@@ -111,6 +124,14 @@ def test_the_failure_filter_is_relative_to_the_real_renders():
     assert not probes.passes({**good, "depth_error": 0.41}, reference, tolerance=2.0)
     assert not probes.passes({**good, "cross_view": 0.11}, reference, tolerance=2.0)
     assert not probes.passes({**good, "attribute_accuracy": 0.4}, reference, min_attribute_accuracy=0.5)
+
+
+def test_the_probes_calibrate_on_the_last_fifth_of_the_pool_episodes():
+    episode = np.repeat(np.arange(16), 3)  # 16 episodes of 3 rows
+    assert sorted(set(episode[probes.calibration_rows(episode)])) == [13, 14, 15]
+    four = np.repeat(np.arange(4), 2)
+    assert sorted(set(four[probes.calibration_rows(four)])) == [3]
+    assert len(probes.calibration_rows(np.zeros(5, dtype=np.int64))) == 0  # one episode: nothing to hold out
 
 
 def test_probes_measure_generated_frames(env, episode):
