@@ -91,7 +91,7 @@ class EditedEpisodesModule(L.LightningModule):
     def on_predict_start(self) -> None:
         if self.editor != "generator" or not self.pool:
             return
-        pool, _ = read_pool(self.pool)
+        pool, _ = read_pool(self.pool, "method.pool")
         rows = np.arange(len(pool["state"]))
         held = probes.calibration_rows(pool["episode"])
         train = {k: v[np.isin(rows, held, invert=True)] if len(held) < len(rows) else v for k, v in pool.items()}

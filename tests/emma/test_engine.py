@@ -115,6 +115,11 @@ def test_a_generator_of_another_resolution_or_an_unknown_set_is_refused_naming_t
         EditedEpisodesModule(env=ENV, editor="oracle", appearance_set="no_such_set")
     with pytest.raises(ConfigError, match=r"env\.appearance\.object_color"):
         EditedEpisodesModule(env={**ENV, "appearance": {"object_color": "gold"}}, editor="oracle")
+    probed = EditedEpisodesModule(env=ENV, editor="generator", generator=transfer_tiny(
+        image_size=SIZE, block_out_channels=(8, 16), norm_num_groups=4)[0], pool="/no/such/pool")
+    with pytest.raises(ConfigError, match=r"method\.pool: '/no/such/pool' holds no render pool"):
+        probed.on_predict_start()
+    probed.env.close()
 
 
 def test_the_failure_filter_is_relative_to_the_real_renders():
