@@ -151,3 +151,18 @@ def test_probes_measure_generated_frames(env, episode):
                               {v: geometry[f"{v}_depth"] for v in VIEWS}, episode.state, 0)
     assert set(measures) == {"depth_error", "cross_view", "attribute_accuracy"}
     assert 0 <= measures["attribute_accuracy"] <= 1 and measures["depth_error"] >= 0
+
+
+def test_the_evaluator_plays_each_appearance_split_in_an_env_of_that_appearance_set():
+    from posttrain.vla.evaluator import ClosedLoopEvaluator
+
+    evaluator = ClosedLoopEvaluator(ENV, max_steps=2, split_envs={
+        "held_out_objects": {"split": "val", "appearance": "held_out_objects"}})
+    held_out, = evaluator.environments("held_out_objects", 1)
+    own, = evaluator.environments("val", 1)  # a split not named: the env's own split and appearance
+    try:
+        assert (held_out.split, held_out.appearance_set) == ("val", "held_out_objects")
+        assert (own.split, own.appearance_set) == ("val", "demo")
+    finally:
+        held_out.close()
+        own.close()
