@@ -60,6 +60,8 @@ def test_generated_frames_are_seeded_and_share_one_noise_per_edit(env, episode, 
     again = engine.generate_frames(generator, geometry, appearance, seed=2, batch_size=len(episode))
     for view in VIEWS:  # the same frames whatever the batching
         assert np.abs(first[view].astype(int) - again[view].astype(int)).max() <= 1
+    other = engine.generate_frames(generator, geometry, appearance, seed=3, batch_size=4)
+    assert any(not np.array_equal(other[view], first[view]) for view in VIEWS)  # the seed decides the noise
 
 
 def test_edited_folder_names_its_sources_and_mixes_with_the_real_demonstrations(tmp_path):
