@@ -125,6 +125,10 @@ class MixedRobotDataModule(RobotDataModule):
             check(origin is not None and len(origin) == len(edited.episodes), "data.edited_path",
                   f"{self.edited_path} does not name the source episode of each edited one (meta/info.json "
                   f"source_episodes)")
+            bad = [j for j, s in enumerate(origin) if not 0 <= int(s) < count
+                   or not np.array_equal(edited.episodes[j].action, real.episodes[int(s)].action)]
+            check(not bad, "data.edited_path", f"{self.edited_path}: edited episodes {bad[:5]} are not renderings "
+                  f"of their source_episodes in {self.path} (index out of range or other actions)")
             episodes += edited.episodes
             sources += [int(s) for s in origin]
             generated += [True] * len(edited.episodes)

@@ -91,9 +91,9 @@ class EditedEpisodesModule(L.LightningModule):
     def on_predict_start(self) -> None:
         if self.editor != "generator" or not self.pool:
             return
-        pool, _ = read_pool(self.pool)
+        pool, _ = read_pool(self.pool, "method.pool")
         rows = np.arange(len(pool["state"]))
-        held = rows[pool["episode"] >= max(1, int(pool["episode"].max() * 0.8))]  # the last episodes: calibration
+        held = probes.calibration_rows(pool["episode"])
         train = {k: v[np.isin(rows, held, invert=True)] if len(held) < len(rows) else v for k, v in pool.items()}
         self.probes = probes.train_probes(train, steps=self.probe_steps, seed=self.seed)
         self.reference = probes.calibrate(self.probes, pool, held if len(held) else rows)

@@ -45,6 +45,12 @@ class TransferModule(PostTrainModule):
         self.recent = (self.recent + [float(loss.detach())])[-20:]
         return loss
 
+    def extra_state(self) -> dict:
+        return {"recent": list(self.recent)}  # a resumed run's row averages the same 20 steps
+
+    def load_extra_state(self, state: dict) -> None:
+        self.recent = [float(v) for v in state.get("recent", [])]
+
     def on_fit_end(self) -> None:
         super().on_fit_end()
         if self.recent:  # no held-out split: the row reports the denoising loss at the end of training

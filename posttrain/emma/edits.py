@@ -89,10 +89,18 @@ def oracle_episode(env, episode: Episode, appearance: Appearance, options: dict 
     instruction names the new object colour in place of the old one."""
     states = replay_states(env, episode.seed, episode.action, episode.state, options, episode.projections,
                            where=where)
-    frames = rerender_states(env, states, appearance, task=episode.env_task)
-    instruction = episode.instruction.replace(episode.color, appearance.object_color)
-    return replace(episode, instruction=instruction, color=appearance.object_color, scene=frames["scene"],
-                   wrist=frames["wrist"], action=episode.action.copy(), state=episode.state.copy())
+    return with_frames(episode, rerender_states(env, states, appearance, task=episode.env_task), appearance)
+
+
+def with_frames(episode: Episode, frames: dict[str, np.ndarray], appearance: Appearance | None = None) -> Episode:
+    """`episode` with new images of both views and copies of its own actions and states (an edit never changes
+    what the robot did); with `appearance`, its instruction and colour name the new object colour in place of the
+    old one (None: an editor whose colours are arbitrary, the instruction is kept)."""
+    instruction, color = episode.instruction, episode.color
+    if appearance is not None:
+        instruction, color = instruction.replace(color, appearance.object_color), appearance.object_color
+    return replace(episode, instruction=instruction, color=color, scene=frames["scene"], wrist=frames["wrist"],
+                   action=episode.action.copy(), state=episode.state.copy())
 
 
 # ---- the geometry-breaking editor -----------------------------------------------------------------------------------

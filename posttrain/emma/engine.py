@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 
 import numpy as np
 import torch
 
-from posttrain.emma.edits import inconsistent_edit, replay_states, rerender_states
+from posttrain.emma.edits import inconsistent_edit, replay_states, rerender_states, with_frames
 from posttrain.emma.generator import TransferModel, attribute_tokens, geometry_tensor, to_frames
 from posttrain.envs.appearance import DEMO, Appearance, sample_appearance
 from posttrain.envs.demos import INFO_FILE, Episode, write_demos
@@ -81,12 +80,7 @@ def edit_episode(editor: str, episode: Episode, appearance: Appearance, seed: in
     else:
         frames = inconsistent_edit({v: getattr(episode, v) for v in VIEWS}, np.random.default_rng(seed),
                                    {v: geometry[f"{v}_segmentation"] for v in VIEWS})
-    recoloured = editor != "geometry_breaking"
-    instruction = episode.instruction.replace(episode.color, appearance.object_color) if recoloured else \
-        episode.instruction
-    return replace(episode, instruction=instruction, color=appearance.object_color if recoloured else episode.color,
-                   scene=frames["scene"], wrist=frames["wrist"], action=episode.action.copy(),
-                   state=episode.state.copy())
+    return with_frames(episode, frames, appearance if editor != "geometry_breaking" else None)
 
 
 def write_edited(episodes: list[Episode], sources: list[int], appearances: list[Appearance], editor: str,

@@ -63,9 +63,11 @@ def write_pool(episodes: list[dict[str, np.ndarray]], directory: str, appearance
     return directory
 
 
-def read_pool(directory: str) -> tuple[dict[str, np.ndarray], dict]:
+def read_pool(directory: str, where: str = "data.pool") -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and meta of a render pool folder; a folder without one stops with an error naming `where`."""
     path = os.path.join(directory or "", POOL_FILE)
-    check(os.path.isfile(path), "data.pool", f"{directory!r} holds no render pool ({POOL_FILE})")
+    check(os.path.isfile(path) and os.path.isfile(os.path.join(directory, META_FILE)), where,
+          f"{directory!r} holds no render pool ({POOL_FILE} and {META_FILE})")
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
     with open(os.path.join(directory, META_FILE)) as handle:

@@ -105,6 +105,14 @@ def calibrate(probes: dict[str, ViewProbe], pool: dict[str, np.ndarray], rows: n
                    pool["state"][rows], colour)
 
 
+def calibration_rows(episode: np.ndarray, fraction: float = 0.2) -> np.ndarray:
+    """The pool rows of its last `fraction` of episodes (at least one), kept out of the probes' training to
+    calibrate the filter; a one-episode pool has none. (N,) episode index per row -> row indices."""
+    episodes = int(episode.max()) + 1
+    first = max(1, episodes - max(1, round(fraction * episodes)))
+    return np.flatnonzero(episode >= first)
+
+
 def passes(measures: dict[str, float], reference: dict[str, float], tolerance: float = 2.0,
            min_attribute_accuracy: float = 0.5) -> bool:
     """The failure filter: within `tolerance` times the real renders' depth error and cross-view distance, and at

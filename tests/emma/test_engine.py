@@ -60,6 +60,8 @@ def test_generated_frames_are_seeded_and_share_one_noise_per_edit(env, episode, 
     again = engine.generate_frames(generator, geometry, appearance, seed=2, batch_size=len(episode))
     for view in VIEWS:  # the same frames whatever the batching
         assert np.abs(first[view].astype(int) - again[view].astype(int)).max() <= 1
+    other = engine.generate_frames(generator, geometry, appearance, seed=3, batch_size=4)
+    assert any(not np.array_equal(other[view], first[view]) for view in VIEWS)  # the seed decides the noise
 
 
 def test_edited_folder_names_its_sources_and_mixes_with_the_real_demonstrations(tmp_path):
@@ -85,6 +87,19 @@ def test_edited_folder_names_its_sources_and_mixes_with_the_real_demonstrations(
     assert np.isfinite(mean) and std >= 0
 
 
+def test_an_edited_folder_of_other_demonstrations_is_refused_naming_the_key(tmp_path):
+    real = read_demos(write_toy_demos(tmp_path / "real", episodes=2))
+    assert not np.array_equal(real.episodes[0].action, real.episodes[1].action)
+    appearances = engine.edit_appearances("in_domain", 2, seed=0)
+    for name, sources in (("swapped", [1, 0]), ("missing", [0, 2])):  # other actions; no such source episode
+        engine.write_edited(real.episodes, sources, appearances, "oracle", str(tmp_path / name))
+        data = MixedRobotDataModule(tokenizer_for_tests(), path=str(tmp_path / "real"),
+                                    edited_path=str(tmp_path / name), chunk=2, batch_size=4,
+                                    spatial_prompt="none", episode_splits=["val"])
+        with pytest.raises(ConfigError, match=r"data\.edited_path.*source_episodes"):
+            data.setup("fit")
+
+
 def tokenizer_for_tests():
     from posttrain.models.vlm import tiny_vlm
 
@@ -102,6 +117,11 @@ def test_a_generator_of_another_resolution_or_an_unknown_set_is_refused_naming_t
         EditedEpisodesModule(env=ENV, editor="oracle", appearance_set="no_such_set")
     with pytest.raises(ConfigError, match=r"env\.appearance\.object_color"):
         EditedEpisodesModule(env={**ENV, "appearance": {"object_color": "gold"}}, editor="oracle")
+    probed = EditedEpisodesModule(env=ENV, editor="generator", generator=transfer_tiny(
+        image_size=SIZE, block_out_channels=(8, 16), norm_num_groups=4)[0], pool="/no/such/pool")
+    with pytest.raises(ConfigError, match=r"method\.pool: '/no/such/pool' holds no render pool"):
+        probed.on_predict_start()
+    probed.env.close()
 
 
 def test_the_failure_filter_is_relative_to_the_real_renders():
@@ -111,6 +131,14 @@ def test_the_failure_filter_is_relative_to_the_real_renders():
     assert not probes.passes({**good, "depth_error": 0.41}, reference, tolerance=2.0)
     assert not probes.passes({**good, "cross_view": 0.11}, reference, tolerance=2.0)
     assert not probes.passes({**good, "attribute_accuracy": 0.4}, reference, min_attribute_accuracy=0.5)
+
+
+def test_the_probes_calibrate_on_the_last_fifth_of_the_pool_episodes():
+    episode = np.repeat(np.arange(16), 3)  # 16 episodes of 3 rows
+    assert sorted(set(episode[probes.calibration_rows(episode)])) == [13, 14, 15]
+    four = np.repeat(np.arange(4), 2)
+    assert sorted(set(four[probes.calibration_rows(four)])) == [3]
+    assert len(probes.calibration_rows(np.zeros(5, dtype=np.int64))) == 0  # one episode: nothing to hold out
 
 
 def test_probes_measure_generated_frames(env, episode):
@@ -125,3 +153,18 @@ def test_probes_measure_generated_frames(env, episode):
                               {v: geometry[f"{v}_depth"] for v in VIEWS}, episode.state, 0)
     assert set(measures) == {"depth_error", "cross_view", "attribute_accuracy"}
     assert 0 <= measures["attribute_accuracy"] <= 1 and measures["depth_error"] >= 0
+
+
+def test_the_evaluator_plays_each_appearance_split_in_an_env_of_that_appearance_set():
+    from posttrain.vla.evaluator import ClosedLoopEvaluator
+
+    evaluator = ClosedLoopEvaluator(ENV, max_steps=2, split_envs={
+        "held_out_objects": {"split": "val", "appearance": "held_out_objects"}})
+    held_out, = evaluator.environments("held_out_objects", 1)
+    own, = evaluator.environments("val", 1)  # a split not named: the env's own split and appearance
+    try:
+        assert (held_out.split, held_out.appearance_set) == ("val", "held_out_objects")
+        assert (own.split, own.appearance_set) == ("val", "demo")
+    finally:
+        held_out.close()
+        own.close()

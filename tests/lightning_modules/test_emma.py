@@ -10,7 +10,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.emma import MixedRobotDataModule
 from lightning_modules.emma import EMMAModule
+from lightning_modules.emma_transfer import TransferModule
 from posttrain.emma import engine
+from posttrain.emma.generator import transfer_tiny
 from posttrain.envs import registry
 from posttrain.envs.demos import read_demos
 from posttrain.vla.evaluator import ClosedLoopEvaluator
@@ -99,3 +101,14 @@ def test_killed_adamix_run_resumes_to_the_same_weights_and_episode_means(folders
     assert trainer.global_step == 4
     assert_same_parameters(resumed, reference)
     assert torch.allclose(resumed.episode_means, reference.episode_means)
+
+
+def test_the_transfer_stage_keeps_its_recent_losses_in_the_checkpoint():
+    model = transfer_tiny(image_size=16, block_out_channels=(8, 16), norm_num_groups=4)[0]
+    module = TransferModule(model)
+    module.recent = [0.5, 0.25]
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    resumed = TransferModule(transfer_tiny(image_size=16, block_out_channels=(8, 16), norm_num_groups=4)[0])
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.recent == [0.5, 0.25]
