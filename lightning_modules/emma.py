@@ -19,6 +19,7 @@ import sys
 import torch
 
 from lightning_modules.base import PostTrainModule
+from lightning_modules.vla_steps import check_robot_data, close_evaluator, planner_parameter_groups
 from posttrain.losses.emma import (
     adamix_loss,
     combined_difficulty,
@@ -67,9 +68,7 @@ class EMMAModule(PostTrainModule):
         super().setup(stage)
         data, model = self.trainer.datamodule, self.model
         data.setup(stage)
-        data.check_model(model.action_dim, model.state_dim)
-        check(data.chunk == model.chunk, "data.chunk", f"{data.chunk} differs from model.chunk={model.chunk}")
-        check(len(data.views) == model.views, "data.views", f"{len(data.views)} views, the model has {model.views}")
+        check_robot_data(data, model)
         if stage == "fit":
             model.set_statistics(data.statistics)
             self.kinematics = data.kinematic_statistics()
@@ -80,28 +79,18 @@ class EMMAModule(PostTrainModule):
             self.evaluator.encode = data.encode_observations
 
     def teardown(self, stage: str) -> None:
-        close = getattr(self.evaluator, "close", None)
-        if close is not None:
-            close()
+        close_evaluator(self.evaluator)
 
     def parameter_groups(self) -> list[dict]:
-        planner = {id(p) for p in self.model.planner.parameters()}
-        params = self.trainable_parameters()
-        return [{"params": [p for p in params if id(p) in planner], "lr": self.vlm_lr},
-                {"params": [p for p in params if id(p) not in planner], "lr": self.action_lr}]
+        return planner_parameter_groups(self.model, self.trainable_parameters(), self.vlm_lr, self.action_lr)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         torch.manual_seed(self.seed * 1_000_003 + self.global_step)
 
     def sample_losses(self, batch: dict) -> torch.Tensor:
         """ℓ_i (B,): the action expert's ε-loss of each sample over its R noisings."""
-        model, repeats = self.model, self.model.repeats
-        condition = model.condition(batch["prompt_input_ids"], batch["prompt_attention_mask"],
-                                    batch.get("image_inputs"), batch["views"])  # (B, Q, D)
-        condition = model.drop_condition(condition.repeat_interleave(repeats, 0))  # (B·R, Q, D)
-        noisy, timesteps, noise = model.noised(batch["actions"].repeat_interleave(repeats, 0))  # (B·R, H, A)
-        predicted = model.predict_noise(noisy, timesteps, condition, batch["state"].repeat_interleave(repeats, 0))
-        return per_sample_action_loss(predicted, noise, batch["action_mask"].repeat_interleave(repeats, 0), repeats)
+        predicted, noise, mask = self.model.training_prediction(batch)
+        return per_sample_action_loss(predicted, noise, mask, self.model.repeats)
 
     def difficulty(self, losses: torch.Tensor, batch: dict) -> torch.Tensor:
         """d_i (B,) from the per-episode running means (updated with this batch first) and the chunks' kinematics."""

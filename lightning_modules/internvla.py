@@ -13,6 +13,7 @@ import time
 import torch
 
 from lightning_modules.base import PostTrainModule
+from lightning_modules.vla_steps import check_robot_data, close_evaluator, planner_parameter_groups
 from posttrain.losses.internvla import action_diffusion_loss, cotraining_loss, projection_space_similarity
 from posttrain.losses.sft import sft_loss
 from posttrain.models.forward import label_logprobs
@@ -55,9 +56,7 @@ class InternVLAModule(PostTrainModule):
         super().setup(stage)
         data, model = self.trainer.datamodule, self.model
         data.setup(stage)
-        data.check_model(model.action_dim, model.state_dim)
-        check(data.chunk == model.chunk, "data.chunk", f"{data.chunk} differs from model.chunk={model.chunk}")
-        check(len(data.views) == model.views, "data.views", f"{len(data.views)} views, the model has {model.views}")
+        check_robot_data(data, model)
         check(data.cotrain == (self.vlm_weight > 0), "method.vlm_weight",
               f"{self.vlm_weight} with data.cotrain={data.cotrain}: co-training needs both (or neither)")
         if stage == "fit":
@@ -66,15 +65,10 @@ class InternVLAModule(PostTrainModule):
             self.evaluator.encode = data.encode_observations
 
     def teardown(self, stage: str) -> None:
-        close = getattr(self.evaluator, "close", None)  # the simulators' renderers, before the GL context goes
-        if close is not None:
-            close()
+        close_evaluator(self.evaluator)
 
     def parameter_groups(self) -> list[dict]:
-        planner = {id(p) for p in self.model.planner.parameters()}
-        params = self.trainable_parameters()
-        return [{"params": [p for p in params if id(p) in planner], "lr": self.vlm_lr},
-                {"params": [p for p in params if id(p) not in planner], "lr": self.action_lr}]
+        return planner_parameter_groups(self.model, self.trainable_parameters(), self.vlm_lr, self.action_lr)
 
     # ---- training -----------------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx) -> None:
@@ -97,13 +91,7 @@ class InternVLAModule(PostTrainModule):
                 "perf/train_frames_per_cpu_s": seen["frames"] / max(seen["cpu"], 1e-9)}
 
     def action_loss(self, robot: dict) -> tuple[torch.Tensor, dict]:
-        model, repeats = self.model, self.model.repeats
-        condition = model.condition(robot["prompt_input_ids"], robot["prompt_attention_mask"],
-                                    robot.get("image_inputs"), robot["views"])  # (B, Q, D)
-        condition = model.drop_condition(condition.repeat_interleave(repeats, 0))  # (B·R, Q, D)
-        noisy, timesteps, noise = model.noised(robot["actions"].repeat_interleave(repeats, 0))  # (B·R, H, A)
-        predicted = model.predict_noise(noisy, timesteps, condition, robot["state"].repeat_interleave(repeats, 0))
-        return action_diffusion_loss(predicted, noise, robot["action_mask"].repeat_interleave(repeats, 0))
+        return action_diffusion_loss(*self.model.training_prediction(robot))
 
     def vlm_loss(self, grounding: dict) -> torch.Tensor:
         logps, mask = label_logprobs(self.model.planner, grounding["input_ids"], grounding["attention_mask"],

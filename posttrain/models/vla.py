@@ -259,6 +259,17 @@ class VLAModel(nn.Module):
         conditional, unconditional = both.chunk(2)
         return unconditional + cfg_scale * (conditional - unconditional)
 
+    def training_prediction(self, robot: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One training pass of the action expert on a robot batch, each sample noised `repeats` times (rows of one
+        sample consecutive): (ε̂, ε, action mask), (B·R, H, A), (B·R, H, A), (B·R, H)."""
+        repeats = self.repeats
+        condition = self.condition(robot["prompt_input_ids"], robot["prompt_attention_mask"],
+                                   robot.get("image_inputs"), robot["views"])  # (B, Q, D)
+        condition = self.drop_condition(condition.repeat_interleave(repeats, 0))  # (B·R, Q, D)
+        noisy, timesteps, noise = self.noised(robot["actions"].repeat_interleave(repeats, 0))  # (B·R, H, A)
+        predicted = self.predict_noise(noisy, timesteps, condition, robot["state"].repeat_interleave(repeats, 0))
+        return predicted, noise, robot["action_mask"].repeat_interleave(repeats, 0)
+
     @torch.no_grad()
     def sample(self, condition: torch.Tensor, state: torch.Tensor | None, generator: torch.Generator | None = None,
                steps: int | None = None, cfg_scale: float | None = None, eta: float = 0.0) -> torch.Tensor:
