@@ -92,11 +92,11 @@ class EditedEpisodesModule(L.LightningModule):
         if self.editor != "generator" or not self.pool:
             return
         pool, _ = read_pool(self.pool, "method.pool")
-        rows = np.arange(len(pool["state"]))
         held = probes.calibration_rows(pool["episode"])
-        train = {k: v[np.isin(rows, held, invert=True)] if len(held) < len(rows) else v for k, v in pool.items()}
-        self.probes = probes.train_probes(train, steps=self.probe_steps, seed=self.seed)
-        self.reference = probes.calibrate(self.probes, pool, held if len(held) else rows)
+        fit = np.ones(len(pool["episode"]), dtype=bool)
+        fit[held] = False  # a one-episode pool holds nothing out: the probes fit and calibrate on all of it
+        self.probes = probes.train_probes({k: v[fit] for k, v in pool.items()}, steps=self.probe_steps, seed=self.seed)
+        self.reference = probes.calibrate(self.probes, pool, held if len(held) else np.flatnonzero(fit))
 
     def predict_step(self, batch: list[tuple[int, object]], batch_idx: int) -> list[tuple]:
         kept = []
