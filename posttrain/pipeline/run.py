@@ -31,6 +31,17 @@ from posttrain.utils.config import check
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
     OmegaConf.register_new_resolver("merge", merge_configs, replace=True)
+    OmegaConf.register_new_resolver("per_env", per_env, replace=True)
+
+
+def per_env(field: str, *, _root_: DictConfig):
+    """`${per_env:eval_size}`: the experiment's `per_env.<env.id>.eval_size`, so one experiment carries the settings
+    that depend on the environment; an environment without an entry is an error naming the missing key."""
+    env_id, table = _root_.env.id, _root_.get("per_env") or {}
+    check(env_id in table, f"per_env.{env_id}", f"no settings for env.id={env_id!r}; this experiment has them for "
+          f"{sorted(table)}: add a per_env.{env_id} entry")
+    check(field in table[env_id], f"per_env.{env_id}.{field}", "missing")
+    return table[env_id][field]
 
 
 def merge_configs(*configs):

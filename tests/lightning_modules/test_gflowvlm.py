@@ -79,3 +79,10 @@ def test_blackjack_gets_its_own_warmup_length_answer_budget_and_held_out_hands(t
             method = resolved(cfg.stages[stage].method)
             assert longest <= method["generation"]["max_new_tokens"] == method["evaluator"]["max_new_tokens"]
         assert longest <= resolved(cfg.stages.warmup.method)["evaluator"]["max_new_tokens"]
+
+
+def test_an_environment_without_per_env_settings_is_an_error_naming_the_key(tmp_path):
+    cfg = compose_config(["experiment=gflowvlm", "env.id=cartpole"], tmp_path)
+    with pytest.raises(Exception, match=r"per_env\.cartpole: no settings for env.id='cartpole'.*\['blackjack', "
+                                        r"'numberline'\]"):
+        _ = cfg.data.eval_size
