@@ -1,12 +1,11 @@
 """Cache keys: a stage's output is reused when everything it depends on, fully resolved, is the same.
 
 The key hashes the stage's method, data, evaluation data, output kind, its own callbacks (e.g. a stop at a target
-accuracy), its own model (start: model; nothing with start: none) or the
-key of the stage it starts from (recursively), the keys of its input stages, the trainer it runs (the top-level `trainer`
-with its overrides; settings that only decide logging and progress display are left out), the stage's own callbacks
-(when it has any), the settings of the
-validation that scores `evaluate_on` (`VALIDATION_SETTINGS` of `validator_config`) and the seed. Every
-interpolation is resolved first, so `${method.optimizer}` and `${seed}` hash as their values.
+accuracy), its own model (start: model; nothing with start: none) or the key of the stage it starts from
+(recursively), the keys of its input stages, the trainer it runs (the top-level `trainer` with its overrides;
+settings that only decide logging and progress display are left out), the stage's own callbacks (when it has any),
+the settings of the validation that scores `evaluate_on` (`VALIDATION_SETTINGS` of `validator_config`) and the seed.
+Every interpolation is resolved first, so `${method.optimizer}` and `${seed}` hash as their values.
 """
 from __future__ import annotations
 
