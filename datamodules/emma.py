@@ -4,8 +4,9 @@
   (both views stacked), `geometry` (B, V·(1+K), H, W) and attribute `tokens` (B, A).
 - `DemoEpisodes`: the (index, episode) pairs of a demonstrations folder, for the stages that edit them.
 - `MixedRobotDataModule`: `RobotDataModule`'s frames of the real demonstrations plus those of an edited folder (a
-  data-engine stage's output), shuffled together (the closed-loop splits, e.g. appearance sets, are the evaluator's
-  `split_envs`); every sample also carries its `source` episode (the real
+  data-engine stage's output), shuffled together or at a fixed share of real samples per batch (`real_fraction`;
+  the closed-loop splits, e.g. appearance sets, are the evaluator's `split_envs`); every sample also carries its
+  `source` episode (the real
   episode it renders; AdaMix's perceptual reference) and whether it is `generated`. Actions are normalised by the
   real demonstrations' statistics (the edited episodes' actions are the same).
 """
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.robot import Frames, RobotCollator, RobotDataModule
-from datamodules.sampler import train_loader
+from datamodules.sampler import RatioBatchSampler, train_loader
 from posttrain.emma.generator import geometry_tensor, pixels_tensor
 from posttrain.emma.pool import read_pool
 from posttrain.envs.demos import Demos, action_chunk, read_demos
@@ -95,18 +96,54 @@ class SourcedCollator(RobotCollator):
         return batch
 
 
+def proportional_prefix(positions: list[tuple[int, int]], generated: list[bool],
+                        size: int | None) -> list[tuple[int, int]]:
+    """At most `size` of the (episode, frame) positions, real and edited in the proportions they have in the whole
+    (rounded; at least one real frame when there is one): the first real ones, then the first edited ones. None:
+    all of them.
+
+    Args:
+        positions: every training frame, real episodes' first; generated: per episode, whether it is edited.
+    """
+    if size is None or size >= len(positions):
+        return list(positions)
+    real = [p for p in positions if not generated[p[0]]]
+    edited = [p for p in positions if generated[p[0]]]
+    keep_real = min(max(round(size * len(real) / len(positions)), min(1, size, len(real))), len(real))
+    return real[:keep_real] + edited[:size - keep_real]
+
+
+def real_per_batch(real_fraction: float, batch_size: int) -> int:
+    """The real samples of a batch at `real_fraction` (rounded); at least one of each kind, else an error naming
+    data.real_fraction."""
+    count = round(real_fraction * batch_size)
+    check(0 < count < batch_size, "data.real_fraction", f"{real_fraction} of a batch of {batch_size} is {count} real "
+          f"samples; a batch needs at least one real and one edited sample (data.batch_size)")
+    return count
+
+
 class MixedRobotDataModule(RobotDataModule):
     """`RobotDataModule` (no co-training) over real + edited demonstrations.
 
     Args (besides RobotDataModule's):
         edited_path: a folder of edited episodes (an EMMA data-engine stage's output, with `source_episodes` in its
             meta/info.json); None: the real demonstrations alone.
+        real_fraction: the share of real samples in every training batch (spec §2.2, "a fixed ratio of real to
+            generated samples per batch"; 0.5 is 1:1), rounded to whole samples; each kind is drawn in shuffled
+            passes of its own, so the smaller one repeats sooner. None: real and edited frames shuffled together
+            (each batch's share is then random, about the data's). Without edited episodes every sample is real and
+            it has no effect.
+        train_size: at most this many training frames, real and edited in their proportions (`proportional_prefix`).
     """
 
-    def __init__(self, tokenizer, edited_path: str | None = None, **kwargs):
+    def __init__(self, tokenizer, edited_path: str | None = None, real_fraction: float | None = None, **kwargs):
         super().__init__(tokenizer, **kwargs)
         check(not self.cotrain, "data.cotrain", "EMMA's arms do not co-train with grounding data")
-        self.edited_path = edited_path
+        check(real_fraction is None or 0 < real_fraction < 1, "data.real_fraction",
+              f"must be in (0, 1) or null (shuffled together), got {real_fraction}")
+        if real_fraction is not None:
+            real_per_batch(real_fraction, self.batch_size)
+        self.edited_path, self.real_fraction = edited_path, real_fraction
         self.source_count = 0
 
     def setup(self, stage: str | None = None) -> None:
@@ -134,7 +171,7 @@ class MixedRobotDataModule(RobotDataModule):
             generated += [True] * len(edited.episodes)
         self.demos = Demos(episodes, real.info, real.stats, real.directory)
         self.source_count = len(real.episodes)
-        positions = self.demos.frames()[: self.train_size]
+        positions = proportional_prefix(self.demos.frames(), generated, self.train_size)
         self.frames = SourcedFrames(self.demos, positions, self.chunk, self.views, self.planner_view, self.prompt_type,
                                     sources=sources, generated=generated)
 
@@ -151,5 +188,11 @@ class MixedRobotDataModule(RobotDataModule):
         return float(values.mean()), float(values.std(unbiased=False))
 
     def train_dataloader(self):
-        return train_loader(self.frames, self.batch_size, self.seed, SourcedCollator(self.processor),
-                            self.num_workers)
+        collate = SourcedCollator(self.processor)
+        edited = [i for i, (e, _) in enumerate(self.frames.positions) if self.frames.generated[e]]
+        if self.real_fraction is None or not edited:
+            return train_loader(self.frames, self.batch_size, self.seed, collate, self.num_workers)
+        real = [i for i, (e, _) in enumerate(self.frames.positions) if not self.frames.generated[e]]
+        batches = RatioBatchSampler(range(len(self.frames)), self.batch_size, True, real, edited,
+                                    real_per_batch(self.real_fraction, self.batch_size), self.seed)
+        return DataLoader(self.frames, batch_sampler=batches, collate_fn=collate, num_workers=self.num_workers)

@@ -6,6 +6,7 @@ Every step: the batch through the planner, querying transformer and DiT as in In
 co-training), ℓ_i per sample over its R noisings; with AdaMix on and the step past `warmup_steps`:
 
     d^perc_i = ℓ_i / m_e(i)             m_e: running (EMA) mean of ℓ over the renderings of source episode e
+                                        (under DDP over every process's batch: the sums and counts all-reduced)
     d^kin_i  = (c_i − μ_c) / σ_c        c_i: kinematic complexity of the chunk; μ_c, σ_c over the real chunks
     d_i      = λ_p z(d^perc) + λ_k z(d^kin);   w = (1 − η) + η |B| softmax(d / τ);   L = mean(stopgrad(w) · ℓ)
 
@@ -22,15 +23,17 @@ from lightning_modules.base import PostTrainModule
 from lightning_modules.vla_steps import check_robot_data, close_evaluator, planner_parameter_groups
 from posttrain.losses.emma import (
     adamix_loss,
+    blend_episode_means,
     combined_difficulty,
+    episode_sums,
     gripper_changes,
     kinematic_complexity,
     kinematic_difficulty,
     per_sample_action_loss,
     perceptual_difficulty,
-    update_episode_means,
 )
 from posttrain.utils.config import check
+from posttrain.utils.distributed import summed
 
 
 class EMMAModule(PostTrainModule):
@@ -93,11 +96,14 @@ class EMMAModule(PostTrainModule):
         return per_sample_action_loss(predicted, noise, mask, self.model.repeats)
 
     def difficulty(self, losses: torch.Tensor, batch: dict) -> torch.Tensor:
-        """d_i (B,) from the per-episode running means (updated with this batch first) and the chunks' kinematics."""
-        source = batch["source"].cpu()
-        self.episode_means, self.episode_seen = update_episode_means(self.episode_means, self.episode_seen, source,
-                                                                     losses.detach().cpu(), self.momentum)
-        perceptual = perceptual_difficulty(losses, self.episode_means[source].to(losses.device))
+        """d_i (B,) from the per-episode running means (updated with this batch first; under DDP with every process's
+        batch, so the processes keep one table) and the chunks' kinematics."""
+        source = batch["source"]
+        sums, counts = episode_sums(source, losses, len(self.episode_means))  # (E,), (E,) on the loss's device
+        totals = summed(torch.stack([sums, counts]))  # (2, E): one all-reduce of both under DDP
+        self.episode_means, self.episode_seen = blend_episode_means(self.episode_means, self.episode_seen,
+                                                                    totals[0].cpu(), totals[1].cpu(), self.momentum)
+        perceptual = perceptual_difficulty(losses, self.episode_means[source.cpu()].to(losses.device))
         complexity = kinematic_complexity(batch["actions"], batch["action_mask"])
         kinematic = kinematic_difficulty(complexity, *self.kinematics,
                                          per_sample_loss=losses if self.kinematic_times_loss else None)

@@ -3,9 +3,10 @@
 - `RenderPoolModule`: the random-appearance render pool the generator and its probes train on
   (`posttrain.emma.pool`); data: `datamodules.sim_seeds` (reset seeds of its own, beside the demonstrations').
 - `EditedEpisodesModule`: the demonstrations re-rendered by one editor (`posttrain.emma.engine`: generator, oracle,
-  geometry-breaking), `prompts` appearances per source episode, the source actions kept; with the generator, the
-  quality probes score every edit and the failure filter drops the bad ones. Data: `datamodules.emma.DemoEpisodes`.
-  A frame grid of source vs edited episodes goes to TensorBoard (`emma/source_vs_<editor>`).
+  geometry-breaking, conventional augmentation), `prompts` edits per source episode, the source actions kept; with
+  the generator, the quality probes score every edit and the failure filter drops the bad ones. Data:
+  `datamodules.emma.DemoEpisodes`. A frame grid of source vs edited episodes goes to TensorBoard
+  (`emma/source_vs_<editor>`).
 Nothing is trained; the start model is not used.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 
-from posttrain.emma import engine, probes
+from posttrain.emma import augment, engine, probes
 from posttrain.emma.generator import check_matches
 from posttrain.emma.pool import collect_pool_episode, read_pool, write_pool
 from posttrain.envs import make_env
@@ -53,7 +54,7 @@ class RenderPoolModule(L.LightningModule):
 class EditedEpisodesModule(L.LightningModule):
     """Args:
         env: the environment config the demonstrations were recorded with (their replay must reproduce them).
-        editor: generator | oracle | geometry_breaking.
+        editor: generator | oracle | geometry_breaking | augmentation.
         prompts: edits per source episode; appearance_set: the named set their appearances are drawn from.
         generator: the trained transfer model (a stage's output; editor=generator only), checked against the
             simulator's views and image size.
@@ -61,13 +62,16 @@ class EditedEpisodesModule(L.LightningModule):
         filter: {tolerance, min_attribute_accuracy} of `probes.passes`; None: measured, nothing dropped.
         probe_steps: the probes' training steps; sample_steps: DDIM steps (None: the generator's);
         generation_batch_size: frames per generator call; grid_episodes: source episodes in the TensorBoard grid.
+        augmentation: editor=augmentation's parameters ({brightness, contrast, saturation, hue, crop_scale,
+            crop_ratio}, `posttrain.emma.augment.AUGMENTATION`; None: those defaults).
         seed: the appearances and noises are drawn from (seed, source episode).
     """
 
     def __init__(self, model=None, tokenizer=None, env: dict | None = None, editor: str = "generator",
                  prompts: int = 2, appearance_set: str = "in_domain", generator=None, pool: str | None = None,
                  filter: dict | None = None, probe_steps: int = 200, sample_steps: int | None = None,
-                 generation_batch_size: int = 64, grid_episodes: int = 2, seed: int = 0):
+                 generation_batch_size: int = 64, grid_episodes: int = 2, augmentation: dict | None = None,
+                 seed: int = 0):
         super().__init__()
         check_choice(editor, engine.EDITORS, "method.editor")
         check_set(appearance_set, "method.appearance_set")
@@ -83,6 +87,9 @@ class EditedEpisodesModule(L.LightningModule):
         self.pool, self.filter, self.probe_steps = pool, dict(filter) if filter else None, probe_steps
         self.sample_steps, self.batch, self.grid_episodes, self.seed = sample_steps, generation_batch_size, \
             grid_episodes, seed
+        check(augmentation is None or editor == "augmentation", "method.augmentation",
+              f"only editor=augmentation takes augmentation parameters (editor={editor})")
+        self.augmentation = augment.augmentation_options(augmentation) if editor == "augmentation" else None
         self.probes, self.reference = None, None
         self.totals = {"edits": 0, "kept": 0, "depth_error": 0.0, "cross_view": 0.0, "attribute_accuracy": 0.0}
         self.grids: dict = {}
@@ -101,13 +108,16 @@ class EditedEpisodesModule(L.LightningModule):
     def predict_step(self, batch: list[tuple[int, object]], batch_idx: int) -> list[tuple]:
         kept = []
         for index, episode in batch:
-            states, geometry = engine.source_geometry(self.env, episode, where=f"demos episode {index}")
+            states = geometry = None
+            if self.editor in engine.NEEDS_GEOMETRY:
+                states, geometry = engine.source_geometry(self.env, episode, where=f"demos episode {index}")
             appearances = engine.edit_appearances(self.appearance_set, self.prompts, self.seed * 1_000_003 + index)
             edits = []
             for p, appearance in enumerate(appearances):
                 edited = engine.edit_episode(self.editor, episode, appearance, seed=(self.seed * 7919 + index) * 31 + p,
                                              env=self.env, states=states, geometry=geometry, model=self.generator,
-                                             batch_size=self.batch, steps=self.sample_steps)
+                                             batch_size=self.batch, steps=self.sample_steps,
+                                             augmentation=self.augmentation)
                 edits.append(edited)
                 self.totals["edits"] += 1
                 if self.keep(edited, geometry, appearance):

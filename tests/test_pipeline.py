@@ -45,6 +45,30 @@ def test_a_bad_stage_names_its_key(override, key, tmp_path):
         plan(compose_config(["experiment=pairwise_rl", override], tmp_path))
 
 
+def test_a_dataset_stage_without_a_model_keeps_its_key_when_the_model_changes(tmp_path):
+    """`start: none`: the stage's method gets model=None, and the model config is not in its key (nor, through its
+    output, in the keys of the dataset stages that read it)."""
+    def keys_of(*overrides):
+        return keys(compose_config(["experiment=internvla_m1", *overrides], tmp_path))
+
+    with_model, other_model = keys_of(), keys_of("model.view_width=32")
+    assert with_model["demos"] != other_model["demos"]  # start: model hashes the model config it is given
+    fresh, changed = keys_of("stages.demos.start=none"), keys_of("stages.demos.start=none", "model.view_width=32")
+    assert fresh["demos"] == changed["demos"] != with_model["demos"]
+    assert fresh["main"] != changed["main"]  # the stage that trains the model still follows it
+    cfg = compose_config(["experiment=internvla_m1", "stages.demos.start=none"], tmp_path)
+    pipeline = Pipeline(cfg, plan(cfg))
+    assert pipeline.start_model(pipeline.by_key["demos"]) is None
+
+
+@pytest.mark.parametrize("override, key", [("stages.main.start=none", "stages.main.start"),
+                                           ("+stages.demos.model={_target_:x}", "stages.demos.model")])
+def test_start_none_is_for_dataset_stages_without_a_model_of_their_own(override, key, tmp_path):
+    overrides = ["experiment=internvla_m1", "stages.demos.start=none", override]
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        plan(compose_config(overrides, tmp_path))
+
+
 def test_command_line_overrides_of_the_method_reach_the_control(tmp_path):
     cfg = compose_config(["experiment=spark", "method.clip_eps=0.3", "method.generation.max_new_tokens=5"], tmp_path)
     control, main = cfg.stages.control.method, cfg.stages.main.method

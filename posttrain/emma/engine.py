@@ -8,10 +8,13 @@ appearances (drawn from a named set, seeded by the episode) then yields an edite
   all frames of one edit in batches, the edit's frames sharing one initial noise (reconstructed: a cheap stand-in
   for a video model's temporal coherence);
 - `oracle`: the same states rendered by the simulator with the appearance (the ceiling);
-- `geometry_breaking`: independent per-view, per-frame recolouring and small warps of the source frames.
+- `geometry_breaking`: independent per-view, per-frame recolouring and small warps of the source frames;
+- `augmentation`: the conventional-augmentation control, colour jitter and random resized crops of the source frames
+  with a draw per view and frame (`posttrain.emma.augment`).
 
 An edited episode keeps the source's actions, states, seed and task; its instruction names the new object colour
-(not for `geometry_breaking`, whose colours are random). Its folder is a demonstrations folder
+(not for `geometry_breaking` and `augmentation`, whose colours are random; their appearances are drawn all the
+same and recorded, unused). Its folder is a demonstrations folder
 (`posttrain.envs.demos`) whose meta/info.json also says, per episode, the source episode index (`source_episodes`),
 the appearance (`appearances`) and the `editor`.
 """
@@ -23,6 +26,7 @@ import os
 import numpy as np
 import torch
 
+from posttrain.emma.augment import augmentation_options, conventional_augment
 from posttrain.emma.edits import inconsistent_edit, replay_states, rerender_states, with_frames
 from posttrain.emma.generator import TransferModel, attribute_tokens, geometry_tensor, to_frames
 from posttrain.envs.appearance import DEMO, Appearance, sample_appearance
@@ -30,7 +34,9 @@ from posttrain.envs.demos import INFO_FILE, Episode, write_demos
 from posttrain.envs.metaworld import VIEWS
 from posttrain.utils.config import check_choice
 
-EDITORS = ("generator", "oracle", "geometry_breaking")
+EDITORS = ("generator", "oracle", "geometry_breaking", "augmentation")
+NAMES_COLOUR = ("generator", "oracle")  # editors that render the requested appearance (the instruction follows it)
+NEEDS_GEOMETRY = ("generator", "oracle", "geometry_breaking")  # editors that read the replayed states or geometry
 
 
 def source_geometry(env, episode: Episode, options: dict | None = None, where: str = "episode"):
@@ -70,17 +76,21 @@ def generate_frames(model: TransferModel, geometry: dict[str, np.ndarray], appea
 
 def edit_episode(editor: str, episode: Episode, appearance: Appearance, seed: int, env=None, states=None,
                  geometry=None, model: TransferModel | None = None, batch_size: int = 64,
-                 steps: int | None = None) -> Episode:
-    """One edited episode: new frames of both views, the source's actions and states."""
+                 steps: int | None = None, augmentation: dict | None = None) -> Episode:
+    """One edited episode: new frames of both views, the source's actions and states. `augmentation`: the
+    augmentation editor's parameters (`augment.augmentation_options`; None: the defaults)."""
     check_choice(editor, EDITORS, "method.editor")
     if editor == "generator":
         frames = generate_frames(model, geometry, appearance, seed, batch_size, steps)
     elif editor == "oracle":
         frames = rerender_states(env, states, appearance, task=episode.env_task)
-    else:
+    elif editor == "geometry_breaking":
         frames = inconsistent_edit({v: getattr(episode, v) for v in VIEWS}, np.random.default_rng(seed),
                                    {v: geometry[f"{v}_segmentation"] for v in VIEWS})
-    return with_frames(episode, frames, appearance if editor != "geometry_breaking" else None)
+    else:
+        frames = conventional_augment({v: getattr(episode, v) for v in VIEWS}, seed,
+                                      **augmentation_options(augmentation))
+    return with_frames(episode, frames, appearance if editor in NAMES_COLOUR else None)
 
 
 def write_edited(episodes: list[Episode], sources: list[int], appearances: list[Appearance], editor: str,

@@ -12,7 +12,8 @@ the authors' (which were not available):
     L        = (1/|B|) Σ_i stopgrad(w_i) · ℓ_i                           (adamix_loss; uniform during warm-up)
 
 All functions are pure: tensors in, tensors out; the running per-episode loss means live with the caller
-(`update_episode_means` computes the next table).
+(`update_episode_means` computes the next table; under DDP the caller sums `episode_sums` over the processes and
+blends with `blend_episode_means`, so every process keeps the same table).
 """
 from __future__ import annotations
 
@@ -115,6 +116,16 @@ def perceptual_difficulty(per_sample_loss: torch.Tensor, reference_loss: torch.T
     return per_sample_loss.detach() / (reference_loss.detach() + eps)
 
 
+def episode_sums(episode: torch.Tensor, per_sample_loss: torch.Tensor, episodes: int,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's loss sum and sample count per source episode: (N,) int64, (N,) -> (E,), (E,). Sums and counts of
+    several processes' batches add up to those of their union (what DDP all-reduces)."""
+    loss = per_sample_loss.detach().to(dtype)
+    sums = torch.zeros(episodes, dtype=dtype, device=loss.device).index_add(0, episode, loss)
+    counts = torch.zeros(episodes, dtype=dtype, device=loss.device).index_add(0, episode, torch.ones_like(loss))
+    return sums, counts
+
+
 def update_episode_means(means: torch.Tensor, seen: torch.Tensor, episode: torch.Tensor, per_sample_loss: torch.Tensor,
                          momentum: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
     """The next running mean of the loss per source episode: the batch's mean over each episode's samples enters
@@ -125,9 +136,19 @@ def update_episode_means(means: torch.Tensor, seen: torch.Tensor, episode: torch
         episode: (N,) int64 source-episode index of each sample; per_sample_loss: (N,).
     Returns: the new (means, seen); the inputs are not modified.
     """
-    loss = per_sample_loss.detach().to(means.dtype)
-    sums = torch.zeros_like(means).index_add(0, episode, loss)
-    counts = torch.zeros_like(means).index_add(0, episode, torch.ones_like(loss))
+    sums, counts = episode_sums(episode.to(means.device), per_sample_loss.to(means.device), len(means), means.dtype)
+    return blend_episode_means(means, seen, sums, counts, momentum)
+
+
+def blend_episode_means(means: torch.Tensor, seen: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor,
+                        momentum: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    """`update_episode_means` from the batch's per-episode loss sums and counts (`episode_sums`, possibly summed
+    over processes): episodes with a count > 0 blend in sums / counts; the others keep their mean.
+
+    Args:
+        means, sums, counts: (E,); seen: (E,) bool.
+    """
+    sums, counts = sums.to(means), counts.to(means)
     present = counts > 0
     batch_mean = sums / counts.clamp(min=1.0)
     blended = torch.where(seen, momentum * means + (1.0 - momentum) * batch_mean, batch_mean)

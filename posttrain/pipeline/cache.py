@@ -1,12 +1,11 @@
 """Cache keys: a stage's output is reused when everything it depends on, fully resolved, is the same.
 
 The key hashes the stage's method, data, evaluation data, output kind, its own callbacks (e.g. a stop at a target
-accuracy), its own model (start: model) or the key of
-the stage it starts from (recursively), the keys of its input stages, the trainer it runs (the top-level `trainer`
-with its overrides; settings that only decide logging and progress display are left out), the stage's own callbacks
-(when it has any), the settings of the
-validation that scores `evaluate_on` (`VALIDATION_SETTINGS` of `validator_config`) and the seed. Every
-interpolation is resolved first, so `${method.optimizer}` and `${seed}` hash as their values.
+accuracy), its own model (start: model; nothing with start: none) or the key of the stage it starts from
+(recursively), the keys of its input stages, the trainer it runs (the top-level `trainer` with its overrides;
+settings that only decide logging and progress display are left out), the stage's own callbacks (when it has any),
+the settings of the validation that scores `evaluate_on` (`VALIDATION_SETTINGS` of `validator_config`) and the seed.
+Every interpolation is resolved first, so `${method.optimizer}` and `${seed}` hash as their values.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
-from posttrain.pipeline.stages import Stage, resolved
+from posttrain.pipeline.stages import FRESH, Stage, resolved
 
 # Trainer arguments that never change what a stage learns or records.
 DISPLAY_ONLY = ("default_root_dir", "enable_progress_bar", "enable_model_summary", "log_every_n_steps",
@@ -47,7 +46,7 @@ def stage_key(cfg: DictConfig, stage: Stage, data: DictConfig, model: DictConfig
         "evaluate_on": resolved(stage.node.get("evaluate_on")),
         "output": stage.output,
         "model": resolved(model) if stage.start == "model" else None,
-        "start": keys[stage.start] if stage.start != "model" else None,
+        "start": keys[stage.start] if stage.start not in FRESH else None,
         "inputs": {argument: keys[source] for argument, source in sorted(stage.inputs.items())},
         "trainer": {k: v for k, v in trainer.items() if k not in DISPLAY_ONLY},
         "validation": {k: validator.get(k) for k in VALIDATION_SETTINGS} if validator is not None else None,

@@ -24,7 +24,7 @@ from posttrain.models import sharding
 from posttrain.pipeline import outputs
 from posttrain.pipeline.cache import stage_dir, stage_key, stage_trainer_config, validator_config
 from posttrain.pipeline.report import history_rows, report
-from posttrain.pipeline.stages import DATASETS, Stage, parse_stages, resolved
+from posttrain.pipeline.stages import DATASETS, FRESH, NO_MODEL, Stage, parse_stages, resolved
 from posttrain.utils.config import check
 
 
@@ -99,8 +99,10 @@ def plan(cfg: DictConfig) -> list[Planned]:
     return list(planned.values())
 
 
-def model_config(cfg: DictConfig, by_key: dict[str, Stage], stage: Stage) -> DictConfig:
-    """The model config the stage's network was first built from (followed through `start`)."""
+def model_config(cfg: DictConfig, by_key: dict[str, Stage], stage: Stage) -> DictConfig | None:
+    """The model config the stage's network was first built from (followed through `start`); None: start: none."""
+    if stage.start == NO_MODEL:
+        return None
     if stage.start != "model":
         return model_config(cfg, by_key, by_key[stage.start])
     return stage.node.get("model") or cfg.model
@@ -177,8 +179,11 @@ class Pipeline:
         return self.datamodules[text]
 
     def start_model(self, stage: Stage):
-        """A fresh model (`start: model`), or the start stage's output: a copy while a later stage still needs it."""
-        if stage.start != "model":
+        """A fresh model (`start: model`), the start stage's output (a copy while a later stage still needs it), or
+        None (`start: none`)."""
+        if stage.start == NO_MODEL:
+            return None
+        if stage.start not in FRESH:
             source = self.results[stage.start].output
             return copy.deepcopy(source) if self.needed_after(stage, stage.start) else source
         if stage.node.get("model") is None:

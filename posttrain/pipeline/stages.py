@@ -6,7 +6,9 @@
         name: <label>         # its rows' label in the results table (default: the key)
         data: {...}           # its data config (default: the top-level `data`)
         model: {...}          # its own model config, with start: model only (default: the top-level `model`)
-        start: model          # `model` (built fresh) or an earlier stage whose output model it trains a copy of
+        start: model          # `model` (built fresh) or an earlier stage whose output model it trains a copy of;
+                              # `none`: a dataset stage whose method takes no model (model=None; nor is the model
+                              # config in its cache key, so changing the trained model does not redo its data)
         cache: false          # true: reuse the output of an identical earlier run (posttrain/pipeline/cache.py)
         trainer: {...}        # overrides over the top-level `trainer` for this stage (e.g. max_epochs)
         callbacks: {...}      # {name: callback config}: Lightning callbacks of this stage's fit only, besides the
@@ -36,6 +38,8 @@ DATASETS = ("dataset", "dataset_dir")  # outputs handed on as a path
 FIELDS = ("method", "name", "data", "model", "start", "cache", "trainer", "callbacks", "inputs", "evaluate_on",
           "output", "ckpt_path", "save_dir")
 DATA_INPUT = "data."  # an `inputs` key with this prefix sets a key of the stage's own data config
+NO_MODEL = "none"  # `start: none`: the stage's method is given no model
+FRESH = ("model", NO_MODEL)  # starts that are not another stage
 
 
 @dataclass
@@ -56,7 +60,7 @@ class Stage:
 
     def depends_on(self) -> list[str]:
         """The stages this one needs first: where it starts, then its inputs."""
-        return ([self.start] if self.start != "model" else []) + list(self.inputs.values())
+        return ([self.start] if self.start not in FRESH else []) + list(self.inputs.values())
 
     def data_inputs(self) -> dict[str, str]:
         """{key inside this stage's data config: dataset stage}."""
@@ -103,8 +107,12 @@ def parse_stage(key: str, node) -> Stage:
 
 def check_references(stage: Stage, stages: dict[str, Stage], removed: set[str]) -> None:
     where = stage.where
-    if stage.start != "model":
-        check(stage.start in stages, f"{where}.start", f"must be 'model' or a stage, got {stage.start!r}")
+    if stage.start == NO_MODEL:
+        check(stage.output in DATASETS, f"{where}.start", f"'{NO_MODEL}' (no model) is for a stage that writes a "
+              f"dataset; this one outputs a {stage.output}")
+    elif stage.start != "model":
+        check(stage.start in stages, f"{where}.start", f"must be 'model', '{NO_MODEL}' or a stage, got "
+              f"{stage.start!r}")
         check(stages[stage.start].output == "model", f"{where}.start",
               f"stage {stage.start!r} outputs a {stages[stage.start].output}, not a model to start from")
     check(stage.node.get("model") is None or stage.start == "model", f"{where}.model",

@@ -1,5 +1,6 @@
-"""The few collectives the training loops need to stay symmetric across processes (DDP, FSDP): agreeing on a count
-and averaging logged values. Each is a no-op without an initialised process group of more than one process."""
+"""The few collectives the training loops need to stay symmetric across processes (DDP, FSDP): agreeing on a count,
+summing a tensor and averaging logged values. Each is a no-op without an initialised process group of more than one
+process."""
 from __future__ import annotations
 
 import torch
@@ -17,6 +18,14 @@ def agreed_max(count: int, device) -> int:
     value = torch.tensor(count, dtype=torch.long, device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return int(value)
+
+
+def summed(tensor: torch.Tensor) -> torch.Tensor:
+    """The elementwise sum of `tensor` over all processes (an all_reduce SUM, in place; on the device the backend
+    needs, e.g. CUDA for NCCL): every process calls it at the same point with the same shape."""
+    if world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def weighted_means(metrics: dict[str, tuple[object, float]]) -> dict:

@@ -112,3 +112,20 @@ def test_the_transfer_stage_keeps_its_recent_losses_in_the_checkpoint():
     resumed = TransferModule(transfer_tiny(image_size=16, block_out_channels=(8, 16), norm_num_groups=4)[0])
     resumed.on_load_checkpoint(checkpoint)
     assert resumed.recent == [0.5, 0.25]
+
+
+def test_the_episode_means_take_every_process_batch(folders, monkeypatch):
+    """The running means are updated from the all-reduced per-episode sums and counts: with a stand-in all-reduce
+    that adds another process's batch, every process's table is that of the union."""
+    import lightning_modules.emma as emma_module
+    from posttrain.losses.emma import episode_sums
+
+    other = episode_sums(torch.tensor([1, 1]), torch.tensor([6.0, 2.0]), 2)  # the other process: episode 1 only
+    monkeypatch.setattr(emma_module, "summed", lambda totals: totals + torch.stack(other))
+    module, _ = make(folders)
+    module.episode_means, module.episode_seen = torch.zeros(2), torch.zeros(2, dtype=torch.bool)
+    actions = torch.zeros(2, 3, 4)
+    batch = {"source": torch.tensor([0, 1]), "actions": actions, "action_mask": torch.ones(2, 3)}
+    module.difficulty(torch.tensor([1.0, 1.0]), batch)
+    torch.testing.assert_close(module.episode_means, torch.tensor([1.0, 3.0]))  # episode 1: (1 + 6 + 2) / 3
+    assert module.episode_seen.all()

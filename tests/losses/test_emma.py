@@ -8,7 +8,9 @@ import torch
 from posttrain.losses.emma import (
     adamix_loss,
     adamix_weights,
+    blend_episode_means,
     combined_difficulty,
+    episode_sums,
     gripper_changes,
     group_mean,
     kinematic_complexity,
@@ -20,6 +22,7 @@ from posttrain.losses.emma import (
     update_episode_means,
     weight_mass,
 )
+from posttrain.utils.distributed import summed
 
 
 def chunks():
@@ -64,6 +67,24 @@ def test_running_episode_means():
     assert seen.tolist() == [True, True, False]
     means, seen = update_episode_means(means, seen, torch.tensor([0]), torch.tensor([3.0]), 0.9)
     torch.testing.assert_close(means, torch.tensor([0.9 * 1.5 + 0.1 * 3.0, 4.0, 0.0]))
+
+
+def test_episode_sums_of_several_processes_give_the_means_of_their_union():
+    """Under DDP the processes all-reduce (sum) `episode_sums`; the blended means are those of the whole batch."""
+    ranks = [(torch.tensor([0, 0, 1]), torch.tensor([2.0, 1.0, 4.0])), (torch.tensor([0, 2]), torch.tensor([6.0, 5.0]))]
+    parts = [episode_sums(episode, loss, 4) for episode, loss in ranks]
+    sums, counts = parts[0][0] + parts[1][0], parts[0][1] + parts[1][1]  # what the all-reduce computes
+    union = episode_sums(torch.cat([r[0] for r in ranks]), torch.cat([r[1] for r in ranks]), 4)
+    torch.testing.assert_close((sums, counts), union)
+    torch.testing.assert_close(counts, torch.tensor([3.0, 1.0, 1.0, 0.0]))
+    means, seen = blend_episode_means(torch.zeros(4), torch.zeros(4, dtype=torch.bool), sums, counts, 0.9)
+    torch.testing.assert_close(means, torch.tensor([3.0, 4.0, 5.0, 0.0]))  # (2 + 1 + 6) / 3 for episode 0
+    assert seen.tolist() == [True, True, True, False]
+    alone, _ = update_episode_means(torch.zeros(4), torch.zeros(4, dtype=torch.bool), *ranks[0], 0.9)
+    assert alone[0] == 1.5  # one process's own batch alone would disagree with the other's
+    means, _ = blend_episode_means(means, seen, torch.tensor([0.0, 0.0, 0.0, 0.0]), torch.zeros(4), 0.9)
+    torch.testing.assert_close(means, torch.tensor([3.0, 4.0, 5.0, 0.0]))  # no sample: the means stay
+    assert summed(torch.tensor([1.0, 2.0])).tolist() == [1.0, 2.0]  # no process group: the tensor as it is
 
 
 def test_combined_difficulty_by_hand():
