@@ -4,21 +4,23 @@ from __future__ import annotations
 import torch
 
 
-def action_diffusion_loss(predicted: torch.Tensor, noise: torch.Tensor,
+def action_diffusion_loss(predicted: torch.Tensor, target: torch.Tensor,
                           mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The ε-prediction loss of the action expert (DDPM):
 
         L_act = E_{t ~ U{1..T}, ε ~ N(0, I)} ‖ ε − ε_ψ(√ᾱ_t a + √(1−ᾱ_t) ε, t, Q(VLM(I, ℓ ⊕ p), f(I))) ‖²
 
-    averaged over the chunk's steps and action dimensions (the paper's MSE). Deviation: steps past an episode's end
-    (the chunk padded with the last action) can be left out with `mask`; the paper does not mask.
+    averaged over the chunk's steps and action dimensions (the paper's MSE). With `prediction_type: sample` the
+    expert predicts the clean chunk and the same MSE is taken against it, ‖ a − â_ψ(a_t, t, c) ‖² (a deviation, see
+    docs/methods/internvla_m1.md). Deviation: steps past an episode's end (the chunk padded with the last action)
+    can be left out with `mask`; the paper does not mask.
 
     Args:
-        predicted: (N, H, A) ε̂ at the noised chunks (N = batch × repeated diffusion steps).
-        noise: (N, H, A) the ε that noised them.
+        predicted: (N, H, A) the expert's output at the noised chunks (N = batch × repeated diffusion steps).
+        target: (N, H, A) the ε that noised them (or the clean chunks under `prediction_type: sample`).
         mask: (N, H) 1 on real steps, 0 on padding; None: every step.
     """
-    squared = (predicted.float() - noise.float()).pow(2).mean(-1)  # (N, H)
+    squared = (predicted.float() - target.float()).pow(2).mean(-1)  # (N, H)
     if mask is None:
         loss = squared.mean()
     else:

@@ -7,8 +7,9 @@
 The planner is any image-text-to-text model of `posttrain.models.vlm` (the tiny Qwen2.5-VL by default, a real
 Qwen2.5-VL directory with `model.planner.name_or_path=DIR`). The view features come from a small convolutional patch
 encoder over every camera view (the paper uses DINOv2 ViT-S/14; a CNN keeps the tiny setting cheap). Actions are
-diffused as normalised chunks with diffusers' DDPM schedule (training) and DDIM (sampling), ε-prediction, with
-classifier-free guidance from a learned null condition.
+diffused as normalised chunks with diffusers' DDPM schedule (training) and DDIM (sampling), with classifier-free
+guidance from a learned null condition. The expert predicts ε (`prediction_type: epsilon`, the paper's) or the clean
+chunk (`sample`; see docs/methods/internvla_m1.md, "Prediction target", for why the tiny setting uses it).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from posttrain.models.multimodal import forward_kwargs
 from posttrain.utils.config import ConfigError, check
 from posttrain.vla.normalize import unnormalize_actions
 
+PREDICTION_TYPES = ("epsilon", "sample")  # what the expert predicts: the noise ε, or the clean chunk a
 HEAD_FILE = "vla_head.safetensors"  # every weight but the planner's (which is a model directory of its own)
 CONFIG_FILE = "vla_config.json"
 
@@ -110,8 +112,9 @@ class QueryingTransformer(nn.Module):
 
 
 class ActionExpert(nn.Module):
-    """A DiT-style transformer ε_ψ(a_t, t, c): the sequence [timestep ; condition tokens ; state ; action tokens]
-    with learned positions (in-context conditioning), pre-LN encoder blocks, ε read from the action tokens."""
+    """A DiT-style transformer ε_ψ(a_t, t, c) (or â_ψ, the clean chunk, under `prediction_type: sample`): the
+    sequence [timestep ; condition tokens ; state ; action tokens] with learned positions (in-context conditioning),
+    pre-LN encoder blocks, the output read from the action tokens."""
 
     def __init__(self, action_dim: int, chunk: int, condition_width: int, conditions: int, state_dim: int,
                  width: int, depth: int, heads: int):
@@ -156,7 +159,8 @@ class VLAModel(nn.Module):
                  query_heads: int = 4, query_layers: tuple[int, ...] = (-1,), query_dropout: float = 0.1,
                  expert_width: int = 64, expert_depth: int = 2, expert_heads: int = 4, num_train_timesteps: int = 100,
                  beta_schedule: str = "squaredcos_cap_v2", sample_steps: int = 10, cfg_scale: float = 1.5,
-                 condition_dropout: float = 0.1, grad_decay: float = 0.5, repeated_diffusion_steps: int = 4):
+                 condition_dropout: float = 0.1, grad_decay: float = 0.5, repeated_diffusion_steps: int = 4,
+                 prediction_type: str = "epsilon"):
         super().__init__()
         text = planner.config.get_text_config()
         layers = text.num_hidden_layers
@@ -169,6 +173,8 @@ class VLAModel(nn.Module):
               f"(got {action_dim}, {chunk})")
         check(repeated_diffusion_steps >= 1, "model.repeated_diffusion_steps",
               f"must be >= 1, got {repeated_diffusion_steps}")
+        check(prediction_type in PREDICTION_TYPES, "model.prediction_type",
+              f"one of {list(PREDICTION_TYPES)}, got {prediction_type!r}")
         self.settings = dict(action_dim=action_dim, state_dim=state_dim, chunk=chunk, views=views,
                              view_width=view_width, view_grid=view_grid, num_queries=num_queries,
                              query_width=query_width, query_heads=query_heads, query_layers=list(query_layers),
@@ -176,7 +182,7 @@ class VLAModel(nn.Module):
                              expert_heads=expert_heads, num_train_timesteps=num_train_timesteps,
                              beta_schedule=beta_schedule, sample_steps=sample_steps, cfg_scale=cfg_scale,
                              condition_dropout=condition_dropout, grad_decay=grad_decay,
-                             repeated_diffusion_steps=repeated_diffusion_steps)
+                             repeated_diffusion_steps=repeated_diffusion_steps, prediction_type=prediction_type)
         self.planner = planner
         self.view_encoder = ViewEncoder(view_width, views, view_grid)
         self.querying = QueryingTransformer(text.hidden_size, view_width, len(query_layers), num_queries,
@@ -185,7 +191,7 @@ class VLAModel(nn.Module):
         self.expert = ActionExpert(action_dim, chunk, query_width, num_queries, state_dim, expert_width,
                                    expert_depth, expert_heads)
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                                             prediction_type="epsilon", clip_sample=True)
+                                             prediction_type=prediction_type, clip_sample=True)
         self.query_layers, self.grad_decay = query_layers, grad_decay
         self.condition_dropout, self.cfg_scale, self.sample_steps = condition_dropout, cfg_scale, sample_steps
         self.action_dim, self.state_dim, self.chunk, self.views = action_dim, state_dim, chunk, views
@@ -249,7 +255,8 @@ class VLAModel(nn.Module):
 
     def predict_noise(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor,
                       state: torch.Tensor | None, cfg_scale: float = 1.0) -> torch.Tensor:
-        """ε̂ (B, H, A); with cfg_scale ≠ 1 the guided ε̂_∅ + s (ε̂_c − ε̂_∅)."""
+        """ε̂ (B, H, A) (the clean chunk â under `prediction_type: sample`); with cfg_scale ≠ 1 the guided
+        ε̂_∅ + s (ε̂_c − ε̂_∅)."""
         state = state if self.state_dim > 0 else None
         if cfg_scale == 1.0:
             return self.expert(noisy, timesteps, condition, state)
@@ -261,14 +268,17 @@ class VLAModel(nn.Module):
 
     def training_prediction(self, robot: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One training pass of the action expert on a robot batch, each sample noised `repeats` times (rows of one
-        sample consecutive): (ε̂, ε, action mask), (B·R, H, A), (B·R, H, A), (B·R, H)."""
+        sample consecutive): (prediction, target, action mask), (B·R, H, A), (B·R, H, A), (B·R, H); the target is
+        the noise ε (`prediction_type: epsilon`) or the normalised clean chunk a (`sample`)."""
         repeats = self.repeats
         condition = self.condition(robot["prompt_input_ids"], robot["prompt_attention_mask"],
                                    robot.get("image_inputs"), robot["views"])  # (B, Q, D)
         condition = self.drop_condition(condition.repeat_interleave(repeats, 0))  # (B·R, Q, D)
-        noisy, timesteps, noise = self.noised(robot["actions"].repeat_interleave(repeats, 0))  # (B·R, H, A)
+        actions = robot["actions"].repeat_interleave(repeats, 0)  # (B·R, H, A)
+        noisy, timesteps, noise = self.noised(actions)  # (B·R, H, A)
         predicted = self.predict_noise(noisy, timesteps, condition, robot["state"].repeat_interleave(repeats, 0))
-        return predicted, noise, robot["action_mask"].repeat_interleave(repeats, 0)
+        target = noise if self.noise_scheduler.config.prediction_type == "epsilon" else actions.float()
+        return predicted, target, robot["action_mask"].repeat_interleave(repeats, 0)
 
     @torch.no_grad()
     def sample(self, condition: torch.Tensor, state: torch.Tensor | None, generator: torch.Generator | None = None,

@@ -97,12 +97,13 @@ def test_condition_dropout_replaces_whole_rows_by_the_null_condition():
 
 
 def test_saved_vla_loads_back_with_its_weights_and_statistics(tmp_path):
-    model, processor = small_vla()
+    model, processor = small_vla(prediction_type="sample")
     model.set_statistics({"action_q01": [0.0] * 4, "action_q99": [1.0] * 4})
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     loaded, loaded_processor = load_vla(str(tmp_path))
     assert loaded.statistics == model.statistics and len(loaded_processor.tokenizer) == len(processor.tokenizer)
+    assert loaded.noise_scheduler.config.prediction_type == "sample"
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         if isinstance(a, torch.Tensor):
             assert torch.equal(a, b), name
@@ -110,10 +111,45 @@ def test_saved_vla_loads_back_with_its_weights_and_statistics(tmp_path):
 
 @pytest.mark.parametrize("setting, key", [({"grad_decay": 1.5}, "model.grad_decay"),
                                            ({"query_layers": [7]}, "model.query_layers"),
-                                           ({"condition_dropout": 1.0}, "model.condition_dropout")])
+                                           ({"condition_dropout": 1.0}, "model.condition_dropout"),
+                                           ({"prediction_type": "v_prediction"}, "model.prediction_type")])
 def test_bad_settings_name_their_key(setting, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         small_vla(**setting)
+
+
+def robot_batch(processor, rows: int = 2) -> dict:
+    batch = inputs(processor, rows)
+    actions = torch.rand(rows, 3, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1  # (B, H, A) normalised
+    return {**batch, "actions": actions, "action_mask": torch.ones(rows, 3)}
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample"])
+def test_training_target_is_the_noise_or_the_clean_chunk(prediction_type):
+    model, processor = small_vla(prediction_type=prediction_type)
+    batch = robot_batch(processor)
+    predicted, target, mask = model.training_prediction(batch)
+    repeated = batch["actions"].repeat_interleave(2, 0)  # (B·R, H, A), rows of one sample consecutive
+    assert predicted.shape == target.shape == (4, 3, 4) and mask.shape == (4, 3)
+    if prediction_type == "sample":
+        torch.testing.assert_close(target, repeated)
+    else:  # fresh Gaussian noise, a different draw for each of a sample's R rows
+        assert not torch.allclose(target, repeated) and not torch.allclose(target[0], target[1])
+
+
+def test_sample_prediction_makes_ddim_return_the_predicted_chunk():
+    """Under prediction_type=sample the expert's output is the clean chunk: an expert that always predicts c makes
+    DDIM (η = 0, final ᾱ = 1) end exactly at c, whatever the starting noise; under epsilon it does not."""
+    chunk = torch.linspace(-0.9, 0.9, 12).view(1, 3, 4)
+    for prediction_type in ("sample", "epsilon"):
+        model, processor = small_vla(prediction_type=prediction_type)
+        model.expert.forward = lambda noisy, *rest: chunk.expand(noisy.shape[0], -1, -1)
+        condition = torch.zeros(2, 4, 32)
+        sampled = model.sample(condition, torch.zeros(2, 5), torch.Generator().manual_seed(0), cfg_scale=1.0)
+        if prediction_type == "sample":
+            torch.testing.assert_close(sampled, chunk.expand(2, -1, -1))
+        else:
+            assert not torch.allclose(sampled, chunk.expand(2, -1, -1), atol=1e-2)
 
 
 def test_planner_loads_from_a_model_directory_as_a_real_checkpoint_would(tmp_path):
