@@ -91,9 +91,9 @@ class EMMAModule(PostTrainModule):
         torch.manual_seed(self.seed * 1_000_003 + self.global_step)
 
     def sample_losses(self, batch: dict) -> torch.Tensor:
-        """ℓ_i (B,): the action expert's ε-loss of each sample over its R noisings."""
-        predicted, noise, mask = self.model.training_prediction(batch)
-        return per_sample_action_loss(predicted, noise, mask, self.model.repeats)
+        """ℓ_i (B,): the action expert's diffusion loss of each sample over its R noisings."""
+        predicted, target, mask = self.model.training_prediction(batch)
+        return per_sample_action_loss(predicted, target, mask, self.model.repeats)
 
     def difficulty(self, losses: torch.Tensor, batch: dict) -> torch.Tensor:
         """d_i (B,) from the per-episode running means (updated with this batch first; under DDP with every process's

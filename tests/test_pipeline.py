@@ -59,6 +59,8 @@ def test_a_dataset_stage_without_a_model_keeps_its_key_when_the_model_changes(tm
     cfg = compose_config(["experiment=internvla_m1", "stages.demos.start=none"], tmp_path)
     pipeline = Pipeline(cfg, plan(cfg))
     assert pipeline.start_model(pipeline.by_key["demos"]) is None
+    assert pipeline.start_tokenizer(pipeline.by_key["demos"]) is None
+    assert pipeline.start_tokenizer(pipeline.by_key["main"]) is pipeline.tokenizer
 
 
 @pytest.mark.parametrize("override, key", [("stages.main.start=none", "stages.main.start"),

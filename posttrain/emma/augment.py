@@ -17,6 +17,7 @@ practice keeps it mild). Pure torch, no torchvision; the parameters mean what to
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -34,9 +35,15 @@ GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, torchvision's rgb_to_grayscale
 def augmentation_options(options: dict | None, key: str = "method.augmentation") -> dict:
     """The defaults updated by `options`, each checked (an error names `<key>.<name>`)."""
     options = with_defaults(options, AUGMENTATION, key)
+    for name in ("brightness", "contrast", "saturation", "hue"):
+        check(is_number(options[name]), f"{key}.{name}", f"must be a number, got {options[name]!r}")
     for name in ("brightness", "contrast", "saturation"):
         check(0 <= options[name] <= 1, f"{key}.{name}", f"must be in [0, 1], got {options[name]}")
     check(0 <= options["hue"] <= 0.5, f"{key}.hue", f"must be in [0, 0.5], got {options['hue']}")
+    for name in ("crop_scale", "crop_ratio"):
+        pair = options[name]
+        check(isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2 and all(map(is_number, pair)),
+              f"{key}.{name}", f"must be a pair of numbers [low, high], got {pair!r}")
     low, high = options["crop_scale"]
     check(0 < low <= high <= 1, f"{key}.crop_scale", f"must be [low, high] with 0 < low <= high <= 1, got "
           f"{list(options['crop_scale'])}")
@@ -44,6 +51,10 @@ def augmentation_options(options: dict | None, key: str = "method.augmentation")
     check(0 < low <= high, f"{key}.crop_ratio", f"must be [low, high] with 0 < low <= high, got "
           f"{list(options['crop_ratio'])}")
     return {**options, "crop_scale": tuple(options["crop_scale"]), "crop_ratio": tuple(options["crop_ratio"])}
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:

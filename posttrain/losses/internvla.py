@@ -6,7 +6,7 @@ import torch
 
 def action_diffusion_loss(predicted: torch.Tensor, target: torch.Tensor,
                           mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """The ε-prediction loss of the action expert (DDPM):
+    """The diffusion loss of the action expert (DDPM; ε-prediction by default):
 
         L_act = E_{t ~ U{1..T}, ε ~ N(0, I)} ‖ ε − ε_ψ(√ᾱ_t a + √(1−ᾱ_t) ε, t, Q(VLM(I, ℓ ⊕ p), f(I))) ‖²
 

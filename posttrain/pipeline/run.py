@@ -40,6 +40,7 @@ def per_env(field: str, *, _root_: DictConfig):
     env_id, table = _root_.env.id, _root_.get("per_env") or {}
     check(env_id in table, f"per_env.{env_id}", f"no settings for env.id={env_id!r}; this experiment has them for "
           f"{sorted(table)}: add a per_env.{env_id} entry")
+    check(isinstance(table[env_id], DictConfig), f"per_env.{env_id}", f"must be a mapping, got {table[env_id]!r}")
     check(field in table[env_id], f"per_env.{env_id}.{field}", "missing")
     return table[env_id][field]
 
@@ -139,7 +140,7 @@ class Pipeline:
         L.seed_everything(self.cfg.seed, workers=True)  # each stage from the same seed, whatever ran (or hit) before
         datamodule = self.datamodule(planned.data)
         inputs = {argument: self.results[source].output for argument, source in stage.method_inputs().items()}
-        module = instantiate(stage.node.method, model=self.start_model(stage), tokenizer=self.tokenizer,
+        module = instantiate(stage.node.method, model=self.start_model(stage), tokenizer=self.start_tokenizer(stage),
                              _convert_="all", **inputs)
         trainer = make_trainer(self.cfg, stage)
         check(stage.output != "dataset_dir" or hasattr(module, "write_dataset"), f"{stage.where}.output",
@@ -177,6 +178,11 @@ class Pipeline:
         if text not in self.datamodules:
             self.datamodules[text] = instantiate(data, tokenizer=self.tokenizer)
         return self.datamodules[text]
+
+    def start_tokenizer(self, stage: Stage):
+        """The run's tokenizer, or None for `start: none`: its cache key leaves out the model config, tokenizer
+        included, so nothing it writes may depend on it."""
+        return None if stage.start == NO_MODEL else self.tokenizer
 
     def start_model(self, stage: Stage):
         """A fresh model (`start: model`), the start stage's output (a copy while a later stage still needs it), or

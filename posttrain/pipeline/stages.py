@@ -115,8 +115,9 @@ def check_references(stage: Stage, stages: dict[str, Stage], removed: set[str]) 
               f"{stage.start!r}")
         check(stages[stage.start].output == "model", f"{where}.start",
               f"stage {stage.start!r} outputs a {stages[stage.start].output}, not a model to start from")
+    reason = "start: none takes no model" if stage.start == NO_MODEL else f"it starts from stage {stage.start!r}"
     check(stage.node.get("model") is None or stage.start == "model", f"{where}.model",
-          f"its own model needs start: model (it starts from stage {stage.start!r})")
+          f"its own model needs start: model ({reason})")
     for argument, source in stage.inputs.items():
         check(source not in removed, f"{where}.inputs.{argument}", f"stage {source!r} was removed (set to null)")
         check(source in stages, f"{where}.inputs.{argument}", f"no stage {source!r}; stages: {sorted(stages)}")

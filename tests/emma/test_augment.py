@@ -88,6 +88,9 @@ def test_the_augmentation_editor_keeps_the_source_actions_and_states(tmp_path):
                                           ({"brightness": -0.1}, "method.augmentation.brightness"),
                                           ({"crop_scale": [0.0, 1.0]}, "method.augmentation.crop_scale"),
                                           ({"crop_ratio": [2.0, 1.0]}, "method.augmentation.crop_ratio"),
+                                          ({"crop_scale": 0.5}, "method.augmentation.crop_scale"),
+                                          ({"crop_ratio": [0.5, 1.0, 2.0]}, "method.augmentation.crop_ratio"),
+                                          ({"contrast": "high"}, "method.augmentation.contrast"),
                                           ({"jitter": 0.1}, "method.augmentation.jitter")])
 def test_bad_augmentation_parameters_name_the_key(options, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -3,6 +3,7 @@ weights, evaluations), and the tiny VLM plays the episodes from images."""
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf.errors import InterpolationResolutionError
 
 from posttrain.episodes.rollout import answer_tokens
 from posttrain.pipeline import train
@@ -83,6 +84,6 @@ def test_blackjack_gets_its_own_warmup_length_answer_budget_and_held_out_hands(t
 
 def test_an_environment_without_per_env_settings_is_an_error_naming_the_key(tmp_path):
     cfg = compose_config(["experiment=gflowvlm", "env.id=cartpole"], tmp_path)
-    with pytest.raises(Exception, match=r"per_env\.cartpole: no settings for env.id='cartpole'.*\['blackjack', "
-                                        r"'numberline'\]"):
+    message = r"per_env\.cartpole: no settings for env.id='cartpole'.*\['blackjack', 'numberline'\]"
+    with pytest.raises(InterpolationResolutionError, match=message):
         _ = cfg.data.eval_size
