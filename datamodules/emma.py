@@ -189,10 +189,11 @@ class MixedRobotDataModule(RobotDataModule):
 
     def train_dataloader(self):
         collate = SourcedCollator(self.processor)
-        edited = [i for i, (e, _) in enumerate(self.frames.positions) if self.frames.generated[e]]
+        is_edited = [self.frames.generated[e] for e, _ in self.frames.positions]
+        edited = [i for i, flag in enumerate(is_edited) if flag]
         if self.real_fraction is None or not edited:
             return train_loader(self.frames, self.batch_size, self.seed, collate, self.num_workers)
-        real = [i for i, (e, _) in enumerate(self.frames.positions) if not self.frames.generated[e]]
+        real = [i for i, flag in enumerate(is_edited) if not flag]
         batches = RatioBatchSampler(range(len(self.frames)), self.batch_size, True, real, edited,
                                     real_per_batch(self.real_fraction, self.batch_size), self.seed)
         return DataLoader(self.frames, batch_sampler=batches, collate_fn=collate, num_workers=self.num_workers)

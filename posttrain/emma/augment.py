@@ -129,11 +129,12 @@ def color_jitter(images: torch.Tensor, generator: torch.Generator, brightness: f
                uniform(n, 1 - saturation, 1 + saturation, generator), uniform(n, -hue, hue, generator)]
     operations = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
     order = torch.argsort(torch.rand(n, 4, generator=generator), dim=1)  # (N, 4): a permutation per image
+    images = images.clone()
     for position in range(4):
         for op, (operation, factor) in enumerate(zip(operations, factors)):
-            chosen = order[:, position] == op  # (N,)
+            chosen = order[:, position] == op  # (N,): the images whose `position`-th operation this is
             if chosen.any():
-                images = torch.where(chosen.view(-1, 1, 1, 1), operation(images, factor), images)
+                images[chosen] = operation(images[chosen], factor[chosen])
     return images
 
 
