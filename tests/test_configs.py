@@ -77,8 +77,10 @@ STAGES = {
     # PRELUDE interactions train nothing: one seed's 6 rounds for every agent (debug=tiny's batch keys dropped)
     "cipher": ["~data.batch_size", "~data.eval_batch_size", "~data.train_size", "~data.eval_size", "data.rounds=6",
                "data.seeds=[0]"],
-    # 2 demonstration episodes, 1 held-out grounding episode, one 4-step episode per closed-loop split
-    "internvla_m1": ["stages.grounding.trainer.max_epochs=1", "stages.demos.data.count=2",
+    # 2 demonstration episodes, 1 held-out grounding episode, one epoch of 2 steps per arm, one 4-step episode per
+    # closed-loop split
+    "internvla_m1": ["stages.grounding.trainer.max_epochs=1", "stages.grounding.trainer.limit_train_batches=2",
+                     "stages.demos.data.count=2", "trainer.max_epochs=1",
                      "stages.grounding.data.task.eval_episodes=1", "stages.grounding.data.task.stride=8",
                      "stages.grounding.data.batch_size=4", "data.grounding_batch_size=2", "data.eval_episodes=1",
                      "data.eval_batch_size=1", "method.evaluator.max_steps=4", "method.evaluator.sample_steps=2",

@@ -51,12 +51,13 @@ def test_a_dataset_stage_without_a_model_keeps_its_key_when_the_model_changes(tm
     def keys_of(*overrides):
         return keys(compose_config(["experiment=internvla_m1", *overrides], tmp_path))
 
-    with_model, other_model = keys_of(), keys_of("model.view_width=32")
+    with_model, other_model = keys_of("stages.demos.start=model"), keys_of("stages.demos.start=model",
+                                                                          "model.view_width=32")
     assert with_model["demos"] != other_model["demos"]  # start: model hashes the model config it is given
-    fresh, changed = keys_of("stages.demos.start=none"), keys_of("stages.demos.start=none", "model.view_width=32")
+    fresh, changed = keys_of(), keys_of("model.view_width=32")  # the experiment's demos: start: none
     assert fresh["demos"] == changed["demos"] != with_model["demos"]
     assert fresh["main"] != changed["main"]  # the stage that trains the model still follows it
-    cfg = compose_config(["experiment=internvla_m1", "stages.demos.start=none"], tmp_path)
+    cfg = compose_config(["experiment=internvla_m1"], tmp_path)
     pipeline = Pipeline(cfg, plan(cfg))
     assert pipeline.start_model(pipeline.by_key["demos"]) is None
     assert pipeline.start_tokenizer(pipeline.by_key["demos"]) is None
@@ -66,7 +67,7 @@ def test_a_dataset_stage_without_a_model_keeps_its_key_when_the_model_changes(tm
 @pytest.mark.parametrize("override, key", [("stages.main.start=none", "stages.main.start"),
                                            ("+stages.demos.model={_target_:x}", "stages.demos.model")])
 def test_start_none_is_for_dataset_stages_without_a_model_of_their_own(override, key, tmp_path):
-    overrides = ["experiment=internvla_m1", "stages.demos.start=none", override]
+    overrides = ["experiment=internvla_m1", override]
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         plan(compose_config(overrides, tmp_path))
 

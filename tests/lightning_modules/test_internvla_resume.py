@@ -9,7 +9,8 @@ from tests.test_configs import STAGES
 
 # the main arm only, 2 epochs x 2 co-training steps, scored in closed loop after each epoch
 BASE = ["experiment=internvla_m1", "debug=tiny", *STAGES["internvla_m1"], "stages.vanilla=null",
-        "stages.plain_ft=null", "stages.cotrain_no_prompt=null", "trainer.max_epochs=2"]
+        "stages.plain_ft=null", "stages.cotrain_no_prompt=null", "trainer.max_epochs=2",
+        "trainer.check_val_every_n_epoch=1"]
 
 
 def test_killed_internvla_run_resumes_to_the_same_result(tmp_path):
