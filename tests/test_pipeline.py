@@ -64,6 +64,16 @@ def test_a_dataset_stage_without_a_model_keeps_its_key_when_the_model_changes(tm
     assert pipeline.start_tokenizer(pipeline.by_key["main"]) is pipeline.tokenizer
 
 
+@pytest.mark.parametrize("experiment", ["internvla_m1", "emma"])
+def test_the_arms_epochs_do_not_reach_the_demonstrations_key(experiment, tmp_path):
+    """Collection is a predict pass: training the arms longer reuses the cached demonstrations (and stage 1)."""
+    base = keys(compose_config([f"experiment={experiment}"], tmp_path))
+    longer = keys(compose_config([f"experiment={experiment}", "trainer.max_epochs=9"], tmp_path))
+    assert longer["demos"] == base["demos"] and longer["main"] != base["main"]
+    if "grounding" in base:
+        assert longer["grounding"] == base["grounding"]
+
+
 @pytest.mark.parametrize("override, key", [("stages.main.start=none", "stages.main.start"),
                                            ("+stages.demos.model={_target_:x}", "stages.demos.model")])
 def test_start_none_is_for_dataset_stages_without_a_model_of_their_own(override, key, tmp_path):
