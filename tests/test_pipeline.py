@@ -64,14 +64,24 @@ def test_a_dataset_stage_without_a_model_keeps_its_key_when_the_model_changes(tm
     assert pipeline.start_tokenizer(pipeline.by_key["main"]) is pipeline.tokenizer
 
 
-@pytest.mark.parametrize("experiment", ["internvla_m1", "emma"])
-def test_the_arms_epochs_do_not_reach_the_demonstrations_key(experiment, tmp_path):
-    """Collection is a predict pass: training the arms longer reuses the cached demonstrations (and stage 1)."""
-    base = keys(compose_config([f"experiment={experiment}"], tmp_path))
-    longer = keys(compose_config([f"experiment={experiment}", "trainer.max_epochs=9"], tmp_path))
-    assert longer["demos"] == base["demos"] and longer["main"] != base["main"]
-    if "grounding" in base:
-        assert longer["grounding"] == base["grounding"]
+@pytest.mark.parametrize("experiment, dataset, reused, followers", [
+    ("internvla_m1", "demos", ["grounding"], ["main", "vanilla"]),  # stage 1 has epochs of its own; the arms follow
+    ("emma", "demos", ["pool"], []),
+    ("rs_sft", "generate", ["warmup"], ["main"])])  # generate samples from the warm-up, which the fit settings train
+def test_a_dataset_stage_key_leaves_out_how_long_the_run_trains(experiment, dataset, reused, followers, tmp_path):
+    """A dataset stage only predicts: the run's fit settings do not reach its key, so training the later stages
+    longer reuses the cached data (and the stages trained on it for epochs of their own)."""
+    def keys_of(*overrides):
+        return keys(compose_config([f"experiment={experiment}", *overrides], tmp_path))
+
+    base, longer = keys_of(), keys_of("trainer.max_epochs=9", "trainer.max_steps=7")
+    assert {k: longer[k] for k in [dataset, *reused]} == {k: base[k] for k in [dataset, *reused]}
+    assert all(longer[k] != base[k] for k in followers)
+    if experiment != "rs_sft":  # a dataset stage that starts from no model: no fit setting reaches it
+        fit = keys_of("trainer.limit_train_batches=3", "trainer.check_val_every_n_epoch=2",
+                      "trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2")
+        assert fit[dataset] == base[dataset]
+    assert keys_of("trainer.precision=bf16-true")[dataset] != base[dataset]  # what changes a prediction still counts
 
 
 @pytest.mark.parametrize("override, key", [("stages.main.start=none", "stages.main.start"),

@@ -3,7 +3,8 @@
 The key hashes the stage's method, data, evaluation data, output kind, its own callbacks (e.g. a stop at a target
 accuracy), its own model (start: model; nothing with start: none) or the key of the stage it starts from
 (recursively), the keys of its input stages, the trainer it runs (the top-level `trainer` with its overrides;
-settings that only decide logging and progress display are left out), the stage's own callbacks (when it has any),
+settings that only decide logging and progress display are left out, and for a dataset stage, which only predicts,
+the settings that only shape a fit), the stage's own callbacks (when it has any),
 the settings of the validation that scores `evaluate_on` (`VALIDATION_SETTINGS` of `validator_config`) and the seed.
 Every interpolation is resolved first, so `${method.optimizer}` and `${seed}` hash as their values.
 """
@@ -15,13 +16,19 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
-from posttrain.pipeline.stages import FRESH, Stage, resolved
+from posttrain.pipeline.stages import DATASETS, FRESH, Stage, resolved
 
 # Trainer arguments that never change what a stage learns or records.
 DISPLAY_ONLY = ("default_root_dir", "enable_progress_bar", "enable_model_summary", "log_every_n_steps",
                 "enable_checkpointing", "logger", "callbacks")
 # Arguments of the end-of-fit validation trainer that change the `evaluate_on` row.
 VALIDATION_SETTINGS = ("limit_val_batches", "precision")
+# Arguments that only shape a fit: a dataset stage runs `trainer.predict`, so they stay out of its key (training the
+# later stages longer must not collect or generate its data again).
+FIT_ONLY = ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "check_val_every_n_epoch",
+            "val_check_interval", "limit_train_batches", "limit_val_batches", "num_sanity_val_steps",
+            "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+            "reload_dataloaders_every_n_epochs")
 
 
 def stage_trainer_config(cfg: DictConfig, stage: Stage) -> DictConfig:
@@ -48,7 +55,8 @@ def stage_key(cfg: DictConfig, stage: Stage, data: DictConfig, model: DictConfig
         "model": resolved(model) if stage.start == "model" else None,
         "start": keys[stage.start] if stage.start not in FRESH else None,
         "inputs": {argument: keys[source] for argument, source in sorted(stage.inputs.items())},
-        "trainer": {k: v for k, v in trainer.items() if k not in DISPLAY_ONLY},
+        "trainer": {k: v for k, v in trainer.items()
+                    if k not in DISPLAY_ONLY and not (stage.output in DATASETS and k in FIT_ONLY)},
         "validation": {k: validator.get(k) for k in VALIDATION_SETTINGS} if validator is not None else None,
         "seed": cfg.seed,
     }
