@@ -20,6 +20,10 @@ def keys(cfg) -> dict[str, str]:
     return {p.stage.key: p.key for p in plan(cfg)}
 
 
+def experiment_keys(tmp_path, experiment: str, *overrides: str) -> dict[str, str]:
+    return keys(compose_config([f"experiment={experiment}", *overrides], tmp_path))
+
+
 def test_stages_run_after_what_they_start_from_and_take_as_inputs(tmp_path):
     order = {e: [p.stage.key for p in plan(compose_config([f"experiment={e}"], tmp_path))]
              for e in ("distillspec", "pairwise_rl", "spark", "rs_sft", "sft")}
@@ -49,7 +53,7 @@ def test_a_dataset_stage_without_a_model_keeps_its_key_when_the_model_changes(tm
     """`start: none`: the stage's method gets model=None, and the model config is not in its key (nor, through its
     output, in the keys of the dataset stages that read it)."""
     def keys_of(*overrides):
-        return keys(compose_config(["experiment=internvla_m1", *overrides], tmp_path))
+        return experiment_keys(tmp_path, "internvla_m1", *overrides)
 
     with_model, other_model = keys_of("stages.demos.start=model"), keys_of("stages.demos.start=model",
                                                                           "model.view_width=32")
@@ -64,24 +68,25 @@ def test_a_dataset_stage_without_a_model_keeps_its_key_when_the_model_changes(tm
     assert pipeline.start_tokenizer(pipeline.by_key["main"]) is pipeline.tokenizer
 
 
-@pytest.mark.parametrize("experiment, dataset, reused, followers", [
-    ("internvla_m1", "demos", ["grounding"], ["main", "vanilla"]),  # stage 1 has epochs of its own; the arms follow
-    ("emma", "demos", ["pool"], []),
-    ("rs_sft", "generate", ["warmup"], ["main"])])  # generate samples from the warm-up, which the fit settings train
-def test_a_dataset_stage_key_leaves_out_how_long_the_run_trains(experiment, dataset, reused, followers, tmp_path):
+@pytest.mark.parametrize("experiment, dataset, reused, followers, from_nothing", [
+    ("internvla_m1", "demos", ["grounding"], ["main", "vanilla"], True),  # stage 1 has its own epochs; arms follow
+    ("emma", "demos", ["pool"], [], True),
+    ("rs_sft", "generate", ["warmup"], ["main"], False)])  # generate samples from the warm-up, which the fit trains
+def test_a_dataset_stage_key_leaves_out_how_long_the_run_trains(experiment, dataset, reused, followers, from_nothing,
+                                                                tmp_path):
     """A dataset stage only predicts: the run's fit settings do not reach its key, so training the later stages
     longer reuses the cached data (and the stages trained on it for epochs of their own)."""
-    def keys_of(*overrides):
-        return keys(compose_config([f"experiment={experiment}", *overrides], tmp_path))
-
-    base, longer = keys_of(), keys_of("trainer.max_epochs=9", "trainer.max_steps=7")
+    base = experiment_keys(tmp_path, experiment)
+    longer = experiment_keys(tmp_path, experiment, "trainer.max_epochs=9", "trainer.max_steps=7")
     assert {k: longer[k] for k in [dataset, *reused]} == {k: base[k] for k in [dataset, *reused]}
     assert all(longer[k] != base[k] for k in followers)
-    if experiment != "rs_sft":  # a dataset stage that starts from no model: no fit setting reaches it
-        fit = keys_of("trainer.limit_train_batches=3", "trainer.check_val_every_n_epoch=2",
-                      "trainer.gradient_clip_val=0.5", "trainer.accumulate_grad_batches=2")
+    if from_nothing:  # a dataset stage that starts from no trained stage: no fit setting reaches it
+        fit = experiment_keys(tmp_path, experiment, "trainer.limit_train_batches=3",
+                              "trainer.check_val_every_n_epoch=2", "trainer.gradient_clip_val=0.5",
+                              "trainer.accumulate_grad_batches=2")
         assert fit[dataset] == base[dataset]
-    assert keys_of("trainer.precision=bf16-true")[dataset] != base[dataset]  # what changes a prediction still counts
+    precision = experiment_keys(tmp_path, experiment, "trainer.precision=bf16-true")
+    assert precision[dataset] != base[dataset]  # what changes a prediction still counts
 
 
 @pytest.mark.parametrize("override, key", [("stages.main.start=none", "stages.main.start"),

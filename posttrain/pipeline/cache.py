@@ -46,6 +46,7 @@ def validator_config(cfg: DictConfig, stage: Stage) -> DictConfig:
 def stage_key(cfg: DictConfig, stage: Stage, data: DictConfig, model: DictConfig | None, keys: dict[str, str]) -> str:
     """The hash of everything `stage`'s output depends on; `keys` holds the keys of the stages that ran before it."""
     trainer = resolved(stage_trainer_config(cfg, stage))
+    left_out = DISPLAY_ONLY + (FIT_ONLY if stage.output in DATASETS else ())
     validator = validator_config(cfg, stage) if stage.node.get("evaluate_on") is not None else None
     content = {
         "method": resolved(stage.node.method),
@@ -55,8 +56,7 @@ def stage_key(cfg: DictConfig, stage: Stage, data: DictConfig, model: DictConfig
         "model": resolved(model) if stage.start == "model" else None,
         "start": keys[stage.start] if stage.start not in FRESH else None,
         "inputs": {argument: keys[source] for argument, source in sorted(stage.inputs.items())},
-        "trainer": {k: v for k, v in trainer.items()
-                    if k not in DISPLAY_ONLY and not (stage.output in DATASETS and k in FIT_ONLY)},
+        "trainer": {k: v for k, v in trainer.items() if k not in left_out},
         "validation": {k: validator.get(k) for k in VALIDATION_SETTINGS} if validator is not None else None,
         "seed": cfg.seed,
     }
