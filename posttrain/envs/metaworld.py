@@ -12,7 +12,9 @@ on the gripper (`gripperPOV`), both (H, W, 3) uint8 from the same state, rendere
 as the env; `state`, float32 (4,) = gripper xyz and finger opening (Meta-World's first four observation entries);
 `instruction`, the text. Actions are Meta-World's: Box(-1, 1, (4,)) = end-effector Δxyz and grip effort.
 
-`info["success"]` is the task's own criterion (e.g. object within 7 cm of the goal for pick-place);
+`info["success"]` is the task's own criterion (e.g. object within 7 cm of the goal for pick-place); after a step,
+`info` also carries the task's progress signals of `PROGRESS` (Meta-World's own: `near_object`, the gripper within
+3 cm of the object; `grasp_success`, the object held and lifted; `obj_to_target`, its distance to the goal, metres);
 `info["projections"][view]` gives, in pixels of that view (u right, v down, absolute, Qwen2.5-VL convention):
 `object` and `goal` centres, `object_box` [x1, y1, x2, y2] (the projected corners of the object geom's bounding
 box) and `gripper` (the tool centre point). `expert_action()` is Meta-World's scripted policy for the task.
@@ -91,6 +93,7 @@ TASKS = {
 COLORS = {"red": (0.85, 0.1, 0.1, 1.0), "yellow": (0.95, 0.85, 0.1, 1.0), "purple": (0.55, 0.15, 0.85, 1.0),
           "orange": (1.0, 0.5, 0.05, 1.0)}
 VIEWS = ("scene", "wrist")
+PROGRESS = ("near_object", "grasp_success", "obj_to_target")  # Meta-World's info keys passed on by `step`
 SCENE_CAMERA = {"lookat": (0.0, 0.72, 0.08), "distance": 0.8, "azimuth": 135.0, "elevation": -45.0}
 WRIST_CAMERA = "gripperPOV"
 OBJECT_GEOM = "objGeom"  # every task here names its manipulated object so
@@ -401,6 +404,7 @@ class MetaWorldEnv(gym.Env):
         terminated = self.terminate_on_success and success
         truncated = not terminated and self.steps >= self.max_steps
         obs, info = self.observe(success)
+        info.update({k: float(mw_info[k]) for k in PROGRESS if k in mw_info})
         return obs, float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray:

@@ -6,7 +6,11 @@ Episode splits (every split but `grounding`: the environment's own, e.g. Meta-Wo
 name reset seeds; the policy plays them in the split's environment, all episodes of a batch in lockstep (one model
 call per chunk for all of them), executing the first `execute_steps` actions of every predicted chunk before
 predicting again. `<split>/success` is the fraction of episodes that met the task's own success criterion within
-`max_steps`; `<split>/steps` the mean episode length.
+`max_steps`; `<split>/steps` the mean episode length. From an env that reports progress signals (Meta-World's
+`near_object`, `grasp_success`, `obj_to_target`; `track_progress`), also the partial progress that success alone
+hides at small scale: `<split>/reached` and `<split>/grasped`, the fraction of episodes whose gripper ever came
+within 3 cm of the object / that ever held and lifted it, and `<split>/distance`, the mean final object-to-goal
+distance (metres).
 
 The `grounding_splits` ({split: the name its metrics are logged under}; default {grounding: grounding}: SFT rows of
 held-out grounding QA): the planner's (or, given a VLM alone, e.g. after stage-1 grounding training, its own) greedy
@@ -115,6 +119,7 @@ class ClosedLoopEvaluator(nn.Module):
         generator = torch.Generator(device=device).manual_seed(seed)
         observations = [env.reset(seed=s)[0] for env, s in zip(envs, seeds)]
         done, success, steps = [False] * len(envs), [False] * len(envs), [0] * len(envs)
+        progress = [{} for _ in envs]  # per episode: what `track_progress` keeps of the env's progress signals
         recorded = self.frames.setdefault(split, [])
         filming = list(range(len(envs)))[: max(0, self.media_episodes - len(recorded))]
         films = {i: [observations[i]["scene"]] for i in filming}
@@ -129,12 +134,15 @@ class ClosedLoopEvaluator(nn.Module):
                     if i in films and steps[i] % self.media_every == 0:
                         films[i].append(observations[i]["scene"])
                     success[i] = success[i] or bool(info.get("success", False))
+                    track_progress(progress[i], info)
                     if success[i] or terminated or truncated or steps[i] >= self.max_steps:
                         done[i] = True
                         break
         for i in range(len(envs)):
             self.metric(split, "success").update(float(success[i]))
             self.metric(split, "steps").update(float(steps[i]))
+            for name, value in progress[i].items():
+                self.metric(split, name).update(value)
         recorded.extend(films[i] for i in filming)
         self.clock["episodes"] += len(envs)
         self.clock["steps"] += sum(steps)
@@ -194,6 +202,18 @@ class ClosedLoopEvaluator(nn.Module):
             for env in pool:
                 env.close()
         self.envs = {}
+
+
+def track_progress(progress: dict[str, float], info: dict) -> None:
+    """Folds one step's progress signals (a Meta-World env's `near_object`, `grasp_success`, `obj_to_target`) into
+    the episode's: `reached` and `grasped`, 1 if the gripper was ever near the object / the object ever held and
+    lifted; `distance`, the object's distance to the goal at the episode's last step (metres)."""
+    if "near_object" in info:
+        progress["reached"] = max(progress.get("reached", 0.0), float(info["near_object"]))
+    if "grasp_success" in info:
+        progress["grasped"] = max(progress.get("grasped", 0.0), float(info["grasp_success"]))
+    if "obj_to_target" in info:
+        progress["distance"] = float(info["obj_to_target"])
 
 
 def frame_grid(films: list[list[np.ndarray]], pad: int = 1) -> torch.Tensor:

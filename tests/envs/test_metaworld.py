@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from posttrain.envs import make_env
-from posttrain.envs.metaworld import COLORS, TASKS, MetaWorldEnv, RenderError, split_seeds
+from posttrain.envs.metaworld import COLORS, PROGRESS, TASKS, MetaWorldEnv, RenderError, split_seeds
 from posttrain.utils.config import ConfigError
 
 CONFIG = {"id": "metaworld", "tasks": list(TASKS), "image_size": 64}
@@ -82,6 +82,37 @@ def test_expert_succeeds_and_the_object_ends_at_the_projected_goal(env, task):
     gap = np.linalg.norm(np.subtract(end["object"], end["goal"]))
     assert gap < 8.0, f"object {end['object']} far from goal {end['goal']} in pixels"
     assert np.linalg.norm(np.subtract(start["object"], start["goal"])) > gap
+
+
+def test_progress_signals_follow_the_expert_and_fold_into_episode_measures(env):
+    """`step` passes on Meta-World's progress signals; `track_progress` keeps ever-near, ever-grasped and the final
+    distance: the expert's pick-place episode reaches, grasps and ends within 7 cm, standing still does none."""
+    from posttrain.vla.evaluator import track_progress
+
+    for expert, expected in ((True, (1.0, 1.0)), (False, (0.0, 0.0))):
+        obs, info = env.reset(seed=5, options={"task": "pick-place-v3"})
+        progress = {}
+        for _ in range(env.max_steps):
+            action = env.expert_action(obs) if expert else np.zeros(4, dtype=np.float32)
+            obs, _, terminated, truncated, info = env.step(action)
+            assert set(PROGRESS) <= set(info)
+            track_progress(progress, info)
+            if terminated or truncated:
+                break
+        assert (progress["reached"], progress["grasped"]) == expected
+        assert progress["distance"] == info["obj_to_target"]
+        assert (progress["distance"] <= 0.07) == expert
+
+
+def test_track_progress_by_hand():
+    from posttrain.vla.evaluator import track_progress
+
+    progress = {}
+    for near, grasp, distance in ((0.0, 0.0, 0.3), (1.0, 0.0, 0.2), (0.0, 1.0, 0.25), (0.0, 0.0, 0.1)):
+        track_progress(progress, {"near_object": near, "grasp_success": grasp, "obj_to_target": distance})
+    assert progress == {"reached": 1.0, "grasped": 1.0, "distance": 0.1}
+    track_progress(empty := {}, {"success": True})  # an env without progress signals adds nothing
+    assert empty == {}
 
 
 def test_splits_hold_out_combinations_paraphrases_and_seeds():
