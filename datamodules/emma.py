@@ -27,6 +27,8 @@ from posttrain.losses.emma import kinematic_complexity
 from posttrain.utils.config import check
 from posttrain.vla.normalize import normalize_actions
 
+OFFLINE = "offline"  # the prefix of the held-out splits scored by action error (`frame_splits`)
+
 
 class PoolFrames(Dataset):
     def __init__(self, pool: dict[str, np.ndarray]):
@@ -134,10 +136,22 @@ class MixedRobotDataModule(RobotDataModule):
             (each batch's share is then random, about the data's). Without edited episodes every sample is real and
             it has no effect.
         train_size: at most this many training frames, real and edited in their proportions (`proportional_prefix`).
+        frame_splits: {split: a demonstrations folder} of expert episodes on held-out layouts, e.g. under a held-out
+            appearance set; each becomes the held-out split `offline/<split>`, whose every `frame_stride`-th frame
+            the evaluator scores by the policy's action error against the expert's chunk (`frame_batch_size` frames
+            a batch). The frames are normalised by the training demonstrations' statistics, as the policy's inputs.
     """
 
-    def __init__(self, tokenizer, edited_path: str | None = None, real_fraction: float | None = None, **kwargs):
+    def __init__(self, tokenizer, edited_path: str | None = None, real_fraction: float | None = None,
+                 frame_splits: dict[str, str] | None = None, frame_stride: int = 1, frame_batch_size: int = 32,
+                 **kwargs):
         super().__init__(tokenizer, **kwargs)
+        check(frame_stride >= 1, "data.frame_stride", f"must be >= 1, got {frame_stride}")
+        check(frame_batch_size >= 1, "data.frame_batch_size", f"must be >= 1, got {frame_batch_size}")
+        self.frame_splits = {str(k): v for k, v in (frame_splits or {}).items()}
+        self.frame_stride, self.frame_batch_size = frame_stride, frame_batch_size
+        self.eval_splits = self.eval_splits + tuple(f"{OFFLINE}/{split}" for split in self.frame_splits)
+        self.offline: dict[str, Frames] | None = None
         check(not self.cotrain, "data.cotrain", "EMMA's arms do not co-train with grounding data")
         check(real_fraction is None or 0 < real_fraction < 1, "data.real_fraction",
               f"must be in (0, 1) or null (shuffled together), got {real_fraction}")
@@ -174,6 +188,29 @@ class MixedRobotDataModule(RobotDataModule):
         positions = proportional_prefix(self.demos.frames(), generated, self.train_size)
         self.frames = SourcedFrames(self.demos, positions, self.chunk, self.views, self.planner_view, self.prompt_type,
                                     sources=sources, generated=generated)
+        self.offline = {split: self.held_out_frames(split, path, real) for split, path in self.frame_splits.items()}
+
+    def held_out_frames(self, split: str, path: str | None, real: Demos) -> Frames:
+        """Every `frame_stride`-th frame of a frame split's episodes, normalised by the real demonstrations'
+        statistics (what the policy was trained on), not the folder's own."""
+        check(bool(path), f"data.frame_splits.{split}", "the folder of held-out expert episodes is required")
+        held_out = read_demos(path)
+        check(held_out.info.get("image_size") == real.info["image_size"], f"data.frame_splits.{split}",
+              f"{path} has frames of {held_out.info.get('image_size')}, the demonstrations {real.info['image_size']}")
+        demos = Demos(held_out.episodes, real.info, real.stats, held_out.directory)
+        return Frames(demos, demos.frames()[:: self.frame_stride], self.chunk, self.views, self.planner_view,
+                      self.prompt_type)
+
+    def teardown(self, stage: str) -> None:
+        super().teardown(stage)
+        self.offline = None
+
+    def val_dataloader(self) -> list[DataLoader]:
+        loaders = super().val_dataloader()
+        self.setup("validate")  # the offline splits' frames are read with the demonstrations (a no-op once read)
+        collate = RobotCollator(self.processor)
+        return loaders + [DataLoader(self.offline[split], batch_size=self.frame_batch_size, shuffle=False,
+                                     collate_fn=collate) for split in self.frame_splits]
 
     def kinematic_statistics(self, gripper_dim: int = -1) -> tuple[float, float]:
         """Mean and standard deviation of `kinematic_complexity` over the real demonstrations' normalised chunks."""

@@ -86,12 +86,13 @@ STAGES = {
                      "data.eval_batch_size=1", "method.evaluator.max_steps=4", "method.evaluator.sample_steps=2",
                      "method.evaluator.max_new_tokens=8"],
     # 2 single-appearance demonstrations, a 2-episode render pool, 2 generator steps, one edit per episode (probes
-    # 5 steps, no filter), every arm 2 steps and one 4-step episode per appearance split
+    # 5 steps, no filter), every arm 2 steps, one 4-step episode per appearance split and one expert episode (every
+    # 8th frame) per offline split
     "emma": ["stages.demos.data.count=2", "stages.pool.data.count=2", "stages.pool.method.stride=10",
              "stages.generator.trainer.max_steps=2", "stages.generator.data.batch_size=4", "emma.prompts=1",
              "emma.steps=2", "stages.generated.method.probe_steps=5", "stages.generated.method.filter=null",
              "stages.generated.method.sample_steps=2", "data.eval_episodes=1", "data.eval_batch_size=1",
-             "method.evaluator.max_steps=4", "model.sample_steps=2"],
+             "method.evaluator.max_steps=4", "model.sample_steps=2", "emma.frame_episodes=1", "data.frame_stride=8"],
     "rs_sft": [*WARMUP, *COIN_FLIP, "trainer.max_epochs=1", "stages.generate.method.num_samples=4",
                "stages.generate.method.max_per_prompt=4", "stages.main.data.batch_size=4"],
 }
@@ -110,8 +111,10 @@ EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreem
              "spin": {f"{split}/{name}" for split in ("val", "test")
                       for name in ("accuracy", "nll", "valid", "tv", "kl")},
              "cipher": {"dataset/examples", "cost/oracle", "cost/cipher_5", "cost/cipher_1", "cost/no_learning"},
-             "emma": {f"{split}/success" for split in ("in_domain", "held_out_objects", "held_out_background",
-                                                       "held_out_lighting")},
+             "emma": {f"{prefix}{split}/{name}" for split in ("demo", "in_domain", "held_out_objects",
+                                                              "held_out_background", "held_out_lighting")
+                      for prefix, name in (("", "success"), ("", "grasped"), ("", "distance"),
+                                           ("offline/", "action_mse"))},
              "internvla_m1": {"val/success", "test_combos/success", "test_paraphrase/success", "val/steps",
                               "grounding/box_iou50", "grounding/point_acc"},
              "llava_critic_r1": {"val/critic_accuracy", "val/critic_format", "val/position_bias", "qa/policy_accuracy",

@@ -12,6 +12,11 @@ hides at small scale: `<split>/reached` and `<split>/grasped`, the fraction of e
 within 3 cm of the object / that ever held and lifted it, and `<split>/distance`, the mean final object-to-goal
 distance (metres).
 
+Frame splits (a batch of recorded expert frames, with `actions` and `action_mask`, e.g. EMMA's `offline/<split>`
+held-out appearances): the policy's sampled chunk for each frame against the expert's, `<split>/action_mse` (mean
+squared error in normalised action units): how far a change of appearance moves the policy's actions, read from
+many frames where closed-loop success is too rare to compare.
+
 The `grounding_splits` ({split: the name its metrics are logged under}; default {grounding: grounding}: SFT rows of
 held-out grounding QA): the planner's (or, given a VLM alone, e.g. after stage-1 grounding training, its own) greedy
 answers, gathered over the split and
@@ -101,6 +106,8 @@ class ClosedLoopEvaluator(nn.Module):
     def update(self, model, batch: dict, split: str, seed: int) -> None:
         if split in self.grounding_splits:
             self.score_grounding(model, batch, split)
+        elif "actions" in batch:
+            self.score_actions(model, batch, split, seed)
         else:
             self.play(model, batch["seed"].tolist(), split, seed)
 
@@ -158,6 +165,19 @@ class ClosedLoopEvaluator(nn.Module):
                          batch["image_inputs"].to(device), batch["views"].to(device), batch["state"].to(device),
                          generator=generator, **self.sampling)
 
+    def score_actions(self, model, batch: dict, split: str, seed: int) -> None:
+        """Open-loop action error on recorded expert frames: the policy's sampled chunk (normalised, clipped to
+        [-1, 1]) against the expert's, squared error averaged over the action dimensions and the chunk's real steps,
+        one value per frame (`<split>/action_mse`)."""
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        condition = model.condition(batch["prompt_input_ids"].to(device), batch["prompt_attention_mask"].to(device),
+                                    batch["image_inputs"].to(device), batch["views"].to(device))
+        predicted = model.sample(condition, batch["state"].to(device), generator, **self.sampling)  # (B, H, A)
+        error = chunk_error(predicted.clamp(-1, 1).float(), batch["actions"].to(device).float(),
+                            batch["action_mask"].to(device).float())  # (B,)
+        self.metric(split, "action_mse").update(error.cpu())
+
     def score_grounding(self, model, batch: dict, split: str) -> None:
         check(self.grounding_metrics is not None, "method.evaluator.grounding_metrics",
               "needed to score the grounding split")
@@ -202,6 +222,12 @@ class ClosedLoopEvaluator(nn.Module):
             for env in pool:
                 env.close()
         self.envs = {}
+
+
+def chunk_error(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) squared error of (B, H, A) chunks, mean over A and over the steps where `mask` (B, H) is 1."""
+    per_step = (predicted - target).pow(2).mean(-1)  # (B, H)
+    return (per_step * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
 def track_progress(progress: dict[str, float], info: dict) -> None:
