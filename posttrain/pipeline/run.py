@@ -30,6 +30,7 @@ from posttrain.utils.config import check
 
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
+    OmegaConf.register_new_resolver("add", lambda a, b: a + b, replace=True)
     OmegaConf.register_new_resolver("merge", merge_configs, replace=True)
     OmegaConf.register_new_resolver("per_env", per_env, replace=True)
 

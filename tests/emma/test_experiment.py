@@ -41,3 +41,33 @@ def test_the_data_stages_cache_keys_do_not_hold_the_policy_config(tmp_path):
     augmentation = stage_keys(["stages.augmented_edits.method.augmentation.hue=0.2"], tmp_path)
     assert augmentation["augmented_edits"] != base["augmented_edits"] and augmentation["augmented"] != base["augmented"]
     assert augmentation["generated"] == base["generated"]
+
+
+FRAME_STAGES = ("frames_demo", "frames_in_domain", "frames_held_out_objects", "frames_held_out_background",
+                "frames_held_out_lighting")
+
+
+def reset_seeds(seed, tmp_path) -> dict[str, list[int]]:
+    """Every reset seed a stage of `experiment=emma seed=<seed>` uses: its data's seeds, or an arm's closed-loop
+    ones."""
+    from hydra.utils import instantiate
+
+    seeds = {}
+    for planned in plan(compose_config(["experiment=emma", f"seed={seed}"], tmp_path)):
+        data, key = planned.data, planned.stage.key
+        if key in ("demos", "pool", *FRAME_STAGES):
+            seeds[key] = instantiate(data).seeds
+        elif key in ARMS:
+            seeds[key] = [data.eval_seed_start + i for i in range(data.eval_episodes)]
+    return seeds
+
+
+def test_the_seed_reaches_the_layouts_of_every_data_stage_and_the_evaluation(tmp_path):
+    first, second = reset_seeds(0, tmp_path), reset_seeds(1, tmp_path)
+    assert set(first) == {"demos", "pool", *FRAME_STAGES, *ARMS}
+    for key in first:
+        assert not set(first[key]) & set(second[key]), key  # another seed, other layouts
+    assert first["demos"] == list(range(8)) and second["demos"] == list(range(10000, 10008))
+    assert not set(first["demos"]) & set(first["pool"])  # within a seed, the pool never renders a demonstration
+    assert len({tuple(first[k]) for k in FRAME_STAGES}) == 1  # the offline splits share their layouts
+    assert all(s >= 1_000_000 for k in (*FRAME_STAGES, *ARMS) for s in first[k])  # held-out (val) layouts
