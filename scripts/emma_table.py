@@ -1,0 +1,75 @@
+"""The arms' table of `experiment=emma` runs, mean ± sd over the runs (one per seed), from their TensorBoard scalars.
+
+    python scripts/emma_table.py logs/emma/runs/<run> [logs/emma/runs/<run> ...] [--json out.json]
+
+For each arm (a TensorBoard folder of the run) the last logged value of every closed-loop measure (`<split>/success`,
+`reached`, `grasped`, `distance`) and of the offline action error (`offline/<split>/action_mse`); a run without an arm
+is left out of that arm's mean.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ARMS = {"real_only": "real only", "uniform": "real + generated (uniform)", "main": "real + generated + adamix",
+        "geometry_breaking": "real + geometry-breaking", "oracle": "real + oracle", "augmented": "real + augmented"}
+SPLITS = ("demo", "in_domain", "held_out_objects", "held_out_background", "held_out_lighting")
+MEASURES = ("success", "reached", "grasped", "distance")
+
+
+def last_scalars(folder: str) -> dict[str, float]:
+    events = EventAccumulator(folder, size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
+
+
+def collect(runs: list[str]) -> dict[str, list[dict[str, float]]]:
+    """{arm: [its last scalars in each run that has it]}."""
+    table = {arm: [] for arm in ARMS}
+    for run in runs:
+        for arm in ARMS:
+            folder = os.path.join(run, "tensorboard", arm)
+            if os.path.isdir(folder):
+                table[arm].append(last_scalars(folder))
+    return table
+
+
+def cell(values: list[float], digits: int) -> str:
+    if not values:
+        return "–"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def rows(table, tag_of, digits: int) -> list[str]:
+    lines = ["| Arm | " + " | ".join(SPLITS) + " |", "|---" * (len(SPLITS) + 1) + "|"]
+    for arm, runs in table.items():
+        if runs:
+            cells = [cell([r[tag_of(s)] for r in runs if tag_of(s) in r], digits) for s in SPLITS]
+            lines.append(f"| {ARMS[arm]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--json", default=None, help="also write {arm: [scalars per run]} here")
+    args = parser.parse_args()
+    table = collect(args.runs)
+    print(f"runs: {len(args.runs)}; cells are mean ± sd over them\n")
+    for measure in MEASURES:
+        print(f"closed loop, {measure}:")
+        print("\n".join(rows(table, lambda s, m=measure: f"{s}/{m}", 3)) + "\n")
+    print("offline action error (normalised units, lower is better):")
+    print("\n".join(rows(table, lambda s: f"offline/{s}/action_mse", 4)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(table, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
