@@ -1,6 +1,7 @@
 """The arms' table of `experiment=emma` runs, mean ± sd over the runs (one per seed), from their TensorBoard scalars.
 
     python scripts/emma_table.py logs/emma/runs/<run> [logs/emma/runs/<run> ...] [--json out.json]
+        [--blind logs/cache/demos-<hash> logs/cache/frames_<split>-<hash> ...]
 
 For each arm (a TensorBoard folder of the run) the last logged value of every closed-loop measure (`<split>/success`,
 `reached`, `grasped`, `distance`) and of the offline action error (`offline/<split>/action_mse`); a run without an arm
@@ -12,8 +13,16 @@ import argparse
 import json
 import os
 import statistics
+import sys
 
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from posttrain.envs.demos import action_chunk, read_demos  # noqa: E402
+from posttrain.vla.evaluator import chunk_error  # noqa: E402
+from posttrain.vla.normalize import normalize_actions  # noqa: E402
 
 ARMS = {"real_only": "real only", "uniform": "real + generated (uniform)", "main": "real + generated + adamix",
         "geometry_breaking": "real + geometry-breaking", "oracle": "real + oracle", "augmented": "real + augmented"}
@@ -54,11 +63,39 @@ def rows(table, tag_of, digits: int) -> list[str]:
     return lines
 
 
+def normalised_chunks(folder: str, stats: dict, chunk: int, stride: int = 1):
+    """(N, H, A) normalised action chunks and (N, H) masks of every `stride`-th frame of a demonstrations folder."""
+    q01, q99 = torch.tensor(stats["action"]["q01"]), torch.tensor(stats["action"]["q99"])
+    chunks, masks = [], []
+    for episode in read_demos(folder).episodes:
+        for t in range(len(episode)):
+            actions, mask = action_chunk(episode.action, t, chunk)
+            chunks.append(normalize_actions(torch.from_numpy(actions), q01, q99))
+            masks.append(torch.from_numpy(mask).float())
+    return torch.stack(chunks)[::stride], torch.stack(masks)[::stride]
+
+
+def blind_error(demos: str, frames: str, chunk: int = 4, stride: int = 2) -> float:
+    """The offline action error of a predictor that sees nothing: the training chunks' mean (per step and
+    dimension, over real steps) for every frame of `frames` (normalised by the demonstrations' statistics, as the
+    arms' offline splits)."""
+    stats = read_demos(demos).stats
+    train, train_mask = normalised_chunks(demos, stats, chunk)
+    mean = (train * train_mask[..., None]).sum(0) / train_mask.sum(0).clamp(min=1)[..., None]  # (H, A)
+    held_out, mask = normalised_chunks(frames, stats, chunk, stride)
+    return float(chunk_error(mean.expand_as(held_out), held_out, mask).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--json", default=None, help="also write {arm: [scalars per run]} here")
+    parser.add_argument("--blind", nargs=2, action="append", metavar=("DEMOS", "FRAMES"), default=[],
+                        help="also print the offline error of the training chunks' mean (a predictor that sees "
+                             "nothing) on a frame stage's folder, normalised by a demos folder; repeatable")
     args = parser.parse_args()
+    for demos, frames in args.blind:
+        print(f"blind predictor on {frames}: {blind_error(demos, frames):.4f}")
     table = collect(args.runs)
     print(f"runs: {len(args.runs)}; cells are mean ± sd over them\n")
     for measure in MEASURES:

@@ -38,3 +38,22 @@ def test_the_table_averages_the_last_values_over_runs(tmp_path):
     assert lines[2] == "| real only | 0.30 ± 0.14 | – | – | – | – |"
     success = table_script.rows(table, lambda split: f"{split}/success", 2)
     assert "| real + oracle | – | – | 1.00 ± 0.00 | – | – |" in success
+
+
+def test_the_blind_predictor_scores_the_spread_of_the_actions(tmp_path):
+    """With one-step chunks on its own demonstrations, the mean action's error is the actions' variance (normalised
+    by the folder's q01/q99, averaged over the dimensions)."""
+    import numpy as np
+
+    from posttrain.envs.demos import read_demos
+    from tests.vla_fixtures import write_demos
+
+    folder = write_demos(tmp_path / "demos", episodes=2)
+    demos = read_demos(folder)
+    q01, q99 = (np.array(demos.stats["action"][k]) for k in ("q01", "q99"))
+    actions = np.concatenate([e.action for e in demos.episodes])
+    span = q99 - q01
+    scaled = np.where(span > 1e-6, np.clip(2 * (actions - q01) / np.maximum(span, 1e-6) - 1, -1, 1), 0.0)
+    expected = scaled.var(axis=0).mean()
+    assert expected > 0
+    assert abs(load_script().blind_error(folder, folder, chunk=1, stride=1) - expected) < 1e-5
