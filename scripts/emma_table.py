@@ -93,9 +93,11 @@ def main() -> None:
     parser.add_argument("--blind", nargs=2, action="append", metavar=("DEMOS", "FRAMES"), default=[],
                         help="also print the offline error of the training chunks' mean (a predictor that sees "
                              "nothing) on a frame stage's folder, normalised by a demos folder; repeatable")
+    parser.add_argument("--chunk", type=int, default=4, help="the runs' model.chunk (for --blind)")
+    parser.add_argument("--stride", type=int, default=2, help="the runs' data.frame_stride (for --blind)")
     args = parser.parse_args()
     for demos, frames in args.blind:
-        print(f"blind predictor on {frames}: {blind_error(demos, frames):.4f}")
+        print(f"blind predictor on {frames}: {blind_error(demos, frames, args.chunk, args.stride):.4f}")
     table = collect(args.runs)
     print(f"runs: {len(args.runs)}; cells are mean ± sd over them\n")
     for measure in MEASURES:

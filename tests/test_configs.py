@@ -113,7 +113,7 @@ EVAL_KEYS = {"seppo": DIFFUSION_METRICS | {"aaf/flip_fraction", "aaf/sign_agreem
              "cipher": {"dataset/examples", "cost/oracle", "cost/cipher_5", "cost/cipher_1", "cost/no_learning"},
              "emma": {f"{prefix}{split}/{name}" for split in ("demo", "in_domain", "held_out_objects",
                                                               "held_out_background", "held_out_lighting")
-                      for prefix, name in (("", "success"), ("", "grasped"), ("", "distance"),
+                      for prefix, name in (("", "success"), ("", "reached"), ("", "grasped"), ("", "distance"),
                                            ("offline/", "action_mse"))},
              "internvla_m1": {"val/success", "test_combos/success", "test_paraphrase/success", "val/steps",
                               "grounding/box_iou50", "grounding/point_acc"},

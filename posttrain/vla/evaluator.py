@@ -168,9 +168,10 @@ class ClosedLoopEvaluator(nn.Module):
     def score_actions(self, model, batch: dict, split: str, seed: int) -> None:
         """Open-loop action error on recorded expert frames: the policy's sampled chunk (normalised, clipped to
         [-1, 1]) against the expert's, squared error averaged over the action dimensions and the chunk's real steps,
-        one value per frame (`<split>/action_mse`)."""
+        one value per frame (`<split>/action_mse`). Under DDP each process scores its shard (Lightning's sampler
+        pads the last one by repeating frames) and the means are reduced in `compute`."""
         device = next(model.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(seed)
+        generator = torch.Generator(device=device).manual_seed(seed)  # the same for every arm (not across splits)
         condition = model.condition(batch["prompt_input_ids"].to(device), batch["prompt_attention_mask"].to(device),
                                     batch["image_inputs"].to(device), batch["views"].to(device))
         predicted = model.sample(condition, batch["state"].to(device), generator, **self.sampling)  # (B, H, A)
@@ -233,7 +234,8 @@ def chunk_error(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
 def track_progress(progress: dict[str, float], info: dict) -> None:
     """Folds one step's progress signals (a Meta-World env's `near_object`, `grasp_success`, `obj_to_target`) into
     the episode's: `reached` and `grasped`, 1 if the gripper was ever near the object / the object ever held and
-    lifted; `distance`, the object's distance to the goal at the episode's last step (metres)."""
+    lifted (Meta-World's `grasp_success` needs the lift, so a push task's episodes stay at 0); `distance`, the
+    object's distance to the goal at the episode's last step (metres)."""
     if "near_object" in info:
         progress["reached"] = max(progress.get("reached", 0.0), float(info["near_object"]))
     if "grasp_success" in info:

@@ -19,7 +19,9 @@ def test_an_unknown_attribute_value_names_the_key(tmp_path):
         train(cfg)
 
 
-DATA_STAGES = ("demos", "pool", "generated", "oracle_edits", "breaking_edits", "augmented_edits")
+FRAME_STAGES = ("frames_demo", "frames_in_domain", "frames_held_out_objects", "frames_held_out_background",
+                "frames_held_out_lighting")
+DATA_STAGES = ("demos", "pool", "generated", "oracle_edits", "breaking_edits", "augmented_edits", *FRAME_STAGES)
 ARMS = ("real_only", "uniform", "main", "geometry_breaking", "oracle", "augmented")
 
 
@@ -31,20 +33,20 @@ def test_the_data_stages_cache_keys_do_not_hold_the_policy_config(tmp_path):
     base = stage_keys([], tmp_path)
     for policy in (["model.view_width=32"], ["model.planner.hidden_size=64"], ["method.vlm_lr=1e-3"]):
         changed = stage_keys(policy, tmp_path)
-        assert [changed[k] == base[k] for k in DATA_STAGES + ("generator",)] == [True] * 7, policy
+        assert [changed[k] == base[k] for k in DATA_STAGES + ("generator",)] == [True] * 12, policy
         assert not any(changed[k] == base[k] for k in ARMS), policy  # the arms train the policy: they rerun
     generator = stage_keys(["stages.generator.model.block_out_channels=[8,16]"], tmp_path)
     assert generator["generator"] != base["generator"] and generator["generated"] != base["generated"]
     assert generator["uniform"] != base["uniform"] and generator["main"] != base["main"]  # they read its edits
     assert [generator[k] == base[k] for k in ("demos", "pool", "oracle_edits", "augmented_edits", "oracle")] == \
         [True] * 5
+    frames = stage_keys(["emma.frame_episodes=4"], tmp_path)
+    assert all(frames[k] != base[k] for k in (*FRAME_STAGES, *ARMS))  # the arms read the frames
+    assert all(frames[k] == base[k] for k in ("demos", "pool", "generator", "generated", "oracle_edits"))
     augmentation = stage_keys(["stages.augmented_edits.method.augmentation.hue=0.2"], tmp_path)
     assert augmentation["augmented_edits"] != base["augmented_edits"] and augmentation["augmented"] != base["augmented"]
     assert augmentation["generated"] == base["generated"]
 
-
-FRAME_STAGES = ("frames_demo", "frames_in_domain", "frames_held_out_objects", "frames_held_out_background",
-                "frames_held_out_lighting")
 
 
 def reset_seeds(seed, tmp_path) -> dict[str, list[int]]:
@@ -71,3 +73,4 @@ def test_the_seed_reaches_the_layouts_of_every_data_stage_and_the_evaluation(tmp
     assert not set(first["demos"]) & set(first["pool"])  # within a seed, the pool never renders a demonstration
     assert len({tuple(first[k]) for k in FRAME_STAGES}) == 1  # the offline splits share their layouts
     assert all(s >= 1_000_000 for k in (*FRAME_STAGES, *ARMS) for s in first[k])  # held-out (val) layouts
+    assert not set(first["frames_demo"]) & set(first["real_only"])  # offline frames are not closed-loop layouts

@@ -55,6 +55,8 @@ def test_frame_splits_are_offline_splits_normalised_by_the_training_statistics(f
     batch = next(iter(loaders[1]))
     assert batch["actions"].shape == (5, 2, 4) and batch["action_mask"].shape == (5, 2)
     assert len(loaders[2].dataset) == len(frames)
+    data.teardown("fit")  # a later validation reads the frames again
+    assert data.offline is None and len(data.val_dataloader()) == 3 and len(data.offline["demo"]) == len(frames)
 
 
 def test_a_missing_or_mismatched_frame_split_names_its_key(folders, tokenizer, tmp_path):

@@ -161,6 +161,6 @@ def test_untrained_policy_plays_meta_world_episodes(tmp_path):
     results = evaluator.compute()
     assert results["val/steps"] == 5 and results["val/success"] == 0  # 5 random-ish steps cannot place the puck
     assert results["val/grasped"] == 0 and results["val/distance"] > 0.07  # nor lift it; the puck starts far away
-    assert results["val/reached"] in (0.0, 0.5, 1.0)
+    assert results["val/reached"] == 0  # 5 steps do not bring the gripper within 3 cm of either puck
     assert evaluator.grids["val"].shape == (3, 2 * (SIZE + 1) + 1, 6 * (SIZE + 1) + 1)
     evaluator.close()
