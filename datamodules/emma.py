@@ -115,6 +115,18 @@ def proportional_prefix(positions: list[tuple[int, int]], generated: list[bool],
     return real[:keep_real] + edited[:size - keep_real]
 
 
+def normalised_chunks(episodes, q01: torch.Tensor, q99: torch.Tensor,
+                      chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The action chunk of every frame of `episodes`, normalised by (q01, q99): (N, H, A), and its mask (N, H)."""
+    chunks, masks = [], []
+    for episode in episodes:
+        for t in range(len(episode)):
+            actions, mask = action_chunk(episode.action, t, chunk)
+            chunks.append(normalize_actions(torch.from_numpy(actions), q01, q99))
+            masks.append(torch.from_numpy(mask))
+    return torch.stack(chunks), torch.stack(masks)
+
+
 def real_per_batch(real_fraction: float, batch_size: int) -> int:
     """The real samples of a batch at `real_fraction` (rounded); at least one of each kind, else an error naming
     data.real_fraction."""
@@ -214,14 +226,9 @@ class MixedRobotDataModule(RobotDataModule):
 
     def kinematic_statistics(self, gripper_dim: int = -1) -> tuple[float, float]:
         """Mean and standard deviation of `kinematic_complexity` over the real demonstrations' normalised chunks."""
-        frames = self.frames
-        chunks, masks = [], []
-        for episode in self.demos.episodes[: self.source_count]:
-            for t in range(len(episode)):
-                actions, mask = action_chunk(episode.action, t, self.chunk)
-                chunks.append(normalize_actions(torch.from_numpy(actions), frames.q01, frames.q99))
-                masks.append(torch.from_numpy(mask))
-        values = kinematic_complexity(torch.stack(chunks), torch.stack(masks), gripper_dim)
+        chunks, masks = normalised_chunks(self.demos.episodes[: self.source_count], self.frames.q01, self.frames.q99,
+                                          self.chunk)
+        values = kinematic_complexity(chunks, masks, gripper_dim)
         return float(values.mean()), float(values.std(unbiased=False))
 
     def train_dataloader(self):

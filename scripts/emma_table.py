@@ -20,9 +20,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from posttrain.envs.demos import action_chunk, read_demos  # noqa: E402
+from datamodules.emma import normalised_chunks  # noqa: E402
+from posttrain.envs.demos import read_demos  # noqa: E402
 from posttrain.vla.evaluator import chunk_error  # noqa: E402
-from posttrain.vla.normalize import normalize_actions  # noqa: E402
 
 ARMS = {"real_only": "real only", "uniform": "real + generated (uniform)", "main": "real + generated + adamix",
         "geometry_breaking": "real + geometry-breaking", "oracle": "real + oracle", "augmented": "real + augmented"}
@@ -63,27 +63,17 @@ def rows(table, tag_of, digits: int) -> list[str]:
     return lines
 
 
-def normalised_chunks(folder: str, stats: dict, chunk: int, stride: int = 1):
-    """(N, H, A) normalised action chunks and (N, H) masks of every `stride`-th frame of a demonstrations folder."""
-    q01, q99 = torch.tensor(stats["action"]["q01"]), torch.tensor(stats["action"]["q99"])
-    chunks, masks = [], []
-    for episode in read_demos(folder).episodes:
-        for t in range(len(episode)):
-            actions, mask = action_chunk(episode.action, t, chunk)
-            chunks.append(normalize_actions(torch.from_numpy(actions), q01, q99))
-            masks.append(torch.from_numpy(mask).float())
-    return torch.stack(chunks)[::stride], torch.stack(masks)[::stride]
-
-
 def blind_error(demos: str, frames: str, chunk: int = 4, stride: int = 2) -> float:
     """The offline action error of a predictor that sees nothing: the training chunks' mean (per step and
     dimension, over real steps) for every frame of `frames` (normalised by the demonstrations' statistics, as the
     arms' offline splits)."""
-    stats = read_demos(demos).stats
-    train, train_mask = normalised_chunks(demos, stats, chunk)
+    real = read_demos(demos)
+    q01, q99 = torch.tensor(real.stats["action"]["q01"]), torch.tensor(real.stats["action"]["q99"])
+    train, train_mask = normalised_chunks(real.episodes, q01, q99, chunk)
+    train_mask = train_mask.float()
     mean = (train * train_mask[..., None]).sum(0) / train_mask.sum(0).clamp(min=1)[..., None]  # (H, A)
-    held_out, mask = normalised_chunks(frames, stats, chunk, stride)
-    return float(chunk_error(mean.expand_as(held_out), held_out, mask).mean())
+    held_out, mask = normalised_chunks(read_demos(frames).episodes, q01, q99, chunk)
+    return float(chunk_error(mean.expand_as(held_out[::stride]), held_out[::stride], mask[::stride].float()).mean())
 
 
 def main() -> None:

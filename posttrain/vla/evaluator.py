@@ -159,11 +159,14 @@ class ClosedLoopEvaluator(nn.Module):
         """Action chunks (N, H, A) in environment units for the observations."""
         check(self.encode is not None, "method.evaluator", "has no observation encoder (the method sets it from its "
               "data: RobotDataModule.encode_observations)")
+        return model.unnormalize_actions(self.sample_chunks(model, self.encode(observations, seeds), generator))
+
+    def sample_chunks(self, model, batch: dict, generator) -> torch.Tensor:
+        """Normalised action chunks (B, H, A) the policy samples for a batch of encoded observations."""
         device = next(model.parameters()).device
-        batch = self.encode(observations, seeds)
-        return model.act(batch["prompt_input_ids"].to(device), batch["prompt_attention_mask"].to(device),
-                         batch["image_inputs"].to(device), batch["views"].to(device), batch["state"].to(device),
-                         generator=generator, **self.sampling)
+        condition = model.condition(batch["prompt_input_ids"].to(device), batch["prompt_attention_mask"].to(device),
+                                    batch["image_inputs"].to(device), batch["views"].to(device))
+        return model.sample(condition, batch["state"].to(device), generator, **self.sampling)
 
     def score_actions(self, model, batch: dict, split: str, seed: int) -> None:
         """Open-loop action error on recorded expert frames: the policy's sampled chunk (normalised, clipped to
@@ -172,9 +175,7 @@ class ClosedLoopEvaluator(nn.Module):
         pads the last one by repeating frames) and the means are reduced in `compute`."""
         device = next(model.parameters()).device
         generator = torch.Generator(device=device).manual_seed(seed)  # the same for every arm (not across splits)
-        condition = model.condition(batch["prompt_input_ids"].to(device), batch["prompt_attention_mask"].to(device),
-                                    batch["image_inputs"].to(device), batch["views"].to(device))
-        predicted = model.sample(condition, batch["state"].to(device), generator, **self.sampling)  # (B, H, A)
+        predicted = self.sample_chunks(model, batch, generator)  # (B, H, A)
         error = chunk_error(predicted.clamp(-1, 1).float(), batch["actions"].to(device).float(),
                             batch["action_mask"].to(device).float())  # (B,)
         self.metric(split, "action_mse").update(error.cpu())
