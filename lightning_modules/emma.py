@@ -3,15 +3,21 @@
 (`posttrain.losses.emma`), or uniformly (`adamix: false`, the uniform-mixing and single-source arms).
 
 Every step: the batch through the planner, querying transformer and DiT as in InternVLA-M1's action loss (no
-co-training), ℓ_i per sample over its R noisings; with AdaMix on and the step past `warmup_steps`:
+co-training), ℓ_{i,r} per sample and noising, ℓ_i their mean over the R noisings; with AdaMix on:
 
-    d^perc_i = ℓ_i / m_e(i)             m_e: running (EMA) mean of ℓ over the renderings of source episode e
-                                        (under DDP over every process's batch: the sums and counts all-reduced)
+    ℓ̃_i      = mean_r ℓ_{i,r} / L̄_k(i,r)  L̄_k: running mean loss of noise-level bin k (`noise_bins` bins; 0: ℓ̃ = ℓ)
+    d^perc_i = ℓ̃_i / m_e(i)             m_e: running (EMA) mean of ℓ̃ over the renderings of source episode e
+                                        (both tables under DDP over every process's batch: sums and counts
+                                        all-reduced)
     d^kin_i  = (c_i − μ_c) / σ_c        c_i: kinematic complexity of the chunk; μ_c, σ_c over the real chunks
     d_i      = λ_p z(d^perc) + λ_k z(d^kin);   w = (1 − η) + η |B| softmax(d / τ);   L = mean(stopgrad(w) · ℓ)
 
+the weights uniform until the step passes `warmup_steps` (the tables are kept from the first step).
+
 Logged every step, also with uniform weights: the weight mass on generated samples and on grasp/release chunks
-beside their sample shares (`train/mass_generated`, `train/share_generated`, `train/mass_grasp_release`, ...).
+beside their sample shares (`train/mass_generated`, `train/share_generated`, `train/mass_grasp_release`, ...);
+with AdaMix, the correlation of d^perc with the samples' mean noise level (`train/perceptual_noise_corr`: near 0
+when d^perc reads the policy and not the noise levels drawn).
 """
 from __future__ import annotations
 
@@ -25,11 +31,14 @@ from posttrain.losses.emma import (
     adamix_loss,
     blend_episode_means,
     combined_difficulty,
+    correlation,
     episode_sums,
     gripper_changes,
     kinematic_complexity,
     kinematic_difficulty,
-    per_sample_action_loss,
+    noise_level_bins,
+    noise_level_normalised_loss,
+    per_noising_action_loss,
     perceptual_difficulty,
 )
 from posttrain.utils.config import check
@@ -41,18 +50,24 @@ class EMMAModule(PostTrainModule):
         model: a `VLAModel`.
         adamix: weight the samples by AdaMix after `warmup_steps` uniform steps; false: uniform throughout.
         temperature, mix_uniform, lambda_p, lambda_k: τ, η, λ_p, λ_k of the weights (spec defaults 1, 0.5, 0.5, 0.5).
-        momentum: of the per-episode running loss means; kinematic_times_loss: d^kin = max(z, 0) · ℓ_i.
+        momentum: of the running loss means (per episode, per noise level);
+        kinematic_times_loss: d^kin = max(z, 0) · ℓ̃_i.
+        noise_bins: noise-level bins of ℓ̃ (0: the raw ℓ_i, the reconstruction without this project's addition).
         vlm_lr, action_lr: learning rates of the planner and of the other modules.
         seed: each step's noise, timesteps and dropout are a function of (seed, step).
     """
 
     def __init__(self, model, tokenizer, adamix: bool = True, warmup_steps: int = 50, temperature: float = 1.0,
                  mix_uniform: float = 0.5, lambda_p: float = 0.5, lambda_k: float = 0.5, momentum: float = 0.9,
-                 kinematic_times_loss: bool = False, vlm_lr: float = 1e-4, action_lr: float = 1e-3, seed: int = 0,
-                 optimizer=None, scheduler=None, evaluator=None):
+                 kinematic_times_loss: bool = False, noise_bins: int = 10, vlm_lr: float = 1e-4,
+                 action_lr: float = 1e-3, seed: int = 0, optimizer=None, scheduler=None, evaluator=None):
         check(temperature > 0, "method.temperature", f"must be > 0, got {temperature}")
         check(0 <= mix_uniform <= 1, "method.mix_uniform", f"must be in [0, 1], got {mix_uniform}")
         check(warmup_steps >= 0, "method.warmup_steps", f"must be >= 0, got {warmup_steps}")
+        check(noise_bins >= 0, "method.noise_bins", f"must be >= 0, got {noise_bins}")
+        timesteps = model.noise_scheduler.config.num_train_timesteps
+        check(noise_bins <= timesteps, "method.noise_bins", f"at most the model's {timesteps} timesteps, got "
+              f"{noise_bins}")
         check(vlm_lr > 0 and action_lr > 0, "method.vlm_lr", f"learning rates must be > 0 ({vlm_lr}, {action_lr})")
         head = model.planner.get_output_embeddings()
         if head is not None and head.weight is not model.planner.get_input_embeddings().weight:
@@ -64,7 +79,10 @@ class EMMAModule(PostTrainModule):
         self.lambda_p, self.lambda_k, self.momentum = lambda_p, lambda_k, momentum
         self.kinematic_times_loss, self.vlm_lr, self.action_lr, self.seed = kinematic_times_loss, vlm_lr, \
             action_lr, seed
+        self.noise_bins = noise_bins
         self.episode_means = self.episode_seen = None  # (E,) running loss means per source episode, on the CPU
+        self.level_means = torch.zeros(noise_bins)  # (K,) running loss means per noise-level bin, on the CPU
+        self.level_seen = torch.zeros(noise_bins, dtype=torch.bool)
         self.kinematics = (0.0, 1.0)
 
     def setup(self, stage: str) -> None:
@@ -90,42 +108,64 @@ class EMMAModule(PostTrainModule):
     def on_train_batch_start(self, batch, batch_idx) -> None:
         torch.manual_seed(self.seed * 1_000_003 + self.global_step)
 
-    def sample_losses(self, batch: dict) -> torch.Tensor:
-        """ℓ_i (B,): the action expert's diffusion loss of each sample over its R noisings."""
-        predicted, target, mask = self.model.training_prediction(batch)
-        return per_sample_action_loss(predicted, target, mask, self.model.repeats)
+    def sample_losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ℓ_i (B,), the action expert's diffusion loss of each sample over its R noisings, and the noisings'
+        ℓ_{i,r} and timesteps (B·R,)."""
+        predicted, target, mask, timesteps = self.model.training_noisings(batch)
+        per_noising = per_noising_action_loss(predicted, target, mask)  # (B·R,)
+        return per_noising.view(-1, self.model.repeats).mean(-1), per_noising, timesteps
 
-    def difficulty(self, losses: torch.Tensor, batch: dict) -> torch.Tensor:
-        """d_i (B,) from the per-episode running means (updated with this batch first; under DDP with every process's
-        batch, so the processes keep one table) and the chunks' kinematics."""
+    def performance(self, losses: torch.Tensor, per_noising: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """ℓ̃_i (B,): ℓ_i relative to what its noisings' noise levels predict (the noise-level table updated with
+        this batch first, under DDP with every process's batch); ℓ_i itself with `noise_bins` 0."""
+        if self.noise_bins == 0:
+            return losses.detach()
+        steps = self.model.noise_scheduler.config.num_train_timesteps
+        level = noise_level_bins(timesteps, steps, self.noise_bins)  # (B·R,)
+        totals = summed(torch.stack(episode_sums(level, per_noising, self.noise_bins)))  # (2, K)
+        self.level_means, self.level_seen = blend_episode_means(self.level_means, self.level_seen, totals[0].cpu(),
+                                                                totals[1].cpu(), self.momentum)
+        return noise_level_normalised_loss(per_noising, level, self.level_means, self.model.repeats)
+
+    def difficulty(self, performance: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """d_i (B,) from ℓ̃ and the per-episode running means of ℓ̃ (updated with this batch first; under DDP with
+        every process's batch, so the processes keep one table) and the chunks' kinematics; and d^perc (B,)."""
         source = batch["source"]
-        sums, counts = episode_sums(source, losses, len(self.episode_means))  # (E,), (E,) on the loss's device
+        sums, counts = episode_sums(source, performance, len(self.episode_means))  # (E,), (E,) on the loss's device
         totals = summed(torch.stack([sums, counts]))  # (2, E): one all-reduce of both under DDP
         self.episode_means, self.episode_seen = blend_episode_means(self.episode_means, self.episode_seen,
                                                                     totals[0].cpu(), totals[1].cpu(), self.momentum)
-        perceptual = perceptual_difficulty(losses, self.episode_means[source.cpu()].to(losses.device))
+        perceptual = perceptual_difficulty(performance, self.episode_means[source.cpu()].to(performance.device))
         complexity = kinematic_complexity(batch["actions"], batch["action_mask"])
         kinematic = kinematic_difficulty(complexity, *self.kinematics,
-                                         per_sample_loss=losses if self.kinematic_times_loss else None)
-        return combined_difficulty(perceptual, kinematic, self.lambda_p, self.lambda_k)
+                                         per_sample_loss=performance if self.kinematic_times_loss else None)
+        return combined_difficulty(perceptual, kinematic, self.lambda_p, self.lambda_k), perceptual
 
     def training_step(self, batch, batch_idx):
-        losses = self.sample_losses(batch)  # (B,)
-        difficulty = self.difficulty(losses, batch) if self.adamix else None
+        losses, per_noising, timesteps = self.sample_losses(batch)  # (B,), (B·R,), (B·R,)
+        difficulty, extra = None, {}
+        if self.adamix:
+            difficulty, perceptual = self.difficulty(self.performance(losses, per_noising, timesteps), batch)
+            noise_level = timesteps.float().view(-1, self.model.repeats).mean(-1)  # (B,)
+            extra["perceptual_noise_corr"] = correlation(perceptual, noise_level)
         warmup = self.warmup_steps if self.adamix else sys.maxsize  # uniform arms: never on
         loss, metrics = adamix_loss(losses, difficulty, self.temperature, self.mix_uniform, self.global_step, warmup,
                                     generated=batch["generated"],
                                     grasp_release=gripper_changes(batch["actions"], batch["action_mask"]))
-        self.log_metrics("train", {"loss": loss, "action_mse": losses.mean().detach(), **metrics},
+        self.log_metrics("train", {"loss": loss, "action_mse": losses.mean().detach(), **metrics, **extra},
                          batch_size=losses.shape[0])
         return loss
 
     def extra_state(self) -> dict:
-        if self.episode_means is None:
-            return {}
-        return {"episode_means": self.episode_means.tolist(), "episode_seen": self.episode_seen.tolist()}
+        state = {"level_means": self.level_means.tolist(), "level_seen": self.level_seen.tolist()}
+        if self.episode_means is not None:
+            state.update(episode_means=self.episode_means.tolist(), episode_seen=self.episode_seen.tolist())
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         if "episode_means" in state:
             self.episode_means = torch.tensor(state["episode_means"])
             self.episode_seen = torch.tensor(state["episode_seen"], dtype=torch.bool)
+        if "level_means" in state:
+            self.level_means = torch.tensor(state["level_means"])
+            self.level_seen = torch.tensor(state["level_seen"], dtype=torch.bool)

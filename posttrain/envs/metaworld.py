@@ -114,9 +114,10 @@ def instruction_text(template: str, task: str, color: str) -> str:
 LIVE: weakref.WeakSet = weakref.WeakSet()  # simulations not yet closed
 
 
-@atexit.register
 def close_all() -> None:
-    """Renderers left open at exit are closed before the interpreter tears EGL down (else EGL prints errors)."""
+    """Renderers left open at exit are closed before the interpreter tears EGL down (else EGL prints errors):
+    registered again after each renderer is made, since exit handlers run last-registered first and mujoco
+    registers EGL's teardown when it makes its first GL context."""
     for sim in list(LIVE):
         sim.close()
 
@@ -149,6 +150,8 @@ class Simulation:
                 renderer = mujoco.Renderer(self.env.model, self.size, self.size)
             except Exception as err:  # mujoco raises assorted types when GL is missing
                 raise RenderError(GL_HELP.format(gl=os.environ.get("MUJOCO_GL"), err=err)) from err
+            atexit.unregister(close_all)
+            atexit.register(close_all)
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
             self.renderers[view] = renderer

@@ -5,11 +5,16 @@ The paper states only that each batch is re-weighted "according to policy perfor
 kinematically challenging samples. The formulas here are the reconstruction of ../shared/methods/emma.md §2.2, not
 the authors' (which were not available):
 
-    d_i^perc = ℓ_i / mean ℓ over the renderings of i's source episode   (perceptual_difficulty)
+    ℓ̃_i      = (1/R) Σ_r ℓ_{i,r} / L̄(noise level of noising r)          (noise_level_normalised_loss; ours)
+    d_i^perc = ℓ̃_i / mean ℓ̃ over the renderings of i's source episode   (perceptual_difficulty)
     d_i^kin  = standardised kinematic complexity of the action chunk     (kinematic_complexity, kinematic_difficulty)
     d_i      = λ_p · z(d_i^perc) + λ_k · z(d_i^kin)                      (combined_difficulty; z: within the batch)
     w_i      = (1 − η) + η · |B| · softmax_j(d_j / τ)_i                  (adamix_weights; mean weight 1)
     L        = (1/|B|) Σ_i stopgrad(w_i) · ℓ_i                           (adamix_loss; uniform during warm-up)
+
+ℓ̃ is this project's addition to the reconstruction: ℓ_i of a diffusion policy is its ε-loss at R random noise
+levels, which the noise levels drawn dominate (`noise_level_normalised_loss`); with it off (`noise_bins: 0` in
+lightning_modules/emma.py) ℓ̃ = ℓ.
 
 All functions are pure: tensors in, tensors out; the running per-episode loss means live with the caller
 (`update_episode_means` computes the next table; under DDP the caller sums `episode_sums` over the processes and
@@ -201,6 +206,14 @@ def weight_mass(weights: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
     return (weights * members.float()).sum() / weights.sum().clamp(min=1e-12)
 
 
+def correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson's correlation of (N,) x and y (0 where either is constant): how much of a difficulty signal another
+    quantity explains (`train/perceptual_noise_corr`)."""
+    x, y = x.detach().float() - x.detach().float().mean(), y.detach().float() - y.detach().float().mean()
+    scale = (x.pow(2).sum() * y.pow(2).sum()).sqrt()
+    return torch.where(scale > 1e-12, (x * y).sum() / scale.clamp(min=1e-12), torch.zeros_like(scale))
+
+
 def adamix_loss(per_sample_loss: torch.Tensor, difficulty: torch.Tensor | None = None, temperature: float = 1.0,
                 mix_uniform: float = 0.5, step: int = 0, warmup_steps: int = 0,
                 generated: torch.Tensor | None = None, grasp_release: torch.Tensor | None = None
@@ -245,10 +258,39 @@ def per_sample_action_loss(predicted: torch.Tensor, noise: torch.Tensor, mask: t
         mask: (B·R, H) 1 on real steps; None: all. repeats: R.
     Returns: (B,).
     """
+    return per_noising_action_loss(predicted, noise, mask).view(-1, repeats).mean(-1)
+
+
+def per_noising_action_loss(predicted: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """ℓ_{i,r}: (B·R, H, A), (B·R, H, A), (B·R, H) or None -> (B·R,), the squared error averaged over the action
+    dimensions and the chunk's real steps."""
     squared = (predicted.float() - noise.float()).pow(2).mean(-1)  # (B·R, H)
     valid = torch.ones_like(squared) if mask is None else mask.to(squared.dtype)
-    per_row = (squared * valid).sum(-1) / valid.sum(-1).clamp(min=1.0)  # (B·R,)
-    return per_row.view(-1, repeats).mean(-1)
+    return (squared * valid).sum(-1) / valid.sum(-1).clamp(min=1.0)
+
+
+def noise_level_bins(timesteps: torch.Tensor, num_timesteps: int, bins: int) -> torch.Tensor:
+    """Each noising's noise-level bin: (N,) diffusion timesteps in [0, T) -> (N,) int64 in [0, bins)."""
+    return (timesteps.long() * bins) // num_timesteps
+
+
+def noise_level_normalised_loss(per_noising_loss: torch.Tensor, level: torch.Tensor, level_means: torch.Tensor,
+                                repeats: int, eps: float = 1e-8) -> torch.Tensor:
+    """The loss a sample's noisings show beyond what their noise levels predict (reconstruction, docs/methods/emma.md):
+
+        ℓ̃_i = (1/R) Σ_r ℓ_{i,r} / L̄_{k(i,r)}
+
+    L̄_k: the running mean loss of noise-level bin k over all samples. A diffusion policy's ε-loss falls by orders
+    of magnitude from low to high noise, so the raw ℓ_i of R random noisings ranks samples mostly by the noise
+    levels they drew; ℓ̃_i ranks them by the policy's performance, which is what AdaMix is to weight by.
+
+    Args:
+        per_noising_loss: (B·R,) ℓ_{i,r}, rows of one sample consecutive; level: (B·R,) their bins
+            (`noise_level_bins`); level_means: (K,) L̄ (`blend_episode_means` over the bins' `episode_sums`).
+    Returns: (B,), detached.
+    """
+    ratio = per_noising_loss.detach().float() / (level_means.to(per_noising_loss.device)[level] + eps)
+    return ratio.view(-1, repeats).mean(-1)
 
 
 def transfer_loss(predicted: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict]:

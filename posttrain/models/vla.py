@@ -270,6 +270,10 @@ class VLAModel(nn.Module):
         """One training pass of the action expert on a robot batch, each sample noised `repeats` times (rows of one
         sample consecutive): (prediction, target, action mask), (B·R, H, A), (B·R, H, A), (B·R, H); the target is
         the noise ε (`prediction_type: epsilon`) or the normalised clean chunk a (`sample`)."""
+        return self.training_noisings(robot)[:3]
+
+    def training_noisings(self, robot: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`training_prediction` and the noisings' diffusion timesteps (B·R,)."""
         repeats = self.repeats
         condition = self.condition(robot["prompt_input_ids"], robot["prompt_attention_mask"],
                                    robot.get("image_inputs"), robot["views"])  # (B, Q, D)
@@ -278,7 +282,7 @@ class VLAModel(nn.Module):
         noisy, timesteps, noise = self.noised(actions)  # (B·R, H, A)
         predicted = self.predict_noise(noisy, timesteps, condition, robot["state"].repeat_interleave(repeats, 0))
         target = noise if self.noise_scheduler.config.prediction_type == "epsilon" else actions.float()
-        return predicted, target, robot["action_mask"].repeat_interleave(repeats, 0)
+        return predicted, target, robot["action_mask"].repeat_interleave(repeats, 0), timesteps
 
     @torch.no_grad()
     def sample(self, condition: torch.Tensor, state: torch.Tensor | None, generator: torch.Generator | None = None,

@@ -29,6 +29,9 @@ Observations become the model's inputs through `encode(observations, seeds)`, wh
 data (`RobotDataModule.encode_observations`: the same processor, spatial prompt, views and state normalisation as
 the training frames).
 
+Environments are borrowed from a process-wide idle pool (`borrow_env`) and handed back by `close` (`release_env`),
+so the next evaluator of the same env config and split, e.g. the next arm of a pipeline, reuses them.
+
 The evaluation's cost is reported beside it: `perf/eval_episodes_per_min` and `perf/eval_env_steps_per_s`
 (closed-loop episodes per wall minute and environment steps per wall second, renders, physics and model calls
 together).
@@ -38,6 +41,7 @@ episode, every `media_every`-th step) written to TensorBoard at each evaluation.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 
@@ -84,7 +88,7 @@ class ClosedLoopEvaluator(nn.Module):
         # split -> name -> running mean (success, steps), on the CPU: not submodules, so nothing of the evaluator
         # enters checkpoints; torchmetrics still reduces them over processes in compute
         self.metrics: dict[str, dict[str, MeanMetric]] = {}
-        self.envs: dict[str, list] = {}  # split -> environments, reused across evaluations (renderers included)
+        self.envs: dict[str, list] = {}  # split -> environments borrowed from IDLE_ENVS for this evaluator's life
         self.frames: dict[str, list[list[np.ndarray]]] = {}
         self.grids: dict[str, torch.Tensor] = {}
         self.tokenizer, self.encode = None, None
@@ -114,10 +118,13 @@ class ClosedLoopEvaluator(nn.Module):
     def environments(self, split: str, count: int) -> list:
         pool = self.envs.setdefault(split, [])
         while len(pool) < count:
-            overrides = dict(self.split_envs.get(split, {}))
-            env_split = overrides.pop("split", split)
-            pool.append(make_env(self.env_config, where="method.evaluator.env", split=env_split, **overrides))
+            pool.append(borrow_env(self.env_config, *self.env_split(split)))
         return pool[:count]
+
+    def env_split(self, split: str) -> tuple[str, dict]:
+        """The environment's own split and the overrides that make the evaluation split `split`."""
+        overrides = dict(self.split_envs.get(split, {}))
+        return overrides.pop("split", split), overrides
 
     def play(self, model, seeds: list[int], split: str, seed: int) -> None:
         """Plays one episode per seed (in lockstep) and records success and length."""
@@ -220,10 +227,41 @@ class ClosedLoopEvaluator(nn.Module):
         self.grids = {}
 
     def close(self) -> None:
-        for pool in self.envs.values():
+        """Hands the environments back to the process's idle pool (the next evaluator of the same env, e.g. the
+        next arm of a pipeline, reuses them); `close_idle_envs` closes them."""
+        for split, pool in self.envs.items():
             for env in pool:
-                env.close()
+                release_env(env, self.env_config, *self.env_split(split))
         self.envs = {}
+
+
+# Environments no evaluator holds, by their config: making one (a simulator, a GL context and a renderer per view)
+# costs seconds, so a pipeline's arms reuse them. Every episode starts with reset(seed=...), which sets the layout,
+# the appearance and the random state, so a reused environment plays exactly as a new one.
+IDLE_ENVS: dict[str, list] = {}
+
+
+def env_key(config: Mapping, split: str, overrides: Mapping) -> str:
+    return json.dumps([dict(config), split, dict(overrides)], sort_keys=True, default=str)
+
+
+def borrow_env(config: Mapping, split: str, overrides: Mapping):
+    """An idle environment of this config, split and overrides, or a new one (`make_env`)."""
+    idle = IDLE_ENVS.get(env_key(config, split, overrides))
+    return idle.pop() if idle else make_env(config, where="method.evaluator.env", split=split, **overrides)
+
+
+def release_env(env, config: Mapping, split: str, overrides: Mapping) -> None:
+    """Back to the idle pool, for a later `borrow_env` of the same config, split and overrides."""
+    IDLE_ENVS.setdefault(env_key(config, split, overrides), []).append(env)
+
+
+def close_idle_envs() -> None:
+    """Closes every idle environment (their renderers before the GL context goes)."""
+    for idle in IDLE_ENVS.values():
+        for env in idle:
+            env.close()
+    IDLE_ENVS.clear()
 
 
 def chunk_error(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -73,6 +73,8 @@ def test_adamix_turns_on_after_the_warmup_and_reports_where_the_weight_goes(fold
         assert r["train/mass_generated"] == pytest.approx(r["train/share_generated"])
     assert any(r["train/weight_max"] > 1.0 > r["train/weight_min"] for r in recorder.logged[2:])
     assert module.episode_seen.all() and (module.episode_means > 0).all()
+    assert module.level_seen.any() and (module.level_means[module.level_seen] > 0).all()
+    assert all(-1.0 <= r["train/perceptual_noise_corr"] <= 1.0 for r in recorder.logged)
 
 
 def test_uniform_arm_never_reweights(folders, tmp_path):
@@ -101,6 +103,7 @@ def test_killed_adamix_run_resumes_to_the_same_weights_and_episode_means(folders
     assert trainer.global_step == 4
     assert_same_parameters(resumed, reference)
     assert torch.allclose(resumed.episode_means, reference.episode_means)
+    assert torch.allclose(resumed.level_means, reference.level_means) and reference.level_seen.any()
 
 
 def test_the_transfer_stage_keeps_its_recent_losses_in_the_checkpoint():
@@ -129,3 +132,26 @@ def test_the_episode_means_take_every_process_batch(folders, monkeypatch):
     module.difficulty(torch.tensor([1.0, 1.0]), batch)
     torch.testing.assert_close(module.episode_means, torch.tensor([1.0, 3.0]))  # episode 1: (1 + 6 + 2) / 3
     assert module.episode_seen.all()
+
+
+def test_the_noise_level_means_take_every_process_batch(folders, monkeypatch):
+    """ℓ̃ divides each noising's loss by its noise level's running mean over every process's batch."""
+    import lightning_modules.emma as emma_module
+    from posttrain.losses.emma import episode_sums
+
+    module, _ = make(folders, noise_bins=2)  # small_vla: R = 2 noisings; bins of its 100 timesteps: [0, 50), [50, 100)
+    other = episode_sums(torch.tensor([0, 1]), torch.tensor([3.0, 4.0]), 2)  # the other process: one noising per bin
+    monkeypatch.setattr(emma_module, "summed", lambda totals: totals + torch.stack(other))
+    performance = module.performance(torch.tensor([2.0, 1.0]), torch.tensor([1.0, 3.0, 2.0, 0.0]),
+                                     torch.tensor([10, 60, 20, 90]))
+    torch.testing.assert_close(module.level_means, torch.tensor([2.0, 7.0 / 3.0]))  # (1 + 2 + 3) / 3, (3 + 0 + 4) / 3
+    # sample 0: (1 / 2 + 3 / (7/3)) / 2; sample 1: (2 / 2 + 0) / 2
+    torch.testing.assert_close(performance, torch.tensor([(0.5 + 9.0 / 7.0) / 2, 0.5]))
+
+
+def test_noise_bins_outside_the_models_timesteps_name_the_key(folders):
+    from posttrain.utils.config import ConfigError
+
+    for bins in (-1, 101):
+        with pytest.raises(ConfigError, match="method.noise_bins"):
+            make(folders, noise_bins=bins)

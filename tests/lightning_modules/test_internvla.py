@@ -8,6 +8,7 @@ from datamodules.robot import RobotDataModule
 from lightning_modules.internvla import InternVLAModule
 from posttrain.envs import registry
 from posttrain.utils.config import ConfigError
+from posttrain.vla import evaluator as evaluator_module
 from posttrain.vla.evaluator import ClosedLoopEvaluator
 from tests.helpers import KillAtStep, Killed, assert_same_parameters
 from tests.models.test_vla import small_vla
@@ -107,6 +108,34 @@ def test_closed_loop_evaluator_plays_the_episodes_and_grids_their_frames(demos):
     envs = evaluator.envs["test_paraphrase"]
     evaluator.update(module.model, specs, "test_paraphrase", seed=0)
     assert evaluator.envs["test_paraphrase"] == envs  # the environments (and renderers) are reused
+
+
+def test_a_closed_evaluators_environments_serve_the_next_one_and_play_the_same(demos):
+    module, dm = make(demos)
+    dm.setup("fit")
+    module.model.set_statistics(dm.statistics)
+    specs = next(iter(dm.val_dataloader()[1]))
+
+    def play(evaluator):
+        evaluator.setup(dm.eval_splits, module.tokenizer)
+        evaluator.encode = dm.encode_observations
+        evaluator.update(module.model.eval(), specs, "test_paraphrase", seed=3)
+        envs = list(evaluator.envs["test_paraphrase"])
+        results = {k: float(v) for k, v in evaluator.compute().items() if not k.startswith("perf/")}
+        evaluator.close()
+        return envs, results
+
+    evaluator_module.close_idle_envs()  # none left by other tests
+    config = {"id": "toy_reach", "max_steps": 6}
+    first_envs, first = play(ClosedLoopEvaluator(config, max_steps=6))
+    assert evaluator_module.IDLE_ENVS[evaluator_module.env_key(config, "test_paraphrase", {})] == first_envs
+    for env in first_envs:  # leave them mid-episode: the next evaluator's resets must undo it
+        env.step(env.expert())
+    second_envs, second = play(ClosedLoopEvaluator(config, max_steps=6))
+    assert {id(e) for e in second_envs} == {id(e) for e in first_envs}
+    assert second == first and set(first) == {"test_paraphrase/success", "test_paraphrase/steps"}
+    other_envs, _ = play(ClosedLoopEvaluator({**config, "max_steps": 5}, max_steps=6))  # another config: new ones
+    assert not {id(e) for e in other_envs} & {id(e) for e in first_envs}
 
 
 @pytest.mark.parametrize("change, key", [({"model_settings": {"action_dim": 3}}, "model.action_dim"),

@@ -10,11 +10,15 @@ from posttrain.losses.emma import (
     adamix_weights,
     blend_episode_means,
     combined_difficulty,
+    correlation,
     episode_sums,
     gripper_changes,
     group_mean,
     kinematic_complexity,
     kinematic_difficulty,
+    noise_level_bins,
+    noise_level_normalised_loss,
+    per_noising_action_loss,
     per_sample_action_loss,
     perceptual_difficulty,
     standardise,
@@ -159,6 +163,37 @@ def test_per_sample_action_loss_by_hand():
     assert torch.allclose(losses, torch.tensor([2.75, 10.0]))
     everything = per_sample_action_loss(predicted, noise, None, repeats=4)
     assert torch.allclose(everything, torch.tensor([(5 + 0.5 + 14.5 + 48.5) / 4]))
+
+
+def test_per_noising_loss_is_the_rows_of_the_per_sample_loss():
+    predicted = torch.tensor([[[1.0], [3.0]], [[0.0], [1.0]]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    torch.testing.assert_close(per_noising_action_loss(predicted, torch.zeros_like(predicted), mask),
+                               torch.tensor([5.0, 0.0]))
+
+
+def test_noise_level_bins_split_the_timesteps_evenly():
+    assert noise_level_bins(torch.tensor([0, 9, 10, 55, 99]), 100, 10).tolist() == [0, 0, 1, 5, 9]
+    assert noise_level_bins(torch.tensor([0, 99]), 100, 1).tolist() == [0, 0]
+
+
+def test_normalising_by_the_noise_level_ranks_samples_by_the_policy_not_the_draw():
+    # ℓ_{i,r} = g_i · f(level): the levels' losses f = 4 (low noise) and 1 (high noise); sample 0 is twice as hard
+    # (g = 2) but drew high noise, sample 1 (g = 1) drew low noise
+    level = torch.tensor([1, 1, 0, 0])  # R = 2 noisings per sample
+    per_noising = torch.tensor([2.0, 2.0, 4.0, 4.0])
+    raw = per_noising.view(2, 2).mean(-1)
+    assert raw[0] < raw[1]  # the raw loss ranks the easier sample as harder
+    normalised = noise_level_normalised_loss(per_noising, level, torch.tensor([4.0, 1.0]), repeats=2)
+    torch.testing.assert_close(normalised, torch.tensor([2.0, 1.0]))
+
+
+def test_correlation_by_hand():
+    torch.testing.assert_close(correlation(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 6.0])),
+                               torch.tensor(1.0))
+    torch.testing.assert_close(correlation(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 0.0, 1.0])),
+                               torch.tensor(0.0))
+    torch.testing.assert_close(correlation(torch.tensor([1.0, 2.0]), torch.tensor([5.0, 5.0])), torch.tensor(0.0))
 
 
 def test_transfer_loss_is_the_mean_squared_error():
