@@ -24,6 +24,7 @@ from __future__ import annotations
 import sys
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_modules.base import PostTrainModule
 from lightning_modules.vla_steps import check_robot_data, close_evaluator, planner_parameter_groups
@@ -115,37 +116,39 @@ class EMMAModule(PostTrainModule):
         per_noising = per_noising_action_loss(predicted, target, mask)  # (B·R,)
         return per_noising.view(-1, self.model.repeats).mean(-1), per_noising, timesteps
 
-    def performance(self, losses: torch.Tensor, per_noising: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def normalised_losses(self, losses: torch.Tensor, per_noising: torch.Tensor,
+                          timesteps: torch.Tensor) -> torch.Tensor:
         """ℓ̃_i (B,): ℓ_i relative to what its noisings' noise levels predict (the noise-level table updated with
         this batch first, under DDP with every process's batch); ℓ_i itself with `noise_bins` 0."""
         if self.noise_bins == 0:
             return losses.detach()
         steps = self.model.noise_scheduler.config.num_train_timesteps
         level = noise_level_bins(timesteps, steps, self.noise_bins)  # (B·R,)
+        # the per-episode table's functions, with noise-level bins for episodes
         totals = summed(torch.stack(episode_sums(level, per_noising, self.noise_bins)))  # (2, K)
         self.level_means, self.level_seen = blend_episode_means(self.level_means, self.level_seen, totals[0].cpu(),
                                                                 totals[1].cpu(), self.momentum)
         return noise_level_normalised_loss(per_noising, level, self.level_means, self.model.repeats)
 
-    def difficulty(self, performance: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def difficulty(self, normalised: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """d_i (B,) from ℓ̃ and the per-episode running means of ℓ̃ (updated with this batch first; under DDP with
         every process's batch, so the processes keep one table) and the chunks' kinematics; and d^perc (B,)."""
         source = batch["source"]
-        sums, counts = episode_sums(source, performance, len(self.episode_means))  # (E,), (E,) on the loss's device
+        sums, counts = episode_sums(source, normalised, len(self.episode_means))  # (E,), (E,) on the loss's device
         totals = summed(torch.stack([sums, counts]))  # (2, E): one all-reduce of both under DDP
         self.episode_means, self.episode_seen = blend_episode_means(self.episode_means, self.episode_seen,
                                                                     totals[0].cpu(), totals[1].cpu(), self.momentum)
-        perceptual = perceptual_difficulty(performance, self.episode_means[source.cpu()].to(performance.device))
+        perceptual = perceptual_difficulty(normalised, self.episode_means[source.cpu()].to(normalised.device))
         complexity = kinematic_complexity(batch["actions"], batch["action_mask"])
         kinematic = kinematic_difficulty(complexity, *self.kinematics,
-                                         per_sample_loss=performance if self.kinematic_times_loss else None)
+                                         per_sample_loss=normalised if self.kinematic_times_loss else None)
         return combined_difficulty(perceptual, kinematic, self.lambda_p, self.lambda_k), perceptual
 
     def training_step(self, batch, batch_idx):
         losses, per_noising, timesteps = self.sample_losses(batch)  # (B,), (B·R,), (B·R,)
         difficulty, extra = None, {}
         if self.adamix:
-            difficulty, perceptual = self.difficulty(self.performance(losses, per_noising, timesteps), batch)
+            difficulty, perceptual = self.difficulty(self.normalised_losses(losses, per_noising, timesteps), batch)
             noise_level = timesteps.float().view(-1, self.model.repeats).mean(-1)  # (B,)
             extra["perceptual_noise_corr"] = correlation(perceptual, noise_level)
         warmup = self.warmup_steps if self.adamix else sys.maxsize  # uniform arms: never on
@@ -163,9 +166,14 @@ class EMMAModule(PostTrainModule):
         return state
 
     def load_extra_state(self, state: dict) -> None:
+        stored = len(state.get("level_means", []))  # a checkpoint from before the noise-level table: 0
+        if stored != self.noise_bins:  # its episode means are of another loss (ℓ, or other bins): start afresh
+            rank_zero_warn(f"the checkpoint's AdaMix tables were kept with method.noise_bins={stored}, this run has "
+                           f"{self.noise_bins}: the per-episode and noise-level means start afresh")
+            return
         if "episode_means" in state:
             self.episode_means = torch.tensor(state["episode_means"])
             self.episode_seen = torch.tensor(state["episode_seen"], dtype=torch.bool)
-        if "level_means" in state:
+        if stored:
             self.level_means = torch.tensor(state["level_means"])
             self.level_seen = torch.tensor(state["level_seen"], dtype=torch.bool)

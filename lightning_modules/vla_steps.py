@@ -1,5 +1,5 @@
 """Pieces every VLA training module shares (InternVLA-M1's and EMMA's): checking a robot datamodule against the
-model, the planner / action-expert learning rates, closing the closed-loop evaluator's simulators."""
+model, the planner / action-expert learning rates, handing the closed-loop evaluator's simulators back."""
 from __future__ import annotations
 
 from posttrain.utils.config import check
@@ -21,7 +21,8 @@ def planner_parameter_groups(model, params: list, vlm_lr: float, action_lr: floa
 
 
 def close_evaluator(evaluator) -> None:
-    """Closes the simulators' renderers, before the GL context goes."""
+    """Hands the evaluator's simulators back to the process's idle pool (`ClosedLoopEvaluator.close`), where the
+    next arm's evaluator finds them; Meta-World closes what is left at exit, before the GL context goes."""
     close = getattr(evaluator, "close", None)
     if close is not None:
         close()

@@ -276,7 +276,8 @@ def noise_level_bins(timesteps: torch.Tensor, num_timesteps: int, bins: int) -> 
 
 def noise_level_normalised_loss(per_noising_loss: torch.Tensor, level: torch.Tensor, level_means: torch.Tensor,
                                 repeats: int, eps: float = 1e-8) -> torch.Tensor:
-    """The loss a sample's noisings show beyond what their noise levels predict (reconstruction, docs/methods/emma.md):
+    """The loss a sample's noisings show beyond what their noise levels predict (this project's addition to the
+    reconstruction, docs/methods/emma.md):
 
         ℓ̃_i = (1/R) Σ_r ℓ_{i,r} / L̄_{k(i,r)}
 

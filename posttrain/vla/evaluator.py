@@ -228,7 +228,8 @@ class ClosedLoopEvaluator(nn.Module):
 
     def close(self) -> None:
         """Hands the environments back to the process's idle pool (the next evaluator of the same env, e.g. the
-        next arm of a pipeline, reuses them); `close_idle_envs` closes them."""
+        next arm of a pipeline, reuses them). They stay open until `close_idle_envs` (the tests call it after each
+        test) or the process's exit (Meta-World closes its renderers then, `posttrain.envs.metaworld.close_all`)."""
         for split, pool in self.envs.items():
             for env in pool:
                 release_env(env, self.env_config, *self.env_split(split))
@@ -242,6 +243,8 @@ IDLE_ENVS: dict[str, list] = {}
 
 
 def env_key(config: Mapping, split: str, overrides: Mapping) -> str:
+    """The pool's key: the config, split and overrides as sorted JSON, so equal settings give one key whatever their
+    order (values JSON cannot write, e.g. an OmegaConf list, by their text)."""
     return json.dumps([dict(config), split, dict(overrides)], sort_keys=True, default=str)
 
 

@@ -40,6 +40,33 @@ def test_seeded_reset_reproduces_images_state_and_instruction(env):
     assert not np.array_equal(first["scene"], moved["scene"])  # another seed, another layout
 
 
+def test_an_environment_back_from_the_evaluators_pool_plays_as_a_new_one():
+    """The closed-loop evaluator reuses environments across arms: one that played another episode (another layout
+    and appearance, left mid-episode) renders and steps exactly as a new one after reset(seed)."""
+    from posttrain.vla.evaluator import borrow_env, release_env
+
+    config, overrides = {"id": "metaworld", "tasks": ["pick-place-v3"], "held_out": [], "image_size": 32}, \
+        {"appearance": "in_domain"}  # a new appearance drawn at every reset: textures change between episodes
+    used = borrow_env(config, "val", overrides)
+    used.reset(seed=5)
+    for _ in range(3):
+        used.step(used.expert_action())
+    release_env(used, config, "val", overrides)
+    reused = borrow_env(config, "val", overrides)
+    fresh = make_env(config, split="val", **overrides)
+    try:
+        assert reused is used
+        seen, expected = reused.reset(seed=11)[0], fresh.reset(seed=11)[0]
+        for _ in range(4):
+            for key in ("scene", "wrist", "state"):
+                np.testing.assert_array_equal(seen[key], expected[key])
+            action = fresh.expert_action()
+            seen, expected = reused.step(action)[0], fresh.step(action)[0]
+    finally:
+        fresh.close()
+        reused.close()
+
+
 def test_observation_contract(env):
     obs, info = env.reset(seed=3)
     assert obs["scene"].shape == obs["wrist"].shape == (64, 64, 3) and obs["scene"].dtype == np.uint8

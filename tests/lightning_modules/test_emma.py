@@ -74,7 +74,8 @@ def test_adamix_turns_on_after_the_warmup_and_reports_where_the_weight_goes(fold
     assert any(r["train/weight_max"] > 1.0 > r["train/weight_min"] for r in recorder.logged[2:])
     assert module.episode_seen.all() and (module.episode_means > 0).all()
     assert module.level_seen.any() and (module.level_means[module.level_seen] > 0).all()
-    assert all(-1.0 <= r["train/perceptual_noise_corr"] <= 1.0 for r in recorder.logged)
+    correlations = [r["train/perceptual_noise_corr"] for r in recorder.logged]
+    assert all(-1.0 <= c <= 1.0 for c in correlations) and any(c != 0.0 for c in correlations)
 
 
 def test_uniform_arm_never_reweights(folders, tmp_path):
@@ -142,11 +143,25 @@ def test_the_noise_level_means_take_every_process_batch(folders, monkeypatch):
     module, _ = make(folders, noise_bins=2)  # small_vla: R = 2 noisings; bins of its 100 timesteps: [0, 50), [50, 100)
     other = episode_sums(torch.tensor([0, 1]), torch.tensor([3.0, 4.0]), 2)  # the other process: one noising per bin
     monkeypatch.setattr(emma_module, "summed", lambda totals: totals + torch.stack(other))
-    performance = module.performance(torch.tensor([2.0, 1.0]), torch.tensor([1.0, 3.0, 2.0, 0.0]),
+    normalised = module.normalised_losses(torch.tensor([2.0, 1.0]), torch.tensor([1.0, 3.0, 2.0, 0.0]),
                                      torch.tensor([10, 60, 20, 90]))
     torch.testing.assert_close(module.level_means, torch.tensor([2.0, 7.0 / 3.0]))  # (1 + 2 + 3) / 3, (3 + 0 + 4) / 3
     # sample 0: (1 / 2 + 3 / (7/3)) / 2; sample 1: (2 / 2 + 0) / 2
-    torch.testing.assert_close(performance, torch.tensor([(0.5 + 9.0 / 7.0) / 2, 0.5]))
+    torch.testing.assert_close(normalised, torch.tensor([(0.5 + 9.0 / 7.0) / 2, 0.5]))
+
+
+def test_tables_kept_with_other_noise_bins_start_afresh(folders):
+    """A checkpoint from before the noise-level table (or with other bins) holds episode means of another loss."""
+    old = {"episode_means": [0.2, 0.3], "episode_seen": [True, True]}
+    module, _ = make(folders)  # noise_bins 10
+    module.episode_means, module.episode_seen = torch.zeros(2), torch.zeros(2, dtype=torch.bool)
+    with pytest.warns(UserWarning, match="method.noise_bins=0"):
+        module.load_extra_state(old)
+    assert not module.episode_seen.any() and not module.level_seen.any()
+    raw, _ = make(folders, noise_bins=0)  # the same loss as the checkpoint's: loaded
+    raw.load_extra_state(old)
+    torch.testing.assert_close(raw.episode_means, torch.tensor([0.2, 0.3]))
+    assert raw.episode_seen.all()
 
 
 def test_noise_bins_outside_the_models_timesteps_name_the_key(folders):
