@@ -124,20 +124,22 @@ class EMMAModule(PostTrainModule):
             return losses.detach()
         steps = self.model.noise_scheduler.config.num_train_timesteps
         level = noise_level_bins(timesteps, steps, self.noise_bins)  # (B·R,)
-        # the per-episode table's functions, with noise-level bins for episodes
-        totals = summed(torch.stack(episode_sums(level, per_noising, self.noise_bins)))  # (2, K)
-        self.level_means, self.level_seen = blend_episode_means(self.level_means, self.level_seen, totals[0].cpu(),
-                                                                totals[1].cpu(), self.momentum)
+        self.level_means, self.level_seen = self.blended(self.level_means, self.level_seen, level, per_noising)
         return noise_level_normalised_loss(per_noising, level, self.level_means, self.model.repeats)
+
+    def blended(self, means: torch.Tensor, seen: torch.Tensor, groups: torch.Tensor,
+                values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A running-means table (per source episode or per noise-level bin; (G,), on the CPU) with the batch's
+        values (N,) of groups (N,) blended in; under DDP every process's batch (the sums and counts summed in one
+        all-reduce), so the processes keep one table."""
+        totals = summed(torch.stack(episode_sums(groups, values, len(means))))  # (2, G) on the values' device
+        return blend_episode_means(means, seen, totals[0].cpu(), totals[1].cpu(), self.momentum)
 
     def difficulty(self, normalised: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """d_i (B,) from ℓ̃ and the per-episode running means of ℓ̃ (updated with this batch first; under DDP with
         every process's batch, so the processes keep one table) and the chunks' kinematics; and d^perc (B,)."""
         source = batch["source"]
-        sums, counts = episode_sums(source, normalised, len(self.episode_means))  # (E,), (E,) on the loss's device
-        totals = summed(torch.stack([sums, counts]))  # (2, E): one all-reduce of both under DDP
-        self.episode_means, self.episode_seen = blend_episode_means(self.episode_means, self.episode_seen,
-                                                                    totals[0].cpu(), totals[1].cpu(), self.momentum)
+        self.episode_means, self.episode_seen = self.blended(self.episode_means, self.episode_seen, source, normalised)
         perceptual = perceptual_difficulty(normalised, self.episode_means[source.cpu()].to(normalised.device))
         complexity = kinematic_complexity(batch["actions"], batch["action_mask"])
         kinematic = kinematic_difficulty(complexity, *self.kinematics,

@@ -209,7 +209,8 @@ def weight_mass(weights: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
 def correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Pearson's correlation of (N,) x and y (0 where either is constant): how much of a difficulty signal another
     quantity explains (`train/perceptual_noise_corr`)."""
-    x, y = x.detach().float() - x.detach().float().mean(), y.detach().float() - y.detach().float().mean()
+    x, y = x.detach().float(), y.detach().float()
+    x, y = x - x.mean(), y - y.mean()
     scale = (x.pow(2).sum() * y.pow(2).sum()).sqrt()
     return torch.where(scale > 1e-12, (x * y).sum() / scale.clamp(min=1e-12), torch.zeros_like(scale))
 

@@ -48,7 +48,6 @@ def test_the_data_stages_cache_keys_do_not_hold_the_policy_config(tmp_path):
     assert augmentation["generated"] == base["generated"]
 
 
-
 def reset_seeds(seed, tmp_path) -> dict[str, list[int]]:
     """Every reset seed a stage of `experiment=emma seed=<seed>` uses: its data's seeds, or an arm's closed-loop
     ones."""
